@@ -1,0 +1,84 @@
+# The project's vocabulary. Every target installs what it needs when it is missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+STACK ?= dev
+# Build caches shared by every clone on this machine (toolchain binaries, golden image), keyed by pins.
+export HACLUSTER_CACHE ?= $(HOME)/.cache/hacluster
+export HACLUSTER_NETNS ?= halab
+
+TOOLS := $(ROOT)/.tools/bin
+VENV := $(ROOT)/venv
+PY := $(VENV)/bin/python
+
+export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
+export PULUMI_HOME ?= $(ROOT)/.pulumi-home
+export PULUMI_BACKEND_URL ?= file://$(ROOT)/.state
+# Local (file backend) stacks encrypt their secrets with this passphrase; set your own for real stacks.
+export PULUMI_CONFIG_PASSPHRASE ?= hacluster-dev
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+
+.PHONY: help deps toolchain venv image lab lab-down forward up preview destroy \
+        test test-unit test-integration test-e2e bench lint
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps: ## Debian packages (qemu, libvirt, nginx, keepalived, debootstrap, ...)
+	@bash scripts/deps.sh
+
+toolchain: ## Build pulumi CLI, language host and provider plugins from Go modules into .tools/bin
+	@bash toolchain/build.sh
+
+venv: $(VENV)/.stamp ## Python virtualenv from requirements.txt
+$(VENV)/.stamp: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+image: deps ## Golden Debian 12 image (debootstrap) into .images/
+	@bash image/build.sh
+
+lab: deps ## Start the sandboxed libvirt inside network namespace $(HACLUSTER_NETNS)
+	@bash scripts/lab.sh up
+
+lab-down: ## Stop what `make lab` started
+	@bash scripts/lab.sh down
+
+forward: ## Forward 127.0.0.1:8080 to the lab VIP (Ctrl-C to stop)
+	@bash scripts/forward.sh
+
+.state:
+	mkdir -p .state
+
+stack: toolchain venv .state
+	pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK)
+
+up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes)
+	pulumi up --yes --stack $(STACK)
+	@echo; echo "VIP URL: $$(pulumi stack output vipUrl --stack $(STACK))"
+	@echo "From the host: make forward, then open http://127.0.0.1:8080/"
+
+preview: deps toolchain venv stack
+	pulumi preview --stack $(STACK)
+
+destroy: toolchain venv lab ## Remove every VM, volume, disk and network of $(STACK)
+	pulumi destroy --yes --stack $(STACK)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: lint test-unit test-integration test-e2e ## Every test tier
+
+test-unit: deps venv ## Settings, rendering (nginx -t, keepalived -t), resource graph with mocks
+	$(PY) -m pytest -q tests/unit
+
+test-integration: deps venv ## Real nginx + keepalived in network namespaces, the verifier against them
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: deps toolchain venv image lab ## Real pulumi up/destroy of four VMs in the lab
+	$(PY) -m pytest -q -s tests/e2e
+
+bench: deps toolchain venv image lab ## Deploy/failover/overhead benchmarks -> bench/results/latest.json
+	$(PY) -m bench
