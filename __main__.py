@@ -1,0 +1,45 @@
+"""hacluster: two nginx web nodes behind an nginx + keepalived balancer pair on libvirt."""
+
+import json
+import sys
+from pathlib import Path
+
+import pulumi
+
+from components import HaCluster, HaClusterArgs
+from model.settings import SettingsError, load
+
+PROJECT = pulumi.get_project()
+
+
+def raw_config() -> dict:
+    """Every `hacluster:*` key of the stack, structured values decoded (validation is model.settings)."""
+    raw = {}
+    for full, value in pulumi.runtime.get_config_env().items():
+        project, _, key = full.partition(":")
+        if project != PROJECT:
+            continue
+        try:
+            raw[key] = json.loads(value) if value[:1] in "[{" or value in ("true", "false") else value
+        except json.JSONDecodeError:
+            raw[key] = value
+    return raw
+
+
+try:
+    settings = load(raw_config(), pulumi.get_stack(), Path(__file__).parent)
+except SettingsError as err:
+    # Fail before any resource is registered, with one line per problem.
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)
+
+cluster = HaCluster("hacluster", HaClusterArgs(settings))
+
+pulumi.export("vip", cluster.vip)
+pulumi.export("vipUrl", f"http://{cluster.vip}/")
+pulumi.export("nodes", cluster.nodes)
+pulumi.export("domainType", settings.vm.domain_type)
+pulumi.export("labNetns", settings.lab_netns)
+pulumi.export("sshPrivateKey", cluster.private_key)
+if cluster.verification is not None:
+    pulumi.export("verification", cluster.verification)

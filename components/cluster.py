@@ -1,0 +1,94 @@
+"""HaCluster: network + base image + two web nodes + a balancer pair + the post-deploy check."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from model import render
+from model.settings import Settings
+
+from .check import FailoverCheck, FailoverCheckArgs
+from .network import ClusterNetwork, ClusterNetworkArgs
+from .secrets import StackSecrets, StackSecretsArgs
+from .tiers import LoadBalancerPair, LoadBalancerPairArgs, TierArgs, WebTier
+from .vm import VmBase
+
+
+@dataclass
+class HaClusterArgs:
+    settings: Settings
+    """Validated stack settings (model.settings.load)."""
+
+
+def verifier_spec(s: Settings) -> dict:
+    """What the verifier checks, from the settings alone (no secrets)."""
+    node = lambda n: {"name": n.name, "ip": n.ip, "domain": f"{s.stack}-{n.name}"}  # noqa: E731
+    return {
+        "stack": s.stack, "vip": s.vip, "serverName": s.nginx.server_name.split()[0],
+        "netns": s.lab_netns, "libvirtUri": s.vm.libvirt_uri, "sshUser": s.vm.admin_user,
+        "interface": s.vrrp.interface,
+        "balancers": [{**node(b), "state": b.state, "priority": b.priority} for b in s.balancers],
+        "webNodes": [{**node(w), "weight": w.weight} for w in s.web_nodes],
+        "pools": {p.name: list(p.members) for p in s.nginx.pools},
+        "rules": [{"match": r.match, "pool": r.pool} for r in s.nginx.rules],
+        "defaultPool": s.nginx.default_pool, "persistence": s.nginx.persistence,
+        "healthCheck": s.vrrp.health_check, "preempt": not s.vrrp.nopreempt,
+        "drill": s.verify.failover_drill, "timeout": s.verify.timeout,
+    }
+
+
+class HaCluster(pulumi.ComponentResource):
+    vip: str
+    nodes: dict
+    verification: pulumi.Output[dict] | None
+
+    def __init__(self, name: str, args: HaClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("hacluster:index:HaCluster", name, {}, opts)
+        s = args.settings
+        provider = libvirt.Provider(f"{name}-libvirt", uri=s.vm.libvirt_uri, opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, providers=[provider])
+
+        pool = libvirt.Pool(f"{name}-pool", name=f"hacluster-{s.stack}", type="dir",
+                            path=f"{s.vm.pool_path}/{s.stack}", opts=child)
+        image = lambda rname, src, fmt: libvirt.Volume(  # noqa: E731
+            f"{name}-{rname}", name=f"{s.stack}-{rname}", pool=pool.name, source=src, format=fmt, opts=child)
+        base = image("base", s.vm.image, "qcow2")
+        kernel = image("kernel", s.vm.kernel, "raw") if s.vm.kernel else None
+        initrd = image("initrd", s.vm.initrd, "raw") if s.vm.initrd else None
+        network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network), child)
+        secrets = StackSecrets(f"{name}-secrets", StackSecretsArgs(
+            stack=s.stack, vrrp_auth_pass=s.vrrp_auth_pass, need_vrrp_pass=bool(s.vrrp.auth_type)),
+            pulumi.ResourceOptions(parent=self))
+
+        vm_base = VmBase(
+            pool=pool.name, base_volume_id=base.id, domain_type=s.vm.domain_type, stack=s.stack,
+            kernel=kernel.id if kernel else None, initrd=initrd.id if initrd else None,
+            network_id=network.network_id, bridge=network.bridge,
+            xslt=(render.TEMPLATES / "domain-tcg.xsl").read_text() if s.vm.domain_type == "qemu" else None,
+        )
+        tier = TierArgs(settings=s, base=vm_base, ssh_public_key=secrets.public_key)
+        web = WebTier(f"{name}-web", tier, child)
+        lbs = LoadBalancerPair(f"{name}-lb", LoadBalancerPairArgs(
+            **vars(tier), vrrp_auth_pass=secrets.vrrp_auth_pass), child)
+        vms = {**web.vms, **lbs.vms}
+
+        self.vip = s.vip
+        self.nodes = {n.name: {"ip": n.ip, "role": n.role, "state": n.state, "priority": n.priority,
+                               "domain": f"{s.stack}-{n.name}"} for n in s.nodes}
+        self.private_key = secrets.private_key
+        self.verification = None
+        if s.verify.enabled:
+            # A hash of every rendered config (auth included) re-runs the check on any change, without
+            # putting the secret itself in the trigger.
+            configs = pulumi.Output.all(secrets.vrrp_auth_pass).apply(lambda v: hashlib.sha256("".join(
+                f.content for n in s.nodes for f in render.node_files(s, n, v[0])).encode()).hexdigest())
+            check = FailoverCheck(f"{name}-check", FailoverCheckArgs(
+                spec=verifier_spec(s), private_key=secrets.private_key, depends_on=list(vms.values()),
+                triggers=[pulumi.Output.unsecret(configs), *[vm.domain_name for vm in vms.values()]]),
+                pulumi.ResourceOptions(parent=self))
+            self.verification = check.report
+        self.register_outputs({"vip": self.vip, "nodes": self.nodes, "verification": self.verification})

@@ -1,0 +1,91 @@
+"""VirtualMachine: copy-on-write volume over the base image + cloud-init disk + domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from model.settings import Node
+
+
+@dataclass
+class VmBase:
+    """What every VM of a stack shares."""
+
+    pool: pulumi.Input[str]
+    """Name of the libvirt storage pool holding the stack's volumes."""
+    base_volume_id: pulumi.Input[str]
+    """The base image volume; each VM gets a copy-on-write overlay over it."""
+    domain_type: str
+    """libvirt domain type: `kvm` (hardware) or `qemu` (TCG)."""
+    stack: str
+    """Stack name: prefixes every libvirt object name."""
+    kernel: pulumi.Input[str] | None = None
+    """Kernel path on the hypervisor for direct kernel boot (None: boot the image's own loader)."""
+    initrd: pulumi.Input[str] | None = None
+    """Initrd path on the hypervisor, with `kernel`."""
+    network_id: pulumi.Input[str] | None = None
+    """libvirt network to attach to (NAT mode)."""
+    bridge: str | None = None
+    """Existing host bridge to attach to (bridge mode)."""
+    xslt: str | None = None
+    """XSLT applied to the generated domain XML (TCG translation-cache cap)."""
+
+
+@dataclass
+class VirtualMachineArgs:
+    node: Node
+    """Name, address, MAC, vcpus and memory of this node."""
+    base: VmBase
+    """Shared pool, base image, boot and network settings."""
+    user_data: pulumi.Input[str]
+    """cloud-init user-data (secret on balancers: it holds the VRRP password)."""
+    network_config: str
+    """cloud-init network-config (static address)."""
+    meta_data: str
+    """cloud-init meta-data (instance-id, hostname)."""
+
+
+class VirtualMachine(pulumi.ComponentResource):
+    domain_name: pulumi.Output[str]
+    ip: str
+
+    def __init__(self, name: str, args: VirtualMachineArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("hacluster:index:VirtualMachine", name, {}, opts)
+        node, base = args.node, args.base
+        child = pulumi.ResourceOptions(parent=self)
+        prefix = f"{base.stack}-{node.name}"
+
+        volume = libvirt.Volume(
+            f"{name}-disk", name=f"{prefix}.qcow2", pool=base.pool, base_volume_id=base.base_volume_id,
+            format="qcow2", opts=child)
+        seed = libvirt.CloudInitDisk(
+            f"{name}-seed", name=f"{prefix}-seed.iso", pool=base.pool, user_data=args.user_data,
+            network_config=args.network_config, meta_data=args.meta_data, opts=child)
+        boot = {}
+        if base.kernel:
+            boot = {"kernel": base.kernel, "initrd": base.initrd,
+                    "cmdlines": [{"root": "/dev/vda", "console": "ttyS0", "net.ifnames": "0"}, {"_": "rw"}]}
+        domain = libvirt.Domain(
+            f"{name}-domain",
+            name=prefix,
+            type=base.domain_type,
+            vcpu=node.vcpus,
+            memory=node.memory,
+            cloudinit=seed.id,
+            disks=[libvirt.DomainDiskArgs(volume_id=volume.id)],
+            network_interfaces=[libvirt.DomainNetworkInterfaceArgs(
+                network_id=base.network_id, bridge=base.bridge, mac=node.mac, hostname=node.name)],
+            consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
+            xml=libvirt.DomainXmlArgs(xslt=base.xslt) if base.xslt else None,
+            autostart=False,
+            running=True,
+            **boot,
+            # A replaced VM never shares its overlay with its successor.
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["*"], delete_before_replace=True),
+        )
+        self.domain_name = domain.name
+        self.ip = node.ip
+        self.register_outputs({"domainName": domain.name, "ip": node.ip})
