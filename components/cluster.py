@@ -79,6 +79,7 @@ class HaCluster(pulumi.ComponentResource):
         self.vip = s.vip
         self.nodes = {n.name: {"ip": n.ip, "role": n.role, "state": n.state, "priority": n.priority,
                                "domain": f"{s.stack}-{n.name}"} for n in s.nodes}
+        self.domain_names = [vm.domain_name for vm in vms.values()]
         self.private_key = secrets.private_key
         self.verification = None
         if s.verify.enabled:

@@ -342,6 +342,8 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
     gw = c.ip("network.gateway", n["gateway"]) if n.get("gateway") else next(net.hosts())
     if gw is not None and gw not in net:
         c.bad("network.gateway", str(gw), f"must be inside network.cidr {net}")
+    elif mode == "nat" and gw is not None and gw != next(net.hosts()):
+        c.bad("network.gateway", str(gw), f"in nat mode libvirt's bridge is the gateway: {next(net.hosts())} (or unset)")
     bridge = n.get("bridge")
     if mode == "bridge" and not bridge:
         c.bad("network.bridge", bridge, "required when network.mode is bridge: the name of an existing host bridge")
@@ -365,8 +367,6 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
             c.bad(key, str(ip), f"duplicate address: already used by {taken[str(ip)]}")
         taken[str(ip)] = key
         return str(ip)
-
-    vip = in_subnet("vip", cfg["vip"])
 
     # ---- vm defaults ---------------------------------------------------------------------------
     v = c.keys("vm", cfg["vm"], DEFAULTS["vm"])
@@ -433,6 +433,7 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
         weight = c.int_(f"{key}.weight", w.get("weight", default_weight), 1, 1000)
         web_nodes.append(Node(role="web", mac=mac_for(common["ip"]) if "." in common["ip"] else "",
                               weight=weight, **common))
+    vip = in_subnet("vip", cfg["vip"])  # after the nodes: a clash names the VIP
     names = [x.name for x in balancers + web_nodes]
     for nm in sorted({x for x in names if names.count(x) > 1}):
         c.bad("webNodes/balancers name", nm, "duplicate node name: every node needs its own name")

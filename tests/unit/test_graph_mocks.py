@@ -1,0 +1,147 @@
+"""Resource graph with pulumi.runtime.set_mocks (no engine, no libvirt): what HaCluster registers."""
+
+import pulumi
+import pytest
+
+from model.settings import HostFacts, load
+from tests.conftest import ROOT
+
+FAKE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nMOCKKEY\n-----END OPENSSH PRIVATE KEY-----\n"
+            "ssh-ed25519 AAAAMOCKPUBLIC hacluster-t\n")
+
+
+class MockLibvirt(pulumi.runtime.Mocks):
+    """Mock provider: records every resource, echoes inputs, fakes the command outputs."""
+
+    def __init__(self):
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(args)
+        state = dict(args.inputs)
+        if args.typ == "command:local:Command":
+            create = args.inputs.get("create", "")
+            state["stdout"] = FAKE_KEY if "ssh-keygen" in create else (
+                "Ab3dEf9h" if "urandom" in create else '{"passed": true, "checks": []}')
+        if args.typ.endswith(":Volume"):
+            return f"/pool/{args.inputs['name']}", state
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+@pytest.fixture
+def mocks():
+    m = MockLibvirt()
+    pulumi.runtime.set_mocks(m, project="hacluster", stack="t", preview=False)
+    return m
+
+
+def build(raw=None):
+    from components import HaCluster, HaClusterArgs
+
+    return HaCluster("hacluster", HaClusterArgs(load(raw or {}, "t", ROOT, HostFacts(True, False))))
+
+
+def of(m, typ):
+    """Resources of a type, by its short token (libvirt:index:Domain for libvirt:index/domain:Domain)."""
+    pkg, _, name = typ.rpartition(":")
+    return [r for r in m.resources if r.typ in (typ, f"{pkg}/{name[0].lower()}{name[1:]}:{name}")]
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def unsecret(value):
+    """Mocks see secret inputs as {<secret signature>: ..., "value": v}, at any depth."""
+    if isinstance(value, dict):
+        if SECRET_SIG in value:
+            return unsecret(value["value"])
+        return {k: unsecret(v) for k, v in value.items()}
+    return value
+
+
+def after(cluster, check):
+    """Run `check` once every domain is registered (and the verifier command, when there is one)."""
+    waits = [*cluster.domain_names, cluster.private_key] + ([cluster.verification] if cluster.verification else [])
+    return pulumi.Output.all(*waits).apply(check)
+
+
+@pulumi.runtime.test
+def test_four_domains_each_with_own_overlay_and_seed_on_the_network(mocks):
+    cluster = build()
+
+    def check(_):
+        domains = of(mocks, "libvirt:index:Domain")
+        assert sorted(d.inputs["name"] for d in domains) == ["t-lb01", "t-lb02", "t-web01", "t-web02"]
+        overlays = [v for v in of(mocks, "libvirt:index:Volume") if v.inputs.get("baseVolumeId")]
+        assert len(overlays) == 4 and {v.inputs["baseVolumeId"] for v in overlays} == {"/pool/t-base"}
+        disks = [d.inputs["disks"][0]["volumeId"] for d in domains]
+        assert sorted(disks) == sorted(f"/pool/{v.inputs['name']}" for v in overlays)  # one each, no sharing
+        seeds = of(mocks, "libvirt:index:CloudInitDisk")
+        assert sorted(d.inputs["cloudinit"] for d in domains) == sorted(f"{s.name}-id" for s in seeds)
+        (net,) = of(mocks, "libvirt:index:Network")
+        assert net.inputs["addresses"] == ["192.168.81.0/24"] and net.inputs["mode"] == "nat"
+        macs = {}
+        for d in domains:
+            (nic,) = d.inputs["networkInterfaces"]
+            assert nic["networkId"] == f"{net.name}-id"
+            macs[d.inputs["name"]] = nic["mac"]
+            assert d.inputs["type"] == "qemu" and d.inputs["kernel"] == "/pool/t-kernel"
+            assert "tb-cache" in d.inputs["xml"]["xslt"]
+        assert macs["t-lb01"] == "52:54:00:a8:51:d2"  # .210
+        addresses = {s.inputs["name"]: s.inputs["networkConfig"] for s in seeds}
+        for name, ip in [("lb01", "210"), ("lb02", "220"), ("web01", "230"), ("web02", "240")]:
+            assert f"address: 192.168.81.{ip}/24" in addresses[f"t-{name}-seed.iso"]
+
+    return after(cluster, check)
+
+
+@pulumi.runtime.test
+def test_secrets_stay_secret_and_user_data_carries_only_the_public_key(mocks):
+    cluster = build()
+
+    def check(values):
+        private_key = values[len(cluster.domain_names)]
+        seeds = {r.name: r.inputs["userData"] for r in of(mocks, "libvirt:index:CloudInitDisk")}
+        lb, web = seeds["lb01-seed"], seeds["web01-seed"]
+        assert lb != unsecret(lb), "balancer user-data (VRRP password inside) must be a secret"
+        for user_data in (unsecret(lb), unsecret(web)):
+            assert "ssh-ed25519 AAAAMOCKPUBLIC" in user_data and "PRIVATE KEY" not in user_data
+        assert "auth_pass Ab3dEf9h" in unsecret(lb)
+        assert private_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        keygen = next(c for c in of(mocks, "command:local:Command") if "ssh-keygen" in c.inputs["create"])
+        assert keygen.inputs["logging"] == "none"
+
+    return after(cluster, check)
+
+
+@pulumi.runtime.test
+def test_bridge_mode_makes_no_network_and_attaches_to_the_bridge(mocks):
+    cluster = build({"network": {"mode": "bridge", "bridge": "br0", "gateway": "192.168.81.254"}, "labNetns": ""})
+
+    def check(_):
+        assert of(mocks, "libvirt:index:Network") == []
+        domains = of(mocks, "libvirt:index:Domain")
+        assert len(domains) == 4
+        for d in domains:
+            assert d.inputs["networkInterfaces"][0]["bridge"] == "br0"
+
+    return after(cluster, check)
+
+
+@pulumi.runtime.test
+def test_verifier_runs_after_every_vm_and_gets_the_key_only_by_environment(mocks):
+    cluster = build()
+
+    def check(_):
+        cmds = [c for c in of(mocks, "command:local:Command") if "verifier" in c.inputs.get("create", "")]
+        (verify,) = cmds
+        env = verify.inputs["environment"]
+        assert env != unsecret(env), "the environment carries the private key: it must be a secret"
+        assert unsecret(env)["HACLUSTER_SSH_KEY"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert "PRIVATE" not in verify.inputs["create"]
+        assert '"vip": "192.168.81.100"' in unsecret(env)["HACLUSTER_VERIFY_SPEC"]
+
+    return after(cluster, check)

@@ -1,0 +1,173 @@
+"""Rendering: golden differences, and every rendered config checked by the real nginx and keepalived."""
+
+import difflib
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+import yaml
+
+from model import render
+from model.settings import HostFacts, load
+from tests.conftest import ROOT
+
+TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
+ROUTING = {"pools": {"iphone": ["web01"], "android": ["web02"], "chrome": ["web01"], "firefox": ["web02"],
+                     "default": ["web01", "web02"]},
+           "rules": [{"match": "iphone", "pool": "iphone"}, {"match": "android", "pool": "android"},
+                     {"match": "chrome", "pool": "chrome"}, {"match": "firefox", "pool": "firefox"}],
+           "default": "default"}
+VARIANTS = {
+    "reference": {},
+    "multicast": {"vrrp": {"transport": "multicast"}},
+    "fast-v3": {"vrrp": {"version": 3, "advertInt": 0.2, "authType": "none"}},
+    "routing-iphash": {"nginx": {"routing": ROUTING, "persistence": "ip_hash"}},
+    "cookie-nocheck": {"nginx": {"persistence": "cookie:sid"}, "vrrp": {"healthCheck": False}},
+    "nopreempt": {"vrrp": {"nopreempt": True, "preemptDelay": 0},
+                  "balancers": [{"name": "lb01", "ip": "192.168.81.210", "state": "BACKUP", "priority": 150},
+                                {"name": "lb02", "ip": "192.168.81.220", "state": "BACKUP", "priority": 100}]},
+}
+
+
+def settings(raw=None):
+    return load(raw or {}, "t", ROOT, TCG)
+
+
+def changed_lines(a: str, b: str) -> list[str]:
+    return [ln[1:].split()[0] for ln in difflib.unified_diff(a.splitlines(), b.splitlines(), n=0, lineterm="")
+            if ln[:1] in "+-" and not ln.startswith(("+++", "---")) and ln[1:].strip()]
+
+
+def test_master_backup_differ_only_in_router_id_state_priority():
+    s = settings({"vrrp": {"transport": "multicast"}})
+    a, b = (render.keepalived_conf(s, n, "pw") for n in s.balancers)
+    assert sorted(set(changed_lines(a, b))) == ["#", "priority", "router_id", "state"]
+
+
+def test_unicast_adds_only_source_and_peer():
+    s = settings()
+    a, b = (render.keepalived_conf(s, n, "pw") for n in s.balancers)
+    assert sorted(set(changed_lines(a, b))) == ["#", "192.168.81.210", "192.168.81.220", "priority", "router_id",
+                                                 "state", "unicast_src_ip"]
+
+
+def test_lb_nginx_has_the_reference_proxy_settings():
+    s = settings()
+    conf = render.nginx_conf(s, s.balancers[0])
+    for line in ["server 192.168.81.230:80 weight=1 max_fails=3 fail_timeout=60;",
+                 "server 192.168.81.240:80 weight=1 max_fails=3 fail_timeout=60;",
+                 "proxy_set_header Host $http_host;", "proxy_set_header X-Real-IP $remote_addr;",
+                 "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                 "proxy_connect_timeout 30;", "proxy_send_timeout 60;", "proxy_read_timeout 60;",
+                 "proxy_buffering on;", "proxy_buffer_size 256k;", "proxy_buffers 4 256k;",
+                 "client_max_body_size 200m;", "server_tokens off;", "proxy_next_upstream error timeout",
+                 "access_log /var/log/nginx/hacluster.access.log"]:
+        assert line in conf, line
+    assert " if " not in conf and "if (" not in conf
+
+
+def test_routing_uses_map_and_variable_proxy_pass():
+    s = settings({"nginx": {"routing": ROUTING}})
+    conf = render.nginx_conf(s, s.balancers[0])
+    assert "map $http_user_agent $hacluster_pool {" in conf
+    assert '"~*iphone" pool_iphone;' in conf and "default pool_default;" in conf
+    assert "proxy_pass http://$hacluster_pool;" in conf
+
+
+def test_user_data_is_valid_cloud_config_without_private_material():
+    s = settings()
+    for node in s.nodes:
+        text = render.user_data(s, node, "pw123456", ["ssh-ed25519 AAAATEST test"])
+        assert text.startswith("#cloud-config\n")
+        doc = yaml.safe_load(text)
+        assert doc["hostname"] == node.name and doc["ssh_pwauth"] is False
+        assert doc["users"][0]["ssh_authorized_keys"] == ["ssh-ed25519 AAAATEST test"]
+        paths = {f["path"]: f["content"] for f in doc["write_files"]}
+        assert paths["/etc/nginx/nginx.conf"] == render.nginx_conf(s, node)
+        assert "PRIVATE KEY" not in text
+        if node.role == "lb":
+            assert "auth_pass pw123456" in paths["/etc/keepalived/keepalived.conf"]
+        net = yaml.safe_load(render.network_config(s, node))
+        assert net["config"][0]["subnets"][0]["address"] == f"{node.ip}/24"
+        assert net["config"][0]["mac_address"] == node.mac
+
+
+def test_strict_undefined_catches_template_typos():
+    with pytest.raises(Exception, match="undefined"):
+        render._env.from_string("{{ nope }}").render()
+
+
+# ---- the real tools ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scratch():
+    """A root-owned, non-world-writable scratch dir (keepalived's script security checks the path)."""
+    d = f"/run/hacluster-unit-{os.getpid()}"
+    os.makedirs(d, mode=0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def netns():
+    """A namespace of the test's own with an eth0: keepalived -t checks interfaces where it runs."""
+    name = f"hcunit-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        # (no dummy driver on every kernel: a veth pair that never leaves the namespace does the same)
+        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def keepalived_config_test(netns: str, conf: str) -> tuple[bool, str]:
+    """`keepalived -t`: good = no message. keepalived 2.2.7 SIGTERMs itself at the end of a config test
+    whenever a script is configured (it checks its parent pid, unset in -t mode), after printing any
+    problems, so its exit status is 0 or -SIGTERM for a clean config and messages mean failure."""
+    r = subprocess.run(["ip", "netns", "exec", netns, "keepalived", "-t", "-f", conf], capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    return r.returncode in (0, -15) and not out.strip(), f"rc={r.returncode} {out}"
+
+
+def write_node(s, node, prefix) -> render.Paths:
+    paths = render.VM_PATHS.under(prefix)
+    for d in (prefix, paths.log_dir, paths.temp_dir, paths.webroot):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    for f in render.node_files(s, node, "pw" if s.vrrp.auth_type else None, paths):
+        with open(f.path, "w") as fh:
+            fh.write(f.content)
+        os.chmod(f.path, int(f.mode, 8))
+    return paths
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rendered_configs_pass_nginx_and_keepalived_config_tests(variant, scratch, netns):
+    s = settings(VARIANTS[variant])
+    for node in s.nodes:
+        prefix = f"{scratch}/{variant}/{node.name}"
+        paths = write_node(s, node, prefix)
+        r = subprocess.run(["nginx", "-t", "-q", "-p", prefix, "-c", paths.nginx_conf], capture_output=True, text=True)
+        assert r.returncode == 0, f"{variant}/{node.name}: nginx -t: {r.stderr}"
+        if node.role == "lb":
+            good, out = keepalived_config_test(netns, paths.keepalived_conf)
+            assert good, f"{variant}/{node.name}: keepalived -t: {out}"
+
+
+def test_keepalived_config_test_really_rejects_a_bad_config(scratch, netns):
+    s = settings()
+    paths = write_node(s, s.balancers[0], f"{scratch}/bad/lb01")
+    text = open(paths.keepalived_conf).read().replace("priority 150", "priority 300")
+    with open(paths.keepalived_conf, "w") as fh:
+        fh.write(text)
+    good, out = keepalived_config_test(netns, paths.keepalived_conf)
+    assert not good and "outside range" in out
+
+
+def test_nginx_config_test_really_rejects_a_bad_config(scratch):
+    s = settings({"nginx": {"proxy": {"buffers": "4 8k"}}})  # busy buffers (2 x 256k) > all buffers - one
+    paths = write_node(s, s.balancers[0], f"{scratch}/badnginx/lb01")
+    r = subprocess.run(["nginx", "-t", "-q", "-p", f"{scratch}/badnginx/lb01", "-c", paths.nginx_conf],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "proxy_busy_buffers_size" in r.stderr

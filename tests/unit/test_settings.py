@@ -1,0 +1,170 @@
+"""Settings validation: every bad value fails with a message naming the key, before any resource."""
+
+import copy
+
+import pytest
+import yaml
+
+from model.settings import DEFAULTS, HostFacts, SettingsError, load, resolve_domain_type
+from tests.conftest import ROOT
+
+TCG_HOST = HostFacts(kvm_device=True, hardware_kvm_module=False)
+
+
+def ok(raw=None, **kw):
+    return load(raw or {}, "t", ROOT, TCG_HOST, **kw)
+
+
+def problems(raw) -> list[str]:
+    with pytest.raises(SettingsError) as e:
+        load(raw, "t", ROOT, TCG_HOST)
+    return e.value.problems
+
+
+def lbs(changes):
+    out = copy.deepcopy(DEFAULTS["balancers"])
+    for (i, key), value in changes.items():
+        out[i][key] = value
+    return out
+
+
+def test_defaults_are_the_reference_design():
+    s = ok()
+    assert s.vip == "192.168.81.100"
+    assert [(b.name, b.ip, b.state, b.priority, b.router_id) for b in s.balancers] == [
+        ("lb01", "192.168.81.210", "MASTER", 150, "lb01"), ("lb02", "192.168.81.220", "BACKUP", 100, "lb02")]
+    assert [(w.name, w.ip) for w in s.web_nodes] == [("web01", "192.168.81.230"), ("web02", "192.168.81.240")]
+    assert (s.vrrp.virtual_router_id, s.vrrp.advert_int, s.vrrp.auth_type) == (51, 1, "PASS")
+    assert (s.nginx.max_fails, s.nginx.fail_timeout, s.nginx.client_max_body_size) == (3, 60, "200m")
+    assert s.master.name == "lb01" and s.backup.name == "lb02"
+
+
+def test_dev_stack_file_loads_and_matches_the_reference():
+    raw = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    assert ok({k.split(":", 1)[1]: v for k, v in raw.items()}) == ok()
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"vip": "192.168.81.300"}, "vip"),
+    ({"vip": "not-an-ip"}, "vip"),
+    ({"network": {"cidr": "192.168.81.0/33"}}, "network.cidr"),
+    ({"network": {"cidr": "192.168.81.7/24"}}, "network.cidr"),
+    ({"vip": "10.0.0.5"}, "vip"),
+    ({"vip": "192.168.81.210"}, "vip"),
+    ({"vip": "192.168.81.1"}, "vip"),
+    ({"vip": "192.168.81.255"}, "vip"),
+    ({"balancers": lbs({(1, "ip"): "192.168.81.210"})}, "balancers[1].ip"),
+    ({"webNodes": [{"name": "web01", "ip": "192.168.82.230"}]}, "webNodes[0].ip"),
+    ({"webNodes": [{"name": "web01", "ip": "192.168.81.230"}, {"name": "web01", "ip": "192.168.81.231"}]},
+     "name"),
+    ({"balancers": lbs({(1, "routerId"): "lb01"})}, "balancers[1].routerId"),
+    ({"balancers": lbs({(0, "priority"): 255})}, "balancers[0].priority"),
+    ({"balancers": lbs({(0, "priority"): 0})}, "balancers[0].priority"),
+    ({"balancers": lbs({(1, "priority"): 150})}, "balancers[1].priority"),
+    ({"balancers": lbs({(1, "state"): "MASTER"})}, "balancers[1].state"),
+    ({"balancers": lbs({(0, "state"): "master"})}, "balancers[0].state"),
+    ({"balancers": lbs({(0, "priority"): 90})}, "balancers[0].priority"),
+    ({"balancers": DEFAULTS["balancers"][:1]}, "balancers"),
+    ({"vrrp": {"virtualRouterId": 0}}, "vrrp.virtualRouterId"),
+    ({"vrrp": {"virtualRouterId": 256}}, "vrrp.virtualRouterId"),
+    ({"vrrp": {"advertInt": 0}}, "vrrp.advertInt"),
+    ({"vrrp": {"advertInt": -1}}, "vrrp.advertInt"),
+    ({"vrrp": {"advertInt": 0.5}}, "vrrp.advertInt"),
+    ({"vrrp": {"version": 3, "authType": "PASS"}}, "vrrp.authType"),
+    ({"vrrp": {"transport": "broadcast"}}, "vrrp.transport"),
+    ({"vrrpAuthPass": ""}, "vrrpAuthPass"),
+    ({"vrrpAuthPass": "123456789"}, "vrrpAuthPass"),
+    ({"webNodes": []}, "webNodes"),
+    ({"nginx": {"upstream": {"weight": 0}}}, "nginx.upstream.weight"),
+    ({"webNodes": [{"name": "web01", "ip": "192.168.81.230", "weight": 0}]}, "webNodes[0].weight"),
+    ({"nginx": {"upstrem": {}}}, "nginx.upstrem"),
+    ({"balancers": lbs({(0, "prority"): 150})}, "balancers[0].prority"),
+    ({"vipp": "192.168.81.100"}, "vipp"),
+    ({"vm": {"domainType": "xen"}}, "vm.domainType"),
+    ({"vm": {"memory": 64}}, "vm.memory"),
+    ({"vm": {"vcpus": "two"}}, "vm.vcpus"),
+    ({"network": {"mode": "host"}}, "network.mode"),
+    ({"network": {"mode": "bridge"}}, "network.bridge"),
+    ({"network": {"gateway": "192.168.81.254"}}, "network.gateway"),
+    ({"nginx": {"clientMaxBodySize": "200 MB"}}, "nginx.clientMaxBodySize"),
+    ({"nginx": {"persistence": "sticky"}}, "nginx.persistence"),
+    ({"vm": {"kernel": "/boot/vmlinuz", "initrd": ""}}, "vm.initrd"),
+    ({"vm": {"libvirtUri": "system"}}, "vm.libvirtUri"),
+])
+def test_bad_value_names_its_key(raw, key):
+    found = problems(raw)
+    assert any(p.split(" = ")[0].endswith(key) for p in found), found
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems({"vip": "x", "vrrp": {"virtualRouterId": 999}, "webNodes": []})
+    keys = {p.split(" = ")[0] for p in found}
+    assert {"vip", "vrrp.virtualRouterId", "webNodes"} <= keys
+
+
+def test_message_names_value_and_what_is_allowed():
+    (msg,) = problems({"vrrp": {"virtualRouterId": 300}})
+    assert msg == "vrrp.virtualRouterId = 300: must be an integer 1..255"
+
+
+def test_secret_value_is_never_echoed():
+    found = problems({"vrrpAuthPass": "supersecret9"})
+    assert all("supersecret9" not in p for p in found)
+
+
+def test_vrrp_v3_allows_subsecond_advert_and_no_auth():
+    s = ok({"vrrp": {"version": 3, "advertInt": 0.2, "authType": "none"}})
+    assert s.vrrp.advert_int == 0.2 and s.vrrp.auth_type is None
+
+
+def test_nopreempt_needs_both_backup():
+    assert "balancers[0].state" in problems({"vrrp": {"nopreempt": True}})[0]
+    s = ok({"vrrp": {"nopreempt": True}, "balancers": lbs({(0, "state"): "BACKUP"})})
+    assert s.master.name == "lb01"
+
+
+def test_any_number_of_web_nodes():
+    webs = [{"name": f"web{i:02d}", "ip": f"192.168.81.{10 + i}"} for i in range(1, 6)]
+    assert len(ok({"webNodes": webs}).web_nodes) == 5
+
+
+def test_per_node_resources_override_vm_defaults():
+    s = ok({"webNodes": [{"name": "web01", "ip": "192.168.81.230", "vcpus": 2, "memory": 1024}],
+            "vm": {"memory": 768}})
+    assert (s.web_nodes[0].vcpus, s.web_nodes[0].memory, s.balancers[0].memory) == (2, 1024, 768)
+
+
+def test_routing_pools_validated():
+    routing = {"pools": {"mobile": ["web01"], "default": ["web01", "web02"]},
+               "rules": [{"match": "iphone|android", "pool": "mobile"}], "default": "default"}
+    s = ok({"nginx": {"routing": routing}})
+    assert [p.name for p in s.nginx.pools] == ["mobile", "default"]
+    bad = {**routing, "rules": [{"match": "(", "pool": "nope"}]}
+    keys = {p.split(" = ")[0] for p in problems({"nginx": {"routing": bad}})}
+    assert {"nginx.routing.rules[0].match", "nginx.routing.rules[0].pool"} <= keys
+    assert "nginx.routing.pools.mobile" in problems(
+        {"nginx": {"routing": {**routing, "pools": {"mobile": ["web09"], "default": ["web01"]}}}})[0]
+
+
+def test_domain_type_detection():
+    assert resolve_domain_type("auto", "qemu:///system", TCG_HOST) == "qemu"
+    assert resolve_domain_type("auto", "qemu:///system", HostFacts(True, True)) == "kvm"
+    assert resolve_domain_type("auto", "qemu:///system", HostFacts(False, True)) == "qemu"
+    assert resolve_domain_type("auto", "qemu+ssh://h/system", TCG_HOST) == "kvm"
+    assert resolve_domain_type("qemu", "qemu:///system", HostFacts(True, True)) == "qemu"
+
+
+def test_relative_image_paths_resolve_against_the_project():
+    s = ok()
+    assert s.vm.image == str(ROOT / ".images/debian12/disk.qcow2")
+    assert ok({"vm": {"image": "https://example.org/x.qcow2", "kernel": "", "initrd": ""}}).vm.kernel is None
+
+
+def test_pulumi_yaml_defaults_match_settings_defaults():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    declared = project.get("config", {})
+    for key, spec in declared.items():
+        name = key.split(":", 1)[-1]
+        assert name in DEFAULTS, f"Pulumi.yaml declares unknown key {key}"
+        if "default" in spec:
+            assert spec["default"] == DEFAULTS[name], key
