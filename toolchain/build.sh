@@ -151,5 +151,10 @@ for b in "${bins[@]}"; do
   ln "$cache/bin/$b" "$tools/bin/$b" 2>/dev/null || cp -p "$cache/bin/$b" "$tools/bin/$b"
 done
 echo "$hash" >"$stamp"
+# Keep the 3 most recently built toolchains of this machine (each ~140 MB); clones on other commits
+# that lose theirs just rebuild (seconds with a warm Go build cache).
+ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +4 | while read -r old; do
+  [ "${old%/}" = "$cache" ] || rm -rf "${old%/}"
+done
 echo "  not built: pulumi-resource-libvirt, pulumi-resource-command (modules refused by the Go proxy; see toolchain/build.sh)"
 echo "toolchain: .tools/bin ready ($hash) in $(elapsed "$t0") s"
