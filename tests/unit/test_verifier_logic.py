@@ -1,0 +1,214 @@
+"""The verifier's pure decisions: gaps from probe timelines, spread tolerance, User-Agent routing, holders,
+and the spec it receives from components.cluster.verifier_spec."""
+
+import json
+
+import pytest
+
+from verifier import logic
+from verifier.actions import Actions
+from verifier.run import Verifier
+from verifier.spec import SpecError, from_dict, parse
+
+
+# ---- gaps ------------------------------------------------------------------------------------------
+def timeline(start: float, pattern: str, step: float = 0.1):
+    """'..xx.' -> probes every `step` s from `start`: '.' answered 200, 'x' failed."""
+    return [(round(start + i * step, 3), c == ".") for i, c in enumerate(pattern)]
+
+
+def test_no_failures_no_gap():
+    gap = logic.longest_gap(timeline(0, "........"), 0, 1)
+    assert gap == logic.Gap(0.0, 0, True)
+
+
+def test_gap_runs_from_first_failure_to_first_success():
+    gap = logic.longest_gap(timeline(10, "...xxxxxx..."), 10, 12)
+    assert gap.gap_s == pytest.approx(0.6)
+    assert gap.failed_probes == 6 and gap.recovered
+
+
+def test_longest_of_several_runs_and_all_failures_counted():
+    gap = logic.longest_gap(timeline(0, ".xx..xxxx.x."), 0, 2)
+    assert gap.gap_s == pytest.approx(0.4)
+    assert gap.failed_probes == 7
+
+
+def test_window_excludes_probes_outside_it():
+    probes = timeline(0, "xxxx......xx")  # failures before the window and after it
+    gap = logic.longest_gap(probes, 0.4, 0.95)
+    assert gap == logic.Gap(0.0, 0, True)
+
+
+def test_unrecovered_run_counts_until_window_end():
+    gap = logic.longest_gap(timeline(0, "..xxxx"), 0, 3.0)
+    assert gap.gap_s == pytest.approx(2.8)
+    assert not gap.recovered
+
+
+def test_unordered_probes_are_sorted():
+    probes = list(reversed(timeline(0, "..xxx..")))
+    assert logic.longest_gap(probes, 0, 1).gap_s == pytest.approx(0.3)
+
+
+def test_first_after_wants_a_200_from_the_target():
+    probes = [(1.0, True, "lb01"), (1.1, False, None), (1.2, True, "lb01"), (1.3, True, "lb02")]
+    assert logic.first_after(probes, 1.05, "lb02") == 1.3
+    assert logic.first_after(probes, 1.05, "lb01") == 1.2
+    assert logic.first_after(probes, 1.35, "lb02") is None
+
+
+# ---- distribution ----------------------------------------------------------------------------------
+def test_even_spread_passes():
+    ok, detail = logic.distribution_verdict({"web01": 15, "web02": 15}, {"web01": 1, "web02": 1})
+    assert ok, detail
+
+
+def test_a_node_never_reached_fails():
+    ok, detail = logic.distribution_verdict({"web01": 30}, {"web01": 1, "web02": 1})
+    assert not ok and "web02 never answered" in detail
+
+
+def test_share_outside_tolerance_fails_and_inside_passes():
+    weights = {"web01": 1, "web02": 1}
+    assert logic.tolerance(0.5, 30) == pytest.approx(0.2739, abs=1e-3)
+    assert logic.distribution_verdict({"web01": 22, "web02": 8}, weights)[0]  # 73 % vs 50 %: within 27 %
+    ok, detail = logic.distribution_verdict({"web01": 25, "web02": 5}, weights)
+    assert not ok and "web01 got 83%" in detail
+
+
+def test_weights_shape_the_expected_share():
+    weights = {"web01": 3, "web02": 1}
+    assert logic.distribution_verdict({"web01": 30, "web02": 10}, weights)[0]
+    assert not logic.distribution_verdict({"web01": 10, "web02": 30}, weights)[0]
+
+
+def test_without_proportions_only_reach_counts():
+    ok, _ = logic.distribution_verdict({"web01": 28, "web02": 2}, {"web01": 1, "web02": 1}, proportional=False)
+    assert ok
+
+
+def test_answer_from_outside_the_pool_fails():
+    ok, detail = logic.distribution_verdict({"web01": 10, "web03": 1}, {"web01": 1})
+    assert not ok and "web03" in detail
+
+
+def test_tolerance_has_a_floor():
+    assert logic.tolerance(0.5, 10_000) == 0.2
+
+
+# ---- User-Agent routing ----------------------------------------------------------------------------
+RULES = [("iphone|ipad", "apple"), ("android", "android"), ("chrome", "desktop")]
+
+
+@pytest.mark.parametrize(("family", "pool"), [
+    ("iphone", "apple"),
+    ("android", "android"),  # its UA also says Chrome: the first matching rule wins
+    ("chrome", "desktop"),
+    ("firefox", "default"),
+    ("curl", "default"),
+])
+def test_expected_pool_first_match_case_insensitive(family, pool):
+    assert logic.expected_pool(logic.USER_AGENTS[family], RULES, "default") == pool
+
+
+def test_no_rules_means_default_pool():
+    assert logic.expected_pool(logic.USER_AGENTS["iphone"], [], "web") == "web"
+
+
+# ---- holders ---------------------------------------------------------------------------------------
+IP_OUT = ("2: eth0    inet 192.168.81.210/24 brd 192.168.81.255 scope global eth0\\       valid_lft forever\n"
+          "2: eth0    inet 192.168.81.100/24 scope global secondary eth0\\       valid_lft forever\n")
+
+
+def test_has_address_matches_whole_addresses():
+    assert logic.has_address(IP_OUT, "192.168.81.100")
+    assert not logic.has_address(IP_OUT, "192.168.81.10")
+    assert not logic.has_address("", "192.168.81.100")
+
+
+def test_one_steady_holder_is_the_expected_master():
+    samples = [{"lb01": True, "lb02": False}] * 3
+    assert logic.holder_verdict(samples, "lb01")[:2] == (True, True)
+    single, expected, detail, holder = logic.holder_verdict(samples, "lb02")
+    assert single and not expected and holder == "lb01" and "expected the MASTER lb02" in detail
+
+
+def test_two_holders_in_any_sample_is_split_brain():
+    samples = [{"lb01": True, "lb02": False}, {"lb01": True, "lb02": True}, {"lb01": True, "lb02": False}]
+    single, _, detail, _ = logic.holder_verdict(samples, "lb01")
+    assert not single and detail.startswith("split brain: lb01 and lb02")
+
+
+def test_no_holder_fails_and_names_unreadable_balancers():
+    single, _, detail, holder = logic.holder_verdict([{"lb01": False, "lb02": None}], "lb01")
+    assert not single and holder is None
+    assert detail == "no balancer holds the VIP (could not read lb02)"
+
+
+def test_a_moving_vip_is_flapping():
+    samples = [{"lb01": True, "lb02": False}, {"lb01": False, "lb02": True}]
+    single, _, detail, _ = logic.holder_verdict(samples, None)
+    assert not single and "flapping" in detail
+
+
+def test_nopreempt_accepts_any_single_holder():
+    assert logic.holder_verdict([{"lb01": False, "lb02": True}], None)[:2] == (True, True)
+
+
+# ---- the holder check over pluggable actions --------------------------------------------------------
+class FakeActions(Actions):
+    """Answers `ip -o addr` from a fixed map; no network, no processes."""
+
+    poll_interval = 0.01
+
+    def __init__(self, vip_on: set[str]):
+        self.vip_on = vip_on
+
+    def addresses(self, lb):
+        return IP_OUT if lb.name in self.vip_on else IP_OUT.splitlines()[0]
+
+
+SPEC = {"vip": "192.168.81.100", "serverName": "www.example.local", "settle": 0,
+        "balancers": [{"name": "lb01", "ip": "192.168.81.210", "priority": 150, "state": "MASTER"},
+                      {"name": "lb02", "ip": "192.168.81.220", "priority": 100, "state": "BACKUP"}],
+        "webNodes": [{"name": "web01", "ip": "192.168.81.230"}, {"name": "web02", "ip": "192.168.81.240"}]}
+
+
+@pytest.mark.parametrize(("vip_on", "passed", "words"), [
+    ({"lb01"}, True, "lb01 holds the VIP"),
+    ({"lb01", "lb02"}, False, "split brain"),
+    (set(), False, "no balancer holds the VIP"),
+    ({"lb02"}, False, "expected the MASTER lb01"),
+])
+def test_holder_check_with_fake_actions(vip_on, passed, words):
+    v = Verifier(from_dict(SPEC), FakeActions(vip_on), log=lambda _msg: None)
+    assert v.check_holder() is passed
+    assert any(words in c.detail for c in v.checks)
+    v._pool.shutdown()
+
+
+# ---- the spec --------------------------------------------------------------------------------------
+def test_spec_from_the_stack_settings_parses():
+    from components.cluster import verifier_spec
+    from model.settings import HostFacts, load
+
+    spec = parse(json.dumps(verifier_spec(load({}, "dev", ".", host=HostFacts(False, False)))))
+    assert spec.master.name == "lb01" and spec.backup.name == "lb02"
+    assert spec.netns == "halab" and spec.actions == "ssh" and spec.preempt and spec.health_check
+    assert spec.pools == {"web": ["web01", "web02"]} and spec.default_pool == "web"
+
+
+def test_spec_problems_are_listed_together():
+    with pytest.raises(SpecError) as e:
+        from_dict({"vip": "192.168.81.100", "balancers": [{"name": "lb01", "ip": "x", "priority": 1}],
+                   "webNodes": [], "actions": "telnet", "timeout": -1})
+    msg = str(e.value)
+    for words in ("serverName: required", "exactly two", "webNodes: required", "actions = 'telnet'", "timeout = -1"):
+        assert words in msg
+
+
+def test_netns_actions_need_hosts_and_a_client_namespace():
+    with pytest.raises(SpecError, match=r"hosts\.lb01") as e:
+        from_dict({**SPEC, "actions": "netns"})
+    assert "needs netns" in str(e.value)

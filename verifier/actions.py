@@ -1,0 +1,267 @@
+"""How the verifier reaches the balancers: over SSH (VMs) or through network namespaces (integration tier).
+
+Both offer the same small surface; every check and drill step is written once, in verifier.run, on top of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from . import netns
+from .spec import Balancer, Spec
+
+SERVICES = ("keepalived", "nginx")
+
+
+class ActionError(RuntimeError):
+    """An action could not be carried out (one line, for the report)."""
+
+
+class Actions:
+    """What the checks need from a balancer. `poll_interval` is how often reading the holders is cheap."""
+
+    poll_interval = 0.5
+
+    def ready(self, lb: Balancer) -> str | None:
+        """None when the balancer can be reached for the actions below, else why not."""
+        raise NotImplementedError
+
+    def addresses(self, lb: Balancer) -> str:
+        """`ip -o addr show dev <interface>` on the balancer."""
+        raise NotImplementedError
+
+    def stop(self, lb: Balancer, service: str) -> None:
+        raise NotImplementedError
+
+    def start(self, lb: Balancer, service: str) -> None:
+        raise NotImplementedError
+
+    def pause(self, lb: Balancer) -> None:
+        """Hard failure: freeze the whole balancer (it neither answers nor says goodbye)."""
+        raise NotImplementedError
+
+    def resume(self, lb: Balancer) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise ActionError(f"{argv[0]} timed out after {timeout:g} s") from e
+    except OSError as e:
+        raise ActionError(f"{argv[0]}: {e}") from e
+
+
+def _last_line(text: str) -> str:
+    lines = [x.strip() for x in (text or "").splitlines() if x.strip()]
+    return lines[-1] if lines else ""
+
+
+# ----------------------------------------------------------------------------------------------------
+class SshActions(Actions):
+    """VMs: `sudo systemctl ...` and `ip -o addr` over SSH (key only, no host key bookkeeping);
+    hard failure through `virsh suspend/resume` of the balancer's domain."""
+
+    poll_interval = 0.5
+
+    def __init__(self, spec: Spec, key_file: str | None):
+        if not key_file:
+            raise ActionError("ssh actions need the private key in env HACLUSTER_SSH_KEY")
+        self.spec, self.key_file = spec, key_file
+
+    def _ssh(self, lb: Balancer, command: str, timeout: float) -> subprocess.CompletedProcess:
+        argv = ["ssh", "-F", "/dev/null", "-i", self.key_file, "-o", "IdentitiesOnly=yes",
+                "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2",
+                "-o", "LogLevel=ERROR", f"{self.spec.ssh_user}@{lb.ip}", command]
+        return _run(argv, timeout)
+
+    def _ssh_ok(self, lb: Balancer, command: str, timeout: float) -> str:
+        r = self._ssh(lb, command, timeout)
+        if r.returncode != 0:
+            raise ActionError(f"ssh {lb.name} {command!r}: rc {r.returncode}: {_last_line(r.stderr) or _last_line(r.stdout)}")
+        return r.stdout
+
+    def ready(self, lb: Balancer) -> str | None:
+        try:
+            self._ssh_ok(lb, "true", 15)
+            return None
+        except ActionError as e:
+            return str(e)
+
+    def addresses(self, lb: Balancer) -> str:
+        return self._ssh_ok(lb, f"ip -o addr show dev {self.spec.interface}", 10)
+
+    def stop(self, lb: Balancer, service: str) -> None:
+        assert service in SERVICES
+        self._ssh_ok(lb, f"sudo -n systemctl stop {service}", 60)
+
+    def start(self, lb: Balancer, service: str) -> None:
+        assert service in SERVICES
+        self._ssh_ok(lb, f"sudo -n systemctl start {service}", 60)
+
+    def _virsh(self, verb: str, lb: Balancer) -> None:
+        if not lb.domain:
+            raise ActionError(f"no libvirt domain known for {lb.name}")
+        r = _run(["virsh", "-q", "-c", self.spec.libvirt_uri, verb, lb.domain], 60)
+        if r.returncode != 0:
+            raise ActionError(f"virsh {verb} {lb.domain}: {_last_line(r.stderr)}")
+
+    def pause(self, lb: Balancer) -> None:
+        self._virsh("suspend", lb)
+
+    def resume(self, lb: Balancer) -> None:
+        self._virsh("resume", lb)
+
+
+# ----------------------------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    """Running (a zombie is not: nobody may have reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:][:1] not in ("Z", "X", "")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class NetnsActions(Actions):
+    """Integration tier: each balancer is a network namespace running a real keepalived and nginx.
+
+    Processes are found through their pid files only, and signalled only after checking that they live in
+    the balancer's namespace. Starts go through `verifier.guard`, which refuses the root namespace."""
+
+    poll_interval = 0.1
+    STOP_WAIT = 10.0
+    START_WAIT = 15.0
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self._children: list[subprocess.Popen] = []
+        self._paused: dict[str, list[int]] = {}
+
+    def _host(self, lb: Balancer) -> dict:
+        return self.spec.hosts[lb.name]
+
+    def _ns(self, lb: Balancer) -> str:
+        return self._host(lb)["netns"]
+
+    def _svc(self, lb: Balancer, service: str) -> dict:
+        assert service in SERVICES
+        return self._host(lb)[service]
+
+    def _pid(self, lb: Balancer, pid_file: str) -> int | None:
+        """The live pid in `pid_file`, if it is a process in lb's namespace."""
+        pid = read_pid(pid_file)
+        if pid is None or not _alive(pid):
+            return None
+        if not netns.process_in(pid, self._ns(lb)):
+            raise ActionError(f"pid {pid} of {pid_file} is not in namespace {self._ns(lb)}: not touching it")
+        return pid
+
+    def ready(self, lb: Balancer) -> str | None:
+        if not netns.exists(self._ns(lb)):
+            return f"network namespace {self._ns(lb)} does not exist"
+        return None
+
+    def addresses(self, lb: Balancer) -> str:
+        r = _run(["ip", "-n", self._ns(lb), "-o", "addr", "show", "dev", self.spec.interface], 10)
+        if r.returncode != 0:
+            raise ActionError(f"ip -n {self._ns(lb)} addr: {_last_line(r.stderr)}")
+        return r.stdout
+
+    def running(self, lb: Balancer, service: str) -> bool:
+        return self._pid(lb, self._svc(lb, service)["pidFile"]) is not None
+
+    def stop(self, lb: Balancer, service: str) -> None:
+        svc = self._svc(lb, service)
+        pid = self._pid(lb, svc["pidFile"])
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)  # keepalived: priority 0 advert, VIP released; nginx: fast shutdown
+        deadline = time.monotonic() + self.STOP_WAIT
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            raise ActionError(f"{service} (pid {pid}) on {lb.name} still running {self.STOP_WAIT:g} s after SIGTERM")
+
+    def start(self, lb: Balancer, service: str) -> None:
+        svc = self._svc(lb, service)
+        if self._pid(lb, svc["pidFile"]) is not None:
+            return
+        log = open(svc.get("log") or os.devnull, "ab")
+        try:
+            child = subprocess.Popen(netns.guarded(self._ns(lb), list(svc["start"])), stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT, env=netns.guard_env(),
+                                     start_new_session=True, close_fds=True)
+        finally:
+            log.close()
+        self._children.append(child)
+        deadline = time.monotonic() + self.START_WAIT
+        while time.monotonic() < deadline:
+            rc = child.poll()
+            if rc not in (None, 0) or (rc == 0 and svc.get("foreground")):
+                raise ActionError(f"starting {service} on {lb.name} failed (rc {rc}); see {svc.get('log')}")
+            if self._pid(lb, svc["pidFile"]) is not None and (rc == 0 or svc.get("foreground")):
+                return
+            time.sleep(0.05)
+        raise ActionError(f"{service} on {lb.name} did not write {svc['pidFile']} within {self.START_WAIT:g} s")
+
+    def _freeze_list(self, lb: Balancer) -> list[int]:
+        """keepalived's VRRP child first (it sends the adverts), then its parent, then nginx's workers and master."""
+        pids: list[int] = []
+        ka, ng = self._svc(lb, "keepalived"), self._svc(lb, "nginx")
+        for f in [*ka.get("childPidFiles", []), ka["pidFile"]]:
+            pid = self._pid(lb, f)
+            if pid:
+                pids.append(pid)
+        master = self._pid(lb, ng["pidFile"])
+        if master:
+            pids += [p for p in _children(master) if netns.process_in(p, self._ns(lb))] + [master]
+        return pids
+
+    def pause(self, lb: Balancer) -> None:
+        pids = self._freeze_list(lb)
+        if not pids:
+            raise ActionError(f"nothing runs on {lb.name} to pause")
+        self._paused[lb.name] = pids
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self, lb: Balancer) -> None:
+        for pid in reversed(self._paused.pop(lb.name, [])):
+            if netns.process_in(pid, self._ns(lb)):
+                os.kill(pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        for child in self._children:  # reap what already exited; daemons stay up (the cluster as found)
+            child.poll()

@@ -1,0 +1,378 @@
+"""The checks and the failover drill, written once over `Actions` (SSH for VMs, namespaces for tests)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from .actions import ActionError, Actions
+from .http import Prober, Reply, get
+from .logic import (
+    USER_AGENTS,
+    VERIFIER_UA,
+    distribution_verdict,
+    expected_pool,
+    first_after,
+    has_address,
+    holder_verdict,
+    holders_of,
+    longest_gap,
+)
+from .spec import Balancer, Spec
+
+SETTLE_AFTER_STEP = 1.0  # keep probing this long after a step succeeded, to catch a late flap
+STICKY_REQUESTS = 8
+UA_REQUESTS = 4
+
+
+def progress(msg: str) -> None:
+    print(f"verifier: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Window:
+    start: float
+    end: float
+    moved_after_s: float | None  # until the holder poll saw the VIP on the target
+    served_after_s: float | None = None  # until the first probe launched after the action got 200 from the target
+
+
+class Verifier:
+    def __init__(self, spec: Spec, actions: Actions, log: Callable[[str], None] = progress):
+        self.s, self.a, self.log = spec, actions, log
+        self.checks: list[Check] = []
+        self.windows: dict[str, Window] = {}
+        self.gaps: dict[str, dict] = {}
+        self.holder: str | None = None
+        self.distribution: dict[str, int] = {}
+        self.durations: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="holders")
+        self._prober: Prober | None = None
+
+    # ---- bookkeeping -----------------------------------------------------------------------------
+    def check(self, name: str, passed: bool, detail: str) -> bool:
+        self.checks.append(Check(name, passed, detail))
+        self.log(f"{'ok    ' if passed else 'FAILED'} {name}: {detail}")
+        return passed
+
+    def report(self) -> dict:
+        return {"passed": bool(self.checks) and all(c.passed for c in self.checks),
+                "checks": [asdict(c) for c in self.checks], "gaps": self.gaps, "holder": self.holder,
+                "distribution": self.distribution, "durations": self.durations,
+                "stack": self.s.stack, "vip": self.s.vip, "actions": self.s.actions}
+
+    def _get(self, **kw) -> Reply:
+        return get(self.s.vip, server_name=self.s.server_name, timeout=max(2.0, self.s.probe_timeout), **kw)
+
+    # ---- holders ---------------------------------------------------------------------------------
+    def _holds(self, lb: Balancer) -> bool | None:
+        try:
+            return has_address(self.a.addresses(lb), self.s.vip)
+        except ActionError:
+            return None
+
+    def holders(self, only: list[Balancer] | None = None) -> dict[str, bool | None]:
+        lbs = only or list(self.s.balancers)
+        return dict(zip([b.name for b in lbs], self._pool.map(self._holds, lbs), strict=True))
+
+    # ---- the run ---------------------------------------------------------------------------------
+    def run(self) -> dict:
+        t0 = time.monotonic()
+        try:
+            vip_ok, lbs_ok = self.wait_ready()
+            t1 = time.monotonic()
+            self.durations["wait_s"] = round(t1 - t0, 2)
+            holder_ok = self.check_holder()
+            if vip_ok:
+                self.check_traffic()
+            t2 = time.monotonic()
+            self.durations["checks_s"] = round(t2 - t1, 2)
+            if self.s.drill:
+                if vip_ok and holder_ok and lbs_ok:
+                    self.drill()
+                else:
+                    self.check("failover_drill", False, "not run: the cluster was not healthy before it (see above)")
+                self.durations["drill_s"] = round(time.monotonic() - t2, 2)
+        finally:
+            self._pool.shutdown(wait=True)
+            self.durations["total_s"] = round(time.monotonic() - t0, 2)
+        return self.report()
+
+    def wait_ready(self) -> tuple[bool, bool]:
+        """Bounded wait (spec timeout) for an HTTP 200 through the VIP and for each balancer's actions."""
+        s = self.s
+        start = time.monotonic()
+        deadline = start + s.timeout
+        vip: Reply | None = None
+        lbs: dict[str, str | None] = {b.name: "not tried" for b in s.balancers}
+        next_note = start + 15
+        self.log(f"waiting up to {s.timeout:g} s for http://{s.vip}/ and the balancers ({s.actions} actions)")
+        for _attempt in range(int(s.timeout / 2) + 2):
+            if vip is None or not vip.ok:
+                vip = self._get(path="/")
+                vip_at = time.monotonic() - start
+            for b in s.balancers:
+                if lbs[b.name] is not None:
+                    lbs[b.name] = self.a.ready(b)
+            if vip.ok and not any(lbs.values()):
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now >= next_note:
+                waiting = (["VIP"] if not vip.ok else []) + [n for n, why in lbs.items() if why]
+                self.log(f"still waiting for {', '.join(waiting)} ({now - start:.0f} s)")
+                next_note = now + 15
+            time.sleep(max(0.0, min(2.0, deadline - now)))
+        vip_ok = self.check("vip_http", vip.ok,
+                            f"http://{s.vip}/ answered 200 after {vip_at:.1f} s" if vip.ok else
+                            f"no HTTP 200 from http://{s.vip}/ within {s.timeout:g} s "
+                            f"(last: {vip.error or f'HTTP {vip.status}'})")
+        lbs_ok = True
+        for b in s.balancers:
+            lbs_ok &= self.check(f"access_{b.name}", lbs[b.name] is None,
+                                 f"{s.actions} actions reach {b.name} ({b.ip})" if lbs[b.name] is None else
+                                 f"cannot reach {b.name} within {s.timeout:g} s: {lbs[b.name]}")
+        return vip_ok, lbs_ok
+
+    def check_holder(self) -> bool:
+        """Exactly one balancer holds the VIP, steadily over the settle window; the MASTER if preempt is on."""
+        s = self.s
+        interval = max(self.a.poll_interval, 0.5)
+        samples = []
+        for _ in range(max(1, int(s.settle / interval) + 1)):
+            t = time.monotonic()
+            sample = self.holders()
+            samples.append(sample)
+            if len(holders_of(sample)) > 1:
+                break  # split brain: no need to look longer
+            time.sleep(max(0.0, interval - (time.monotonic() - t)))
+        single, expected, detail, holder = holder_verdict(samples, s.master.name if s.preempt else None)
+        self.holder = holder
+        self.check("single_holder", single, detail)
+        if single:
+            self.check("expected_master", expected, detail if s.preempt else f"{detail} (nopreempt: any holder will do)")
+        return single and expected
+
+    # ---- traffic through the VIP ---------------------------------------------------------------
+    def _cookie(self, value: str) -> str | None:
+        p = self.s.persistence
+        return f"{p.split(':', 1)[1]}={value}" if p.startswith("cookie:") else None
+
+    def check_traffic(self) -> None:
+        s = self.s
+        pool = expected_pool(VERIFIER_UA, s.rules, s.default_pool)
+        weights = {n: w for n, w in s.weights().items() if n in s.pools[pool]}
+        replies = [self._get(cookie=self._cookie(f"hv-{i}")) for i in range(s.requests)]
+        answered = [r for r in replies if r.ok and r.node]
+        self.distribution = dict(sorted(Counter(r.node for r in answered).items()))
+        failed = [r for r in replies if not r.ok]
+        if failed:
+            first = failed[0]
+            self.check("distribution", False, f"{len(failed)} of {len(replies)} requests through the VIP failed "
+                                              f"(first: {first.error or f'HTTP {first.status}'})")
+        elif s.persistence == "ip_hash":
+            self.check("distribution", len(self.distribution) == 1,
+                       f"ip_hash pins this client to one node: {self.distribution} "
+                       "(a spread needs many clients; not demanded)")
+        else:
+            ok, detail = distribution_verdict(self.distribution, weights, proportional=s.persistence == "none")
+            if s.persistence != "none":
+                detail += f" ({len(replies)} distinct {s.persistence} values; proportions not demanded)"
+            self.check("distribution", ok, f"pool {pool}: {detail}")
+        self.check_headers(answered)
+        if s.rules:
+            self.check_routing()
+        if s.persistence != "none":
+            self.check_persistence()
+
+    def check_headers(self, replies: list[Reply]) -> None:
+        s = self.s
+        problems = []
+        for r in replies:
+            b = r.body or {}
+            xff = [x.strip() for x in str(b.get("x_forwarded_for", "")).split(",") if x.strip()]
+            if b.get("host") != s.server_name:
+                problems.append(f"Host arrived as {b.get('host')!r}, sent {s.server_name!r}")
+            if b.get("x_real_ip") != r.client_ip:
+                problems.append(f"X-Real-IP arrived as {b.get('x_real_ip')!r}, client is {r.client_ip}")
+            if r.client_ip not in xff:
+                problems.append(f"X-Forwarded-For {b.get('x_forwarded_for')!r} lacks the client {r.client_ip}")
+        if not replies:
+            self.check("proxy_headers", False, "no /whoami answer to inspect")
+        elif problems:
+            self.check("proxy_headers", False, f"{problems[0]} ({len(problems)} problems in {len(replies)} answers)")
+        else:
+            self.check("proxy_headers", True, f"Host, X-Real-IP ({replies[0].client_ip}) and X-Forwarded-For "
+                                              f"arrive at the web nodes ({len(replies)} answers)")
+
+    def check_routing(self) -> None:
+        s = self.s
+        seen, wrong = [], []
+        for family, ua in USER_AGENTS.items():
+            pool = expected_pool(ua, s.rules, s.default_pool)
+            nodes = []
+            for i in range(UA_REQUESTS):
+                r = self._get(user_agent=ua, cookie=self._cookie(f"ua-{family}-{i}"))
+                nodes.append(r.node if r.ok else f"error({r.error or r.status})")
+            bad = [n for n in nodes if n not in s.pools[pool]]
+            seen.append(f"{family}->{pool}:{'/'.join(sorted(set(nodes)))}")
+            if bad:
+                wrong.append(f"{family} UA expected pool {pool} ({', '.join(s.pools[pool])}) "
+                             f"but got {', '.join(sorted(set(bad)))}")
+        self.check("ua_routing", not wrong, "; ".join(wrong) if wrong else " ".join(seen))
+
+    def check_persistence(self) -> None:
+        cookie = self._cookie("hv-sticky")
+        nodes = [self._get(cookie=cookie).node for _ in range(STICKY_REQUESTS)]
+        ok = len(set(nodes)) == 1 and nodes[0] is not None
+        self.check("persistence", ok, f"{self.s.persistence}: {STICKY_REQUESTS} requests of one client went to "
+                                      f"{', '.join(sorted({str(n) for n in nodes}))}")
+
+    # ---- the failover drill --------------------------------------------------------------------
+    def drill(self) -> None:
+        s, a = self.s, self.a
+        m, b = s.master, s.backup
+        home = m if s.preempt else b  # who holds the VIP after each repair
+        outstanding: list[tuple[str, Balancer]] = []  # what is broken right now, to restore in finally
+
+        def breaker(kind: str) -> Callable[[], None]:
+            def act() -> None:
+                outstanding.append((kind, m))
+                a.pause(m) if kind == "hard" else a.stop(m, kind)
+            return act
+
+        def repairer(kind: str) -> Callable[[], None]:
+            def act() -> None:
+                a.resume(m) if kind == "hard" else a.start(m, kind)
+                outstanding.remove((kind, m))
+            return act
+
+        kinds = ["keepalived"] + (["nginx"] if s.health_check else []) + (["hard"] if s.hard_failure else [])
+        names = {"keepalived": ("keepalived_stop", "keepalived_start"), "nginx": ("nginx_stop", "nginx_start"),
+                 "hard": ("hard_pause", "hard_resume")}
+        why = {"keepalived": f"keepalived stopped on {m.name}", "nginx": f"nginx stopped on {m.name}",
+               "hard": f"{m.name} paused"}
+        self.log(f"failover drill: {', '.join(kinds)} on {m.name}; probing http://{s.vip}/ every {s.probe_interval:g} s")
+        prober = self._prober = Prober(s.vip, s.server_name, s.probe_interval, s.probe_timeout,
+                                       max_seconds=len(kinds) * 4 * s.step_timeout + 60)
+        with prober:
+            time.sleep(0.5)  # a baseline of good probes before the first step
+            try:
+                for i, kind in enumerate(kinds):
+                    broke = self.step(names[kind][0], breaker(kind), b, why[kind], only=[b] if kind == "hard" else None)
+                    fixed = self.step(names[kind][1], repairer(kind), home, f"{m.name} back")
+                    if not (broke and fixed):
+                        for k in kinds[i + 1:]:
+                            self.check(f"drill_{names[k][0]}", False, "not run: an earlier drill step failed")
+                        break
+            finally:
+                self.restore(outstanding, home)
+        for name, w in self.windows.items():
+            gap = longest_gap([(p.t, p.ok) for p in prober.snapshot()], w.start, w.end)
+            self.gaps[name] = {"gap_s": gap.gap_s, "failed_probes": gap.failed_probes, "moved_after_s": w.moved_after_s,
+                               "served_after_s": w.served_after_s, "recovered": gap.recovered}
+        self.log("gaps: " + ", ".join(f"{k} {v['gap_s']:.2f} s/{v['failed_probes']} failed/moved "
+                                      f"{v['moved_after_s'] if v['moved_after_s'] is not None else '-'}"
+                                      for k, v in self.gaps.items()))
+
+    def step(self, name: str, action: Callable[[], None], target: Balancer, what: str,
+             only: list[Balancer] | None = None) -> bool:
+        """Do `action`, then wait (bounded) until `target` alone holds the VIP (`only`: the balancers that can
+        be read) and the VIP serves through it. The probe window for the gap runs until it is settled."""
+        s = self.s
+        t0 = time.monotonic()
+        deadline = t0 + s.step_timeout
+        errors: list[BaseException] = []
+
+        def act() -> None:
+            try:
+                action()
+            except (ActionError, OSError) as e:
+                errors.append(e)
+
+        # The action runs beside the holder poll: a stop that waits for the daemon to exit (or an ssh
+        # round trip) must not delay seeing the VIP move.
+        worker = threading.Thread(target=act, name=f"drill-{name}", daemon=True)
+        worker.start()
+        moved_at, sample = None, {}
+        for _ in range(int(s.step_timeout / self.a.poll_interval) + 2):
+            sample = self.holders(only)
+            if holders_of(sample) == [target.name]:
+                moved_at = time.monotonic()
+                break
+            if errors or time.monotonic() >= deadline:
+                break
+            time.sleep(self.a.poll_interval)
+        worker.join(max(0.0, deadline - time.monotonic()) + 60)
+        if errors or worker.is_alive():
+            self.windows[name] = Window(t0, time.monotonic(), None)
+            why = errors[0] if errors else "it did not finish"
+            return self.check(f"drill_{name}", False, f"{what}: the action failed: {why}")
+        if moved_at is None:
+            self.windows[name] = Window(t0, time.monotonic(), None)
+            now = holders_of(sample)
+            where = " and ".join(now) if now else "no balancer"
+            if now and target.name not in now and len(now) == 1:
+                msg = f"the VIP stayed on {where} after {s.step_timeout:g} s ({what}); expected it on {target.name}"
+            else:
+                msg = f"the VIP is on {where} {s.step_timeout:g} s after '{what}'; expected it on {target.name} only"
+            return self.check(f"drill_{name}", False, msg)
+        served = None
+        while time.monotonic() < moved_at + s.step_timeout:
+            served = first_after(self._probes(), t0, target.name)
+            if served is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(SETTLE_AFTER_STEP)
+        end = time.monotonic()
+        after = holders_of(self.holders(only))
+        self.windows[name] = Window(t0, end, round(moved_at - t0, 3), None if served is None else round(served - t0, 3))
+        if served is None:
+            return self.check(f"drill_{name}", False, f"{target.name} holds the VIP ({what}) but no request through "
+                                                      f"it got HTTP 200 within {s.step_timeout:g} s")
+        if after != [target.name]:
+            return self.check(f"drill_{name}", False, f"the VIP did not stay on {target.name} ({what}): now on "
+                                                      f"{' and '.join(after) or 'no balancer'}")
+        return self.check(f"drill_{name}", True, f"{what}: VIP on {target.name} after {moved_at - t0:.2f} s, "
+                                                 f"served by it {served - t0:.2f} s after the action")
+
+    def _probes(self) -> list[tuple[float, bool, str | None]]:
+        p = self._prober
+        return [(x.t, x.ok, x.balancer) for x in p.snapshot()] if p else []
+
+    def restore(self, outstanding: list[tuple[str, Balancer]], home: Balancer) -> None:
+        """Leave the cluster as found: start/resume whatever the drill left broken, then wait (bounded)
+        for `home` alone to hold the VIP."""
+        problems = []
+        for kind, lb in reversed(list(outstanding)):
+            try:
+                self.a.resume(lb) if kind == "hard" else self.a.start(lb, kind)
+                outstanding.remove((kind, lb))
+                self.log(f"restored {kind} on {lb.name}")
+            except (ActionError, OSError) as e:
+                problems.append(f"could not restore {kind} on {lb.name}: {e}")
+        now: list[str] = []
+        deadline = time.monotonic() + self.s.step_timeout
+        for _ in range(int(self.s.step_timeout / self.a.poll_interval) + 2):
+            now = holders_of(self.holders())
+            if now == [home.name] or time.monotonic() >= deadline:
+                break
+            time.sleep(self.a.poll_interval)
+        if now != [home.name]:
+            problems.append(f"the VIP is on {' and '.join(now) or 'no balancer'}, expected {home.name}")
+        self.holder = now[0] if len(now) == 1 else self.holder
+        self.check("cluster_restored", not problems,
+                   "; ".join(problems) if problems else f"every daemon the drill stopped runs again; {home.name} holds the VIP")

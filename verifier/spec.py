@@ -1,0 +1,184 @@
+"""The verifier's input: a JSON object (components.cluster.verifier_spec builds it; no secrets in it).
+
+Keys (camelCase, as in the stack config):
+
+  vip, serverName            the virtual IP and the Host header to send (required)
+  balancers                  [{name, ip, priority, state, domain}] x 2; the highest priority is the MASTER
+  webNodes                   [{name, ip, weight, domain}]
+  pools, rules, defaultPool  User-Agent routing: {pool: [web names]}, [{match, pool}] (first match,
+                             case-insensitive regex), the pool for everything else
+  persistence                "none" | "ip_hash" | "cookie:<name>"
+  healthCheck, preempt       what the balancers are configured to do (the drill expects it)
+  interface                  the balancers' VRRP interface (default eth0)
+  netns                      run inside this network namespace (re-exec under `ip netns exec`); null: here
+  actions                    "ssh" (VMs, default) or "netns" (the integration tier)
+  sshUser                    for "ssh" actions; the key comes from env HACLUSTER_SSH_KEY
+  libvirtUri                 for the hard-failure step with "ssh" actions (virsh suspend/resume)
+  hosts                      for "netns" actions: {balancer name: {netns, keepalived: SERVICE, nginx: SERVICE}}
+                             SERVICE = {pidFile, childPidFiles: [...], start: [argv], foreground: bool, log}
+  drill, hardFailure         run the failover drill; add the pause/resume step (default false)
+  timeout                    seconds to wait for the VIP and the balancers to answer (default 600)
+  stepTimeout                seconds each drill step may take to move the VIP (default 30)
+  settle                     seconds over which the VIP holder is sampled (default 5)
+  requests                   GETs for the distribution check (default 30)
+  probeInterval, probeTimeout  the drill's background probe (default 0.1 s, 1.0 s)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Balancer:
+    name: str
+    ip: str
+    priority: int
+    state: str = "BACKUP"
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class WebNode:
+    name: str
+    ip: str
+    weight: int = 1
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    vip: str
+    server_name: str
+    balancers: tuple[Balancer, Balancer]
+    web_nodes: tuple[WebNode, ...]
+    pools: dict[str, list[str]]
+    rules: tuple[tuple[str, str], ...]
+    default_pool: str
+    persistence: str = "none"
+    health_check: bool = True
+    preempt: bool = True
+    interface: str = "eth0"
+    netns: str | None = None
+    actions: str = "ssh"
+    ssh_user: str = "ops"
+    libvirt_uri: str = "qemu:///system"
+    hosts: dict[str, Any] = field(default_factory=dict)
+    drill: bool = True
+    hard_failure: bool = False
+    timeout: float = 600.0
+    step_timeout: float = 30.0
+    settle: float = 5.0
+    requests: int = 30
+    probe_interval: float = 0.1
+    probe_timeout: float = 1.0
+    stack: str = ""
+
+    @property
+    def master(self) -> Balancer:
+        return max(self.balancers, key=lambda b: b.priority)
+
+    @property
+    def backup(self) -> Balancer:
+        return min(self.balancers, key=lambda b: b.priority)
+
+    def weights(self) -> dict[str, int]:
+        return {w.name: w.weight for w in self.web_nodes}
+
+
+def parse(text: str) -> Spec:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"the spec is not JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise SpecError("the spec must be a JSON object")
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Spec:
+    problems: list[str] = []
+
+    def need(key: str) -> Any:
+        if raw.get(key) in (None, "", []):
+            problems.append(f"{key}: required")
+        return raw.get(key)
+
+    def num(key: str, default: float, lo: float, hi: float) -> float:
+        v = raw.get(key, default)
+        if v is None:
+            v = default
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            problems.append(f"{key} = {v!r}: must be a number in {lo}..{hi}")
+            return default
+        return float(v)
+
+    vip, server_name = need("vip"), need("serverName")
+    try:
+        lbs = tuple(Balancer(name=str(b["name"]), ip=str(b["ip"]), priority=int(b.get("priority") or 0),
+                             state=str(b.get("state") or "BACKUP"), domain=str(b.get("domain") or ""))
+                    for b in need("balancers") or [])
+    except (KeyError, TypeError, ValueError) as e:
+        problems.append(f"balancers: each needs name, ip, priority ({e})")
+        lbs = ()
+    if len(lbs) != 2:
+        problems.append(f"balancers: exactly two expected, got {len(lbs)}")
+    elif lbs[0].priority == lbs[1].priority:
+        problems.append("balancers: priorities must differ (the higher one is the expected MASTER)")
+    try:
+        webs = tuple(WebNode(name=str(w["name"]), ip=str(w["ip"]), weight=int(w.get("weight") or 1),
+                             domain=str(w.get("domain") or ""))
+                     for w in need("webNodes") or [])
+    except (KeyError, TypeError, ValueError) as e:
+        problems.append(f"webNodes: each needs name and ip ({e})")
+        webs = ()
+    names = [w.name for w in webs]
+    pools = raw.get("pools") or {"web": names}
+    default_pool = raw.get("defaultPool") or next(iter(pools), "web")
+    rules = tuple((str(r["match"]), str(r["pool"])) for r in raw.get("rules") or [])
+    for p in [default_pool, *(pool for _, pool in rules)]:
+        if p not in pools:
+            problems.append(f"pool {p!r} is used but not defined in pools")
+    for p, members in pools.items():
+        for m in members:
+            if m not in names:
+                problems.append(f"pools.{p}: unknown web node {m!r}")
+    actions = raw.get("actions") or "ssh"
+    if actions not in ("ssh", "netns"):
+        problems.append(f"actions = {actions!r}: must be ssh or netns")
+    hosts = raw.get("hosts") or {}
+    if actions == "netns":
+        if not raw.get("netns"):
+            problems.append("actions netns needs netns: the client namespace to probe from")
+        for b in lbs:
+            h = hosts.get(b.name)
+            if not isinstance(h, dict) or not h.get("netns") or not all(
+                    isinstance(h.get(s), dict) and h[s].get("pidFile") and h[s].get("start")
+                    for s in ("keepalived", "nginx")):
+                problems.append(f"hosts.{b.name}: netns actions need netns, keepalived and nginx "
+                                "({pidFile, start, ...}) for every balancer")
+    persistence = str(raw.get("persistence") or "none")
+    if not (persistence in ("none", "ip_hash") or persistence.startswith("cookie:")):
+        problems.append(f"persistence = {persistence!r}: none, ip_hash or cookie:<name>")
+    timing = {"timeout": num("timeout", 600, 1, 7200), "step_timeout": num("stepTimeout", 30, 1, 600),
+              "settle": num("settle", 5, 0, 120), "requests": int(num("requests", 30, 2, 1000)),
+              "probe_interval": num("probeInterval", 0.1, 0.02, 5),
+              "probe_timeout": num("probeTimeout", 1.0, 0.1, 30)}
+    if problems:
+        raise SpecError("invalid verifier spec: " + "; ".join(problems))
+    return Spec(
+        vip=str(vip), server_name=str(server_name), balancers=(lbs[0], lbs[1]), web_nodes=webs,
+        pools={k: list(v) for k, v in pools.items()}, rules=rules, default_pool=str(default_pool),
+        persistence=persistence, health_check=bool(raw.get("healthCheck", True)),
+        preempt=bool(raw.get("preempt", True)), interface=str(raw.get("interface") or "eth0"),
+        netns=raw.get("netns") or None, actions=actions, ssh_user=str(raw.get("sshUser") or "ops"),
+        libvirt_uri=str(raw.get("libvirtUri") or "qemu:///system"), hosts=hosts,
+        drill=bool(raw.get("drill", True)), hard_failure=bool(raw.get("hardFailure", False)),
+        stack=str(raw.get("stack") or ""), **timing,
+    )
