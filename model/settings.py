@@ -398,7 +398,7 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
                      re.compile(r"^[A-Za-z0-9_.-]{1,64}$"), "letters, digits, '.', '_' or '-'")
         balancers.append(Node(role="lb", mac=mac_for(common["ip"]) if "." in common["ip"] else "",
                               state=state, priority=prio, router_id=rid, **common))
-    if len(balancers) == 2:
+    if len(balancers) == 2 and not any(p.startswith("balancers[") for p in c.problems):
         a, b = balancers
         if a.priority == b.priority:
             c.bad("balancers[1].priority", b.priority, f"must differ from balancers[0].priority ({a.priority})")

@@ -1,0 +1,149 @@
+"""End to end: the real Pulumi engine, the real libvirt lab, four real VMs, real nginx and keepalived.
+
+A fresh stack in the lab (its own subnet, so it never clashes with `dev`): up -> the stack's own
+verifier passed; the VIP answers from inside the lab namespace with both web nodes behind it;
+a broken cluster makes the verifier fail with a reason; a second up changes nothing; destroy leaves
+libvirt without a trace of the stack; the stack is removed. Cleans up after a failure too.
+Durations are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+from pulumi import automation as auto
+
+from components.cluster import verifier_spec
+from model.settings import load
+from tests.conftest import ROOT
+
+NETNS = os.environ.get("HACLUSTER_NETNS", "halab")
+URI = "qemu:///system"
+SUBNET = "192.168.91"  # not the dev stack's 192.168.81: both can exist in one lab
+
+
+def stack_config(name: str) -> dict:
+    """The dev stack's config moved to the e2e subnet."""
+    text = (ROOT / "Pulumi.dev.yaml").read_text().replace("192.168.81.", f"{SUBNET}.")
+    config = yaml.safe_load(text)["config"]
+    config["hacluster:network"]["name"] = f"hacluster-{name}"
+    return config
+
+
+def lab_exec(*cmd, timeout=30) -> subprocess.CompletedProcess:
+    """Traffic to lab addresses only from inside the lab namespace."""
+    return subprocess.run(["ip", "netns", "exec", NETNS, *cmd], capture_output=True, text=True, timeout=timeout)
+
+
+def virsh(*args) -> str:
+    return subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, text=True, timeout=60).stdout
+
+
+def libvirt_objects(name: str) -> list[str]:
+    found = [f"domain {d}" for d in virsh("list", "--all", "--name").split() if d.startswith(f"{name}-")]
+    found += [f"network {n}" for n in virsh("net-list", "--all", "--name").split() if n == f"hacluster-{name}"]
+    found += [f"pool {p}" for p in virsh("pool-list", "--all", "--name").split() if p == f"hacluster-{name}"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if shutil.which("pulumi") is None or not os.path.exists(f"/run/netns/{NETNS}"):
+        pytest.fail("the e2e tier needs the toolchain and the lab: run it with `make test-e2e`")
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    st = auto.create_stack(name, work_dir=str(ROOT))
+    with open(ROOT / f"Pulumi.{name}.yaml", "w") as fh:
+        yaml.safe_dump({"config": stack_config(name)}, fh)
+    timings: dict[str, float] = {}
+    try:
+        yield st, name, timings
+    finally:
+        t = time.monotonic()
+        try:
+            st.destroy(on_output=print, color="never")
+        finally:
+            timings["destroy"] = time.monotonic() - t
+            left = libvirt_objects(name)
+            st.workspace.remove_stack(name)
+            (ROOT / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
+            print("e2e durations (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
+            assert left == [], f"destroy left {left}"
+
+
+def test_up_verify_break_noop_destroy(stack):
+    st, name, timings = stack
+
+    t = time.monotonic()
+    up = st.up(on_output=print, color="never")
+    timings["up_cold"] = time.monotonic() - t
+    outputs = up.outputs
+    vip = outputs["vip"].value
+    assert vip == f"{SUBNET}.100"
+    assert sorted(outputs["nodes"].value) == ["lb01", "lb02", "web01", "web02"]
+    assert outputs["sshPrivateKey"].secret
+
+    # The stack's own post-deploy check ran against the VMs and passed, with measured gaps.
+    report = outputs["verification"].value
+    print("verification:", json.dumps(report, indent=1))
+    assert report["passed"] is True, report
+    assert all(c["passed"] for c in report["checks"])
+    assert report["holder"] == "lb01"
+    assert {"keepalived_stop", "nginx_stop"} <= set(report["gaps"])
+
+    # Independently of the verifier: the VIP answers from inside the lab, both web nodes behind it.
+    seen = set()
+    for _ in range(12):
+        r = lab_exec("curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code} ", "-D", "-",
+                     f"http://{vip}/")
+        assert r.stdout.rstrip().endswith("200"), r.stdout + r.stderr
+        seen |= {ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.lower().startswith("x-node:")}
+    assert seen == {"web01", "web02"}
+
+    # A broken cluster (keepalived stopped on both balancers) makes the same verifier fail, saying why.
+    settings = load({k.split(":", 1)[1]: v for k, v in stack_config(name).items()}, name, ROOT)
+    spec = {**verifier_spec(settings), "drill": False, "timeout": 60}
+    env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec),
+           "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value}
+    keyfile = ROOT / ".state" / f"{name}.key"
+    keyfile.parent.mkdir(exist_ok=True)
+    keyfile.touch(mode=0o600)
+    keyfile.write_text(env["HACLUSTER_SSH_KEY"])
+    ssh = ["ssh", "-i", str(keyfile), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"]
+    try:
+        for lb in ("lb01", "lb02"):
+            ip = outputs["nodes"].value[lb]["ip"]
+            r = subprocess.run(["ip", "netns", "exec", NETNS, *ssh, f"ops@{ip}", "sudo systemctl stop keepalived"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+        broken = subprocess.run([sys.executable, "-m", "verifier"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=300)
+        print("broken cluster verifier stderr:", broken.stderr)
+        assert broken.returncode != 0
+        assert "FAILED" in broken.stderr and "vip" in broken.stderr.lower()
+        assert json.loads(broken.stdout)["passed"] is False
+    finally:
+        for lb in ("lb01", "lb02"):
+            ip = outputs["nodes"].value[lb]["ip"]
+            subprocess.run(["ip", "netns", "exec", NETNS, *ssh, f"ops@{ip}", "sudo systemctl start keepalived"],
+                           capture_output=True, text=True, timeout=60)
+        keyfile.unlink()
+
+    # A second up changes nothing (the check does not re-run either: same triggers).
+    t = time.monotonic()
+    again = st.up(on_output=print, color="never")
+    timings["up_noop"] = time.monotonic() - t
+    changes = {k: v for k, v in (again.summary.resource_changes or {}).items() if k != "same"}
+    assert changes == {}, changes
+
+    t = time.monotonic()
+    st.preview(on_output=print, color="never")
+    timings["preview"] = time.monotonic() - t
