@@ -41,6 +41,7 @@ class Paths:
     keepalived_conf: str = "/etc/keepalived/keepalived.conf"
     check_script: str = "/etc/keepalived/check_nginx.sh"
     notify_script: str = "/etc/keepalived/notify.sh"
+    nftables_conf: str = "/etc/nftables.conf"
     state_file: str | None = None
     health_url: str = "http://127.0.0.1/healthz"
 
@@ -49,7 +50,8 @@ class Paths:
         return replace(self, pid=f"{prefix}/nginx.pid", log_dir=f"{prefix}/logs", temp_dir=f"{prefix}/tmp",
                        webroot=f"{prefix}/www", nginx_conf=f"{prefix}/nginx.conf",
                        keepalived_conf=f"{prefix}/keepalived.conf", check_script=f"{prefix}/check_nginx.sh",
-                       notify_script=f"{prefix}/notify.sh", state_file=f"{prefix}/vrrp-state.log")
+                       notify_script=f"{prefix}/notify.sh",
+                       nftables_conf=f"{prefix}/nftables.conf", state_file=f"{prefix}/vrrp-state.log")
 
 
 VM_PATHS = Paths()
@@ -68,7 +70,7 @@ def render(template: str, **ctx) -> str:
 
 def _ctx(s: Settings, node: Node, paths: Paths) -> dict:
     return {"stack": s.stack, "node": node, "nginx": s.nginx, "vrrp": s.vrrp, "network": s.network,
-            "vm": s.vm, "vip": s.vip, "paths": paths, "site": SITE, "script_user": SCRIPT_USER}
+            "vm": s.vm, "vip": s.vip, "firewall": s.firewall, "paths": paths, "site": SITE, "script_user": SCRIPT_USER}
 
 
 def _upstream(pool_name: str) -> str:
@@ -104,7 +106,15 @@ def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM
             NodeFile(paths.check_script, render("check_nginx.sh.j2", health_url=paths.health_url), "0755"),
             NodeFile(paths.notify_script, render("notify.sh.j2", **ctx), "0755"),
         ]
+    if s.firewall.enabled:
+        files.append(NodeFile(paths.nftables_conf, firewall_conf(s, node), "0644"))
     return files
+
+
+def firewall_conf(s: Settings, node: Node) -> str:
+    peer = next((b for b in s.balancers if b is not node), None) if node.role == "lb" else None
+    return render("nftables.conf.j2", node=node, peer=peer, ssh_from=s.firewall.ssh_from,
+                  balancer_ips=[b.ip for b in s.balancers])
 
 
 def user_data(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str]) -> str:

@@ -31,9 +31,9 @@ DEFAULTS: dict[str, Any] = {
         {"name": "web01", "ip": "192.168.81.230"},
         {"name": "web02", "ip": "192.168.81.240"},
     ],
-    "vrrp": {"virtualRouterId": 51, "advertInt": 1, "version": 2, "authType": "PASS",
+    "vrrp": {"profile": "reference", "virtualRouterId": 51, "advertInt": 1, "version": 2, "authType": "PASS",
              "transport": "unicast", "interface": "eth0", "nopreempt": False, "preemptDelay": 0,
-             "garpMasterRefresh": 60, "healthCheck": True},
+             "garpMasterRefresh": 60, "healthCheck": True, "checkFall": 2, "checkRise": 2},
     "nginx": {"serverName": "www.example.local", "clientMaxBodySize": "200m",
               "upstream": {"weight": 1, "maxFails": 3, "failTimeout": 60},
               "proxy": {"connectTimeout": 30, "sendTimeout": 60, "readTimeout": 60,
@@ -45,9 +45,19 @@ DEFAULTS: dict[str, Any] = {
            "poolPath": "/var/lib/libvirt/hacluster", "installPackages": False,
            "adminUser": "ops"},
     "verify": {"enabled": True, "failoverDrill": True, "timeout": 600},
+    "firewall": {"enabled": True, "sshFrom": None},
     "labNetns": "halab",
     "sshAuthorizedKeys": [],
     "vrrpAuthPass": None,
+}
+
+# Failover profiles: defaults that explicit vrrp.* keys still override.
+#  reference: the tutorial's VRRPv2, 1 s adverts, PASS auth (master-down ~3.6 s on a freeze).
+#  fast: VRRPv3 (RFC 5798: no authentication), 100 ms adverts (master-down ~0.36 s), a one-strike
+#        nginx check; the cost is 10 adverts/s per pair.
+PROFILES: dict[str, dict[str, Any]] = {
+    "reference": {},
+    "fast": {"version": 3, "advertInt": 0.1, "authType": "none", "checkFall": 1},
 }
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -104,6 +114,9 @@ class VrrpSettings:
     preempt_delay: int
     garp_master_refresh: int
     health_check: bool
+    check_fall: int
+    check_rise: int
+    profile: str
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,12 @@ class VmSettings:
 
 
 @dataclass(frozen=True)
+class FirewallSettings:
+    enabled: bool
+    ssh_from: tuple[str, ...]  # CIDRs allowed to SSH in (the deploy side)
+
+
+@dataclass(frozen=True)
 class VerifySettings:
     enabled: bool
     failover_drill: bool
@@ -167,6 +186,7 @@ class Settings:
     nginx: NginxSettings
     vm: VmSettings
     verify: VerifySettings
+    firewall: FirewallSettings
     lab_netns: str | None
     ssh_authorized_keys: tuple[str, ...]
     vrrp_auth_pass: str | None = field(default=None, repr=False)  # secret; None: generated per stack
@@ -386,6 +406,9 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
     if len(lbs_raw) != 2:
         c.bad("balancers", f"{len(lbs_raw)} entries", "exactly two balancers (one MASTER, one BACKUP)")
     vr = c.keys("vrrp", cfg["vrrp"], DEFAULTS["vrrp"])
+    profile = c.choice("vrrp.profile", vr.get("profile"), tuple(PROFILES))
+    explicit = raw.get("vrrp") if isinstance(raw.get("vrrp"), Mapping) else {}
+    vr = {**vr, **PROFILES[profile], **explicit}  # defaults < profile < what the stack sets
     nopreempt = c.bool_("vrrp.nopreempt", vr.get("nopreempt"))
     balancers = []
     for i, b in enumerate(lbs_raw[:2]):
@@ -474,6 +497,9 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
         preempt_delay=c.int_("vrrp.preemptDelay", vr.get("preemptDelay"), 0, 1000),
         garp_master_refresh=c.int_("vrrp.garpMasterRefresh", vr.get("garpMasterRefresh"), 0, 86400),
         health_check=c.bool_("vrrp.healthCheck", vr.get("healthCheck")),
+        check_fall=c.int_("vrrp.checkFall", vr.get("checkFall"), 1, 10),
+        check_rise=c.int_("vrrp.checkRise", vr.get("checkRise"), 1, 10),
+        profile=profile,
     )
 
     # ---- nginx ---------------------------------------------------------------------------------
@@ -531,6 +557,20 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
                             failover_drill=c.bool_("verify.failoverDrill", ve.get("failoverDrill")),
                             timeout=c.int_("verify.timeout", ve.get("timeout"), 30, 7200))
 
+    fw = c.keys("firewall", cfg["firewall"], DEFAULTS["firewall"])
+    ssh_from = fw.get("sshFrom")
+    if ssh_from is None:  # the deploy side: the lab host's bridge address (nat), else the whole subnet
+        ssh_from = [f"{gw}/32"] if mode == "nat" else [str(net)]
+    nets = []
+    for i, v in enumerate(c.list_("firewall.sshFrom", ssh_from)):
+        try:
+            nets.append(str(ipaddress.IPv4Network(str(v), strict=False)))
+        except ValueError:
+            c.bad(f"firewall.sshFrom[{i}]", v, "an IPv4 address or CIDR like 10.0.0.0/24")
+    if not nets:
+        c.bad("firewall.sshFrom", ssh_from, "at least one address or CIDR (or the verifier cannot log in)")
+    firewall = FirewallSettings(enabled=c.bool_("firewall.enabled", fw.get("enabled")), ssh_from=tuple(nets))
+
     netns = cfg["labNetns"] or None
     if netns is not None and not re.match(r"^[A-Za-z0-9_-]{1,32}$", str(netns)):
         c.bad("labNetns", netns, "a network namespace name (letters, digits, '_' or '-'), or empty for a real hypervisor")
@@ -543,7 +583,7 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
         raise SettingsError(c.problems)
     return Settings(stack=stack, vip=vip, network=network, balancers=(balancers[0], balancers[1]),
                     web_nodes=tuple(web_nodes), vrrp=vrrp, nginx=nginx, vm=vm, verify=verify,
-                    lab_netns=netns, ssh_authorized_keys=keys, vrrp_auth_pass=auth_pass)
+                    firewall=firewall, lab_netns=netns, ssh_authorized_keys=keys, vrrp_auth_pass=auth_pass)
 
 
 def _routing(c: _Checker, routing: Any, web_names: list[str]):

@@ -23,6 +23,7 @@ VARIANTS = {
     "reference": {},
     "multicast": {"vrrp": {"transport": "multicast"}},
     "fast-v3": {"vrrp": {"version": 3, "advertInt": 0.2, "authType": "none"}},
+    "fast-profile": {"vrrp": {"profile": "fast"}},
     "routing-iphash": {"nginx": {"routing": ROUTING, "persistence": "ip_hash"}},
     "cookie-nocheck": {"nginx": {"persistence": "cookie:sid"}, "vrrp": {"healthCheck": False}},
     "nopreempt": {"vrrp": {"nopreempt": True, "preemptDelay": 0},
@@ -171,3 +172,26 @@ def test_nginx_config_test_really_rejects_a_bad_config(scratch):
     r = subprocess.run(["nginx", "-t", "-q", "-p", f"{scratch}/badnginx/lb01", "-c", paths.nginx_conf],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "proxy_busy_buffers_size" in r.stderr
+
+
+def test_firewall_rules_pass_nft_check_and_say_who_may_connect(netns):
+    s = settings()
+    web = render.firewall_conf(s, s.web_nodes[0])
+    lb = render.firewall_conf(s, s.balancers[0])
+    assert "tcp dport 80 ip saddr { 192.168.81.210, 192.168.81.220 } accept" in web
+    assert "tcp dport 22 ip saddr { 192.168.81.1/32 } accept" in web
+    assert "ip protocol 112 ip saddr 192.168.81.220 accept" in lb and "tcp dport 80 accept" in lb
+    for text in (web, lb):
+        r = subprocess.run(["ip", "netns", "exec", netns, "nft", "-c", "-f", "-"], input=text,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    bad = web.replace("192.168.81.210", "192.168.81.999")
+    r = subprocess.run(["ip", "netns", "exec", netns, "nft", "-c", "-f", "-"], input=bad, capture_output=True, text=True)
+    assert r.returncode != 0
+
+
+def test_firewall_can_be_turned_off_and_ssh_sources_set():
+    s = settings({"firewall": {"enabled": False}})
+    assert all("nftables" not in f.path for f in render.node_files(s, s.web_nodes[0], None))
+    s = settings({"firewall": {"sshFrom": ["10.1.0.0/16"]}})
+    assert "ip saddr { 10.1.0.0/16 }" in render.firewall_conf(s, s.balancers[1])

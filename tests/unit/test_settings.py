@@ -168,3 +168,11 @@ def test_pulumi_yaml_defaults_match_settings_defaults():
         assert name in DEFAULTS, f"Pulumi.yaml declares unknown key {key}"
         if "default" in spec:
             assert spec["default"] == DEFAULTS[name], key
+
+
+def test_fast_profile_sets_v3_subsecond_no_auth_and_explicit_keys_still_win():
+    s = ok({"vrrp": {"profile": "fast"}})
+    assert (s.vrrp.version, s.vrrp.advert_int, s.vrrp.auth_type, s.vrrp.check_fall) == (3, 0.1, None, 1)
+    assert ok({"vrrp": {"profile": "fast", "advertInt": 0.3}}).vrrp.advert_int == 0.3
+    assert problems({"vrrp": {"profile": "fast"}, "vrrpAuthPass": "abc"})[0].startswith("vrrpAuthPass")
+    assert problems({"vrrp": {"profile": "turbo"}})[0].startswith("vrrp.profile")
