@@ -70,7 +70,8 @@ class HaCluster(pulumi.ComponentResource):
             network_id=network.network_id, bridge=network.bridge,
             xslt=(render.TEMPLATES / "domain-tcg.xsl").read_text() if s.vm.domain_type == "qemu" else None,
         )
-        tier = TierArgs(settings=s, base=vm_base, ssh_public_key=secrets.public_key)
+        tier = TierArgs(settings=s, base=vm_base, ssh_public_key=secrets.public_key,
+                        ssh_private_key=secrets.private_key)
         web = WebTier(f"{name}-web", tier, child)
         lbs = LoadBalancerPair(f"{name}-lb", LoadBalancerPairArgs(
             **vars(tier), vrrp_auth_pass=secrets.vrrp_auth_pass), child)
@@ -88,7 +89,8 @@ class HaCluster(pulumi.ComponentResource):
             configs = pulumi.Output.all(secrets.vrrp_auth_pass).apply(lambda v: hashlib.sha256("".join(
                 f.content for n in s.nodes for f in render.node_files(s, n, v[0])).encode()).hexdigest())
             check = FailoverCheck(f"{name}-check", FailoverCheckArgs(
-                spec=verifier_spec(s), private_key=secrets.private_key, depends_on=list(vms.values()),
+                spec=verifier_spec(s), private_key=secrets.private_key,
+                depends_on=[*vms.values(), *web.configs, *lbs.configs],
                 triggers=[pulumi.Output.unsecret(configs), *[vm.domain_name for vm in vms.values()]]),
                 pulumi.ResourceOptions(parent=self))
             self.verification = check.report

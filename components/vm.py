@@ -61,9 +61,12 @@ class VirtualMachine(pulumi.ComponentResource):
         volume = libvirt.Volume(
             f"{name}-disk", name=f"{prefix}.qcow2", pool=base.pool, base_volume_id=base.base_volume_id,
             format="qcow2", opts=child)
+        # First boot only: later config changes reach the node through its NodeConfig command, so a
+        # changed nginx or keepalived setting never replaces the seed (and with it the VM).
         seed = libvirt.CloudInitDisk(
             f"{name}-seed", name=f"{prefix}-seed.iso", pool=base.pool, user_data=args.user_data,
-            network_config=args.network_config, meta_data=args.meta_data, opts=child)
+            network_config=args.network_config, meta_data=args.meta_data,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["userData"]))
         boot = {}
         if base.kernel:
             boot = {"kernel": base.kernel, "initrd": base.initrd,
@@ -87,5 +90,6 @@ class VirtualMachine(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["*"], delete_before_replace=True),
         )
         self.domain_name = domain.name
+        self.domain_id = domain.id
         self.ip = node.ip
         self.register_outputs({"domainName": domain.name, "ip": node.ip})

@@ -65,6 +65,15 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def ssh_argv(user: str, ip: str, key_file: str) -> list[str]:
+    """ssh to a stack node: its own key only, no agent, no host key bookkeeping (nodes are cattle)."""
+    return ["ssh", "-F", "/dev/null", "-i", key_file, "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2",
+            "-o", "LogLevel=ERROR", f"{user}@{ip}"]
+
+
 # ----------------------------------------------------------------------------------------------------
 class SshActions(Actions):
     """VMs: `sudo systemctl ...` and `ip -o addr` over SSH (key only, no host key bookkeeping);
@@ -78,12 +87,7 @@ class SshActions(Actions):
         self.spec, self.key_file = spec, key_file
 
     def _ssh(self, lb: Balancer, command: str, timeout: float) -> subprocess.CompletedProcess:
-        argv = ["ssh", "-F", "/dev/null", "-i", self.key_file, "-o", "IdentitiesOnly=yes",
-                "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2",
-                "-o", "LogLevel=ERROR", f"{self.spec.ssh_user}@{lb.ip}", command]
-        return _run(argv, timeout)
+        return _run([*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command], timeout)
 
     def _ssh_ok(self, lb: Balancer, command: str, timeout: float) -> str:
         r = self._ssh(lb, command, timeout)

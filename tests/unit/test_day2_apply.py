@@ -1,0 +1,67 @@
+"""day2/apply.py, the node side of a day-2 change, run for real against real nginx -t: a good change
+is swapped in and reloaded, a bad one is refused and the running config stays as it was."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from model import render
+from model.settings import HostFacts, load
+from tests.conftest import ROOT
+
+APPLY = str(ROOT / "day2" / "apply.py")
+
+
+@pytest.fixture
+def node_dir():
+    d = f"/run/hacluster-day2-{os.getpid()}"
+    os.makedirs(d, mode=0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def files_for(raw, prefix):
+    s = load(raw, "t", ROOT, HostFacts(True, False))
+    paths = render.VM_PATHS.under(prefix)
+    for sub in (paths.log_dir, paths.temp_dir):
+        os.makedirs(sub, exist_ok=True)
+    lb = s.balancers[0]
+    return [{"path": f.path, "content": f.content, "mode": f.mode} for f in render.node_files(s, lb, "pw", paths)
+            if f.path.endswith("nginx.conf")]
+
+
+def apply(files, reload_log):
+    cmds = {"nginx": {"match": "nginx.conf", "check": ["nginx", "-t", "-q", "-c", "{staged}"],
+                      "reload": ["sh", "-c", f"echo reloaded >> {reload_log}"]}}
+    r = subprocess.run([sys.executable, APPLY], input=json.dumps({"node": "lb01", "files": files}),
+                       capture_output=True, text=True, env={**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds)})
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_good_change_is_swapped_and_reloaded_bad_change_is_refused(node_dir):
+    log = f"{node_dir}/reloads"
+    first = files_for({}, node_dir)
+    rc, out = apply(first, log)
+    assert (rc, out["reloaded"]) == (0, ["nginx"])
+    conf = first[0]["path"]
+
+    rc, out = apply(first, log)  # nothing changed: nothing staged, nothing reloaded
+    assert (rc, out["changed"], out["reloaded"]) == (0, [], [])
+
+    changed = files_for({"nginx": {"clientMaxBodySize": "100m"}}, node_dir)
+    rc, out = apply(changed, log)
+    assert rc == 0 and out["changed"] == [conf]
+    assert "client_max_body_size 100m;" in open(conf).read()
+    assert open(log).read().count("reloaded") == 2
+
+    bad = [{**changed[0], "content": changed[0]["content"].replace("worker_connections 1024;", "worker_connections x;")}]
+    before = open(conf).read()
+    rc, out = apply(bad, log)
+    assert rc == 2 and "refused" in out["error"] and "unchanged" in out["error"]
+    assert open(conf).read() == before
+    assert not os.path.exists(conf + ".hacluster-new")
+    assert open(log).read().count("reloaded") == 2
