@@ -16,7 +16,9 @@
 # Not built, because the Go module proxy reachable here refuses these modules (HTTP 403 "This module
 # version is not available" for every version, checked 2026-11-25):
 #   pulumi-resource-libvirt  github.com/pulumi/pulumi-libvirt/provider (and terraform-provider-libvirt)
-#   pulumi-resource-command  github.com/pulumi/pulumi-command/provider
+#   pulumi-resource-command  github.com/pulumi/pulumi-command/provider (and pulumi-go-provider):
+#     toolchain/provider-command is this project's own implementation instead (command:local:Command;
+#     reports version 1.2.1, the PyPI pulumi_command SDK's).
 #   upstream pulumi-language-python (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3):
 #     toolchain/language-python is this project's own minimal language host instead.
 set -euo pipefail
@@ -39,8 +41,10 @@ go_min="1.26.6"              # highest `go` line among the wrapper modules
 go_fallback="go1.26.8"
 GOTOOLCHAIN_cli=""           # e.g. "go1.27.3" if a pin ever needs a different Go than the rest
 GOTOOLCHAIN_language_python=""
+GOTOOLCHAIN_provider_command=""
 
-bins=(pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python)
+bins=(pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python
+  pulumi-resource-command)
 
 # --- cache key ------------------------------------------------------------------------------------
 local_go="$(GOTOOLCHAIN=local go env GOVERSION)"   # e.g. go1.26.8
@@ -138,6 +142,9 @@ else
   printf '  %-32s %-12s %9s  (copied from sdk/v3 module)\n' pulumi-language-python-exec "$v" "script"
   printf '  %-32s %-12s %9s  (copied from sdk/v3 module; dynamic providers)\n' pulumi-resource-pulumi-python "$v" "script"
 
+  # 3. Command provider (our own; see toolchain/provider-command/main.go), for the PyPI pulumi_command SDK.
+  build_one provider-command pulumi-resource-command . "" "1.2.1 (own)"
+
   echo "$hash" >"$work/.complete"
   rm -rf "$cache"
   mv "$work" "$cache"
@@ -156,5 +163,5 @@ echo "$hash" >"$stamp"
 ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +4 | while read -r old; do
   [ "${old%/}" = "$cache" ] || rm -rf "${old%/}"
 done
-echo "  not built: pulumi-resource-libvirt, pulumi-resource-command (modules refused by the Go proxy; see toolchain/build.sh)"
+echo "  not built: pulumi-resource-libvirt (module refused by the Go proxy; see toolchain/build.sh)"
 echo "toolchain: .tools/bin ready ($hash) in $(elapsed "$t0") s"
