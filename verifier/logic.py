@@ -74,7 +74,8 @@ def holder_verdict(samples: Sequence[Mapping[str, bool | None]], expected: str |
     for s in samples:
         both = holders_of(s)
         if len(both) > 1:
-            return False, False, f"split brain: {' and '.join(both)} all hold the VIP", None
+            who = " and ".join(both) if len(both) == 2 else ", ".join(both)
+            return False, False, f"split brain: {who} {'both' if len(both) == 2 else 'all'} hold the VIP", None
     last = samples[-1]
     unreadable = sorted(n for n, v in last.items() if v is None)
     now = holders_of(last)

@@ -243,43 +243,50 @@ class Verifier:
 
     # ---- the failover drill --------------------------------------------------------------------
     def drill(self) -> None:
+        """Break and repair the VIP holder, pair by pair (keepalived, nginx if health-checked, pause if asked),
+        while a background prober measures what clients see. With preempt on, the holder is the MASTER and
+        gets the VIP back after each repair; with nopreempt the VIP stays where it failed over to."""
         s, a = self.s, self.a
-        m, b = s.master, s.backup
-        home = m if s.preempt else b  # who holds the VIP after each repair
         outstanding: list[tuple[str, Balancer]] = []  # what is broken right now, to restore in finally
 
-        def breaker(kind: str) -> Callable[[], None]:
+        def breaker(kind: str, lb: Balancer) -> Callable[[], None]:
             def act() -> None:
-                outstanding.append((kind, m))
-                a.pause(m) if kind == "hard" else a.stop(m, kind)
+                outstanding.append((kind, lb))
+                a.pause(lb) if kind == "hard" else a.stop(lb, kind)
             return act
 
-        def repairer(kind: str) -> Callable[[], None]:
+        def repairer(kind: str, lb: Balancer) -> Callable[[], None]:
             def act() -> None:
-                a.resume(m) if kind == "hard" else a.start(m, kind)
-                outstanding.remove((kind, m))
+                a.resume(lb) if kind == "hard" else a.start(lb, kind)
+                outstanding.remove((kind, lb))
             return act
 
         kinds = ["keepalived"] + (["nginx"] if s.health_check else []) + (["hard"] if s.hard_failure else [])
         names = {"keepalived": ("keepalived_stop", "keepalived_start"), "nginx": ("nginx_stop", "nginx_start"),
                  "hard": ("hard_pause", "hard_resume")}
-        why = {"keepalived": f"keepalived stopped on {m.name}", "nginx": f"nginx stopped on {m.name}",
-               "hard": f"{m.name} paused"}
-        self.log(f"failover drill: {', '.join(kinds)} on {m.name}; probing http://{s.vip}/ every {s.probe_interval:g} s")
+        what = {"keepalived": "keepalived stopped on {}", "nginx": "nginx stopped on {}", "hard": "{} paused"}
+        by_name = {b.name: b for b in s.balancers}
+        self.log(f"failover drill: {', '.join(kinds)}; probing http://{s.vip}/ every {s.probe_interval:g} s")
         prober = self._prober = Prober(s.vip, s.server_name, s.probe_interval, s.probe_timeout,
                                        max_seconds=len(kinds) * 4 * s.step_timeout + 60)
         with prober:
             time.sleep(0.5)  # a baseline of good probes before the first step
             try:
                 for i, kind in enumerate(kinds):
-                    broke = self.step(names[kind][0], breaker(kind), b, why[kind], only=[b] if kind == "hard" else None)
-                    fixed = self.step(names[kind][1], repairer(kind), home, f"{m.name} back")
+                    cur = by_name.get(self.holder or "", s.master)
+                    other = next(b for b in s.balancers if b is not cur)
+                    home = s.master if s.preempt else other  # who holds the VIP after the repair
+                    broke = self.step(names[kind][0], breaker(kind, cur), other, what[kind].format(cur.name),
+                                      only=[other] if kind == "hard" else None)
+                    fixed = self.step(names[kind][1], repairer(kind, cur), home, f"{cur.name} back")
+                    if fixed:
+                        self.holder = home.name
                     if not (broke and fixed):
                         for k in kinds[i + 1:]:
                             self.check(f"drill_{names[k][0]}", False, "not run: an earlier drill step failed")
                         break
             finally:
-                self.restore(outstanding, home)
+                self.restore(outstanding, s.master if s.preempt else None)
         for name, w in self.windows.items():
             gap = longest_gap([(p.t, p.ok) for p in prober.snapshot()], w.start, w.end)
             self.gaps[name] = {"gap_s": gap.gap_s, "failed_probes": gap.failed_probes, "moved_after_s": w.moved_after_s,
@@ -353,9 +360,9 @@ class Verifier:
         p = self._prober
         return [(x.t, x.ok, x.balancer) for x in p.snapshot()] if p else []
 
-    def restore(self, outstanding: list[tuple[str, Balancer]], home: Balancer) -> None:
+    def restore(self, outstanding: list[tuple[str, Balancer]], home: Balancer | None) -> None:
         """Leave the cluster as found: start/resume whatever the drill left broken, then wait (bounded)
-        for `home` alone to hold the VIP."""
+        for `home` (None: any one balancer) alone to hold the VIP."""
         problems = []
         for kind, lb in reversed(list(outstanding)):
             try:
@@ -364,15 +371,20 @@ class Verifier:
                 self.log(f"restored {kind} on {lb.name}")
             except (ActionError, OSError) as e:
                 problems.append(f"could not restore {kind} on {lb.name}: {e}")
+
+        def settled(now: list[str]) -> bool:
+            return now == [home.name] if home else len(now) == 1
+
         now: list[str] = []
         deadline = time.monotonic() + self.s.step_timeout
         for _ in range(int(self.s.step_timeout / self.a.poll_interval) + 2):
             now = holders_of(self.holders())
-            if now == [home.name] or time.monotonic() >= deadline:
+            if settled(now) or time.monotonic() >= deadline:
                 break
             time.sleep(self.a.poll_interval)
-        if now != [home.name]:
-            problems.append(f"the VIP is on {' and '.join(now) or 'no balancer'}, expected {home.name}")
+        if not settled(now):
+            want = home.name if home else "exactly one balancer"
+            problems.append(f"the VIP is on {' and '.join(now) or 'no balancer'}, expected {want}")
         self.holder = now[0] if len(now) == 1 else self.holder
         self.check("cluster_restored", not problems,
-                   "; ".join(problems) if problems else f"every daemon the drill stopped runs again; {home.name} holds the VIP")
+                   "; ".join(problems) if problems else f"every daemon the drill stopped runs again; {now[0]} holds the VIP")

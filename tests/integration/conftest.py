@@ -7,13 +7,13 @@ import shutil
 import pytest
 
 from model.render import SCRIPT_USER
-from tests.integration.harness import Lab, become_subreaper
+from tests.integration.harness import Lab, become_subreaper, sweep_stale
 
 
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
-    for tool in ("ip", "nginx", "keepalived", "curl"):
+    for tool in ("ip", "nginx", "keepalived", "curl", "nft"):
         if not shutil.which(tool):
             return f"{tool} is not installed (make deps)"
     for user in (SCRIPT_USER, "www-data"):
@@ -30,6 +30,7 @@ def _host_ready():
     if why:
         pytest.skip(why)
     become_subreaper()
+    sweep_stale()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@
 Every link is created from inside the switch namespace (`ip -n SW link add p-h type veth peer name eth0
 netns H`), so none ever exists in the root namespace, and every nginx/keepalived starts through
 verifier.guard, which refuses to exec outside the host's own namespace. The configs are the ones the VMs
-get: `render.node_files(...)` with every path relocated under /run/hacluster-it/<run>/<host>.
+get: `render.node_files(...)` with every path relocated under /run/hacluster-it/<run>/<host>, the nodes'
+nftables ruleset (when the settings enable the firewall) loaded inside their namespaces.
 
 `down()` stops every process by its pid file (after checking it lives in one of the lab's namespaces),
 sweeps whatever is left in those namespaces, deletes them and the run directory. It is safe to call
@@ -71,6 +72,32 @@ def reap() -> None:
             return
 
 
+def _owner_of(pid: int) -> str:
+    """pid + start time: identifies a process even after its pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return f"{pid} {stat[stat.rindex(')') + 2:].split()[19]}"
+
+
+def sweep_stale() -> None:
+    """Tear down labs whose pytest died without its finalizers (SIGKILL, a second Ctrl-C)."""
+    runs = {d.name for d in RUN_ROOT.iterdir() if d.is_dir()} if RUN_ROOT.is_dir() else set()
+    names = os.listdir(netns.NETNS_DIR) if netns.NETNS_DIR.is_dir() else []
+    runs |= {n[len(NS_PREFIX):].split("-", 1)[0] for n in names if n.startswith(NS_PREFIX) and "-" in n}
+    for run in sorted(runs):
+        owner = RUN_ROOT / run / "owner"
+        recorded = owner.read_text().strip() if owner.exists() else ""
+        if recorded and _owner_of(int(recorded.split()[0])) == recorded:
+            continue  # a live run (another pytest)
+        mine = [n for n in names if n.startswith(f"{NS_PREFIX}{run}-")]
+        if not owner.exists() and not mine:
+            continue
+        log(f"sweeping the stale lab {run} (namespaces: {', '.join(mine) or 'none'})")
+        Lab(None, run=run, created=mine).down()  # type: ignore[arg-type]
+
+
 @dataclass
 class Host:
     name: str
@@ -116,12 +143,17 @@ class Lab:
     def up(self) -> Lab:
         s = self.settings
         t0 = time.monotonic()
+        RUN_ROOT.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(RUN_ROOT, 0o755)  # keepalived's script security: no writable path component
+        self.dir.mkdir(mode=0o755)
+        (self.dir / "owner").write_text(_owner_of(os.getpid()))
         for node in s.nodes:
             self.hosts[node.name] = Host(node.name, f"{NS_PREFIX}{self.run}-{node.name}", node.ip,
                                          self.dir / node.name, node)
         self.hosts["client"] = Host("client", f"{NS_PREFIX}{self.run}-client", s.network.gateway, self.dir / "client", None)
         self._network()
         self._files()
+        self._firewall()
         for h in self.hosts.values():
             if h.node is not None:
                 self.start(h.name, "nginx")
@@ -152,9 +184,6 @@ class Lab:
             sh("ip", "-n", h.ns, "link", "set", "eth0", "up")
 
     def _files(self) -> None:
-        RUN_ROOT.mkdir(mode=0o755, exist_ok=True)
-        os.chmod(RUN_ROOT, 0o755)  # keepalived's script security: no writable path component
-        self.dir.mkdir(mode=0o755)
         script_uid = pwd.getpwnam(render.SCRIPT_USER).pw_uid
         for h in self.hosts.values():
             h.prefix.mkdir(mode=0o755)
@@ -172,6 +201,18 @@ class Lab:
             if h.node.role == "lb" and paths.state_file:
                 Path(paths.state_file).touch(mode=0o644)
                 os.chown(paths.state_file, script_uid, -1)  # the notify script runs as script_user
+
+    def _firewall(self) -> None:
+        """The nodes' own nftables ruleset (what cloud-init loads on the VMs), loaded inside each host's
+        namespace through the guard: its `flush ruleset` must never meet the root namespace's rules."""
+        for h in self.hosts.values():
+            conf = h.prefix / "nftables.conf"
+            if h.node is None or not conf.exists():
+                continue
+            r = subprocess.run(netns.guarded(h.ns, ["nft", "-f", str(conf)]), capture_output=True, text=True,
+                               timeout=30, env=netns.guard_env(), stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                raise RuntimeError(f"nft -f {conf} in {h.ns}: rc {r.returncode}: {r.stderr.strip()}")
 
     # ---- processes -----------------------------------------------------------------------------
     def start(self, host: str, service: str) -> int:

@@ -44,17 +44,52 @@ def test_healthy_pair_passes_the_drill(lab_factory):
     assert lab.holders() == ["lb01"], "the drill must leave the VIP where it found it"
 
 
+def test_fast_profile_passes_the_drill(lab_factory):
+    """VRRPv3 with 100 ms adverts and a one-strike nginx check: the same drill, shorter gaps (printed)."""
+    lab = lab_factory(settings({"vrrp": {"profile": "fast"}}))
+    rc, report, _ = lab.verify(lab.spec())
+    show_gaps("fast profile", report)
+    assert report["passed"] and rc == 0, failed(report)
+    assert set(DRILL_STEPS) <= set(report["gaps"])
+
+
+ROUTING = {"nginx": {"persistence": "cookie:sid", "routing": {
+    "pools": {"apple": ["web01"], "robots": ["web02"], "default": ["web01", "web02"]},
+    "rules": [{"match": "iphone|ipad", "pool": "apple"}, {"match": "^curl/", "pool": "robots"}],
+    "default": "default"}}}
+
+
 def test_routing_and_cookie_persistence(lab_factory):
-    raw = {"nginx": {"persistence": "cookie:sid", "routing": {
-        "pools": {"apple": ["web01"], "robots": ["web02"], "default": ["web01", "web02"]},
-        "rules": [{"match": "iphone|ipad", "pool": "apple"}, {"match": "^curl/", "pool": "robots"}],
-        "default": "default"}}}
-    lab = lab_factory(settings(raw))
+    lab = lab_factory(settings(ROUTING))
     rc, report, _ = lab.verify(lab.spec(drill=False))
     print(json.dumps({c["name"]: c["detail"] for c in report["checks"]}, indent=1))
     assert report["passed"] and rc == 0, failed(report)
     names = {c["name"] for c in report["checks"]}
     assert {"ua_routing", "persistence", "distribution"} <= names
+
+
+def test_nopreempt_leaves_the_vip_where_it_failed_over(lab_factory):
+    raw = {"vrrp": {"nopreempt": True},
+           "balancers": [{"name": "lb01", "ip": "192.168.81.210", "state": "BACKUP", "priority": 150},
+                         {"name": "lb02", "ip": "192.168.81.220", "state": "BACKUP", "priority": 100}]}
+    lab = lab_factory(settings(raw))
+    first = lab.holders()
+    rc, report, _ = lab.verify(lab.spec())
+    show_gaps("nopreempt", report)
+    assert report["passed"] and rc == 0, failed(report)
+    assert set(DRILL_STEPS) <= set(report["gaps"])
+    # keepalived pair on the first holder moves the VIP away for good; the nginx pair then moves it back.
+    assert len(first) == 1 and lab.holders() == first == [report["holder"]]
+
+
+def test_missing_routing_is_detected(lab_factory):
+    """Deployed without the User-Agent map, checked against settings that have it."""
+    lab = lab_factory(settings())
+    rc, report, _ = lab.verify(lab.spec(settings(ROUTING), drill=False))
+    bad = failed(report)
+    print(bad)
+    assert rc == 1 and set(bad) >= {"ua_routing", "persistence"}, bad
+    assert "UA expected pool" in bad["ua_routing"]  # e.g. iphone UA expected pool apple (web01) but got web02
 
 
 def test_split_brain_is_detected(lab_factory):

@@ -2,11 +2,14 @@
 and the spec it receives from components.cluster.verifier_spec."""
 
 import json
+import os
+import stat
+import subprocess
 
 import pytest
 
-from verifier import logic
-from verifier.actions import Actions
+from verifier import actions, cli, logic
+from verifier.actions import Actions, SshActions
 from verifier.run import Verifier
 from verifier.spec import SpecError, from_dict, parse
 
@@ -212,3 +215,46 @@ def test_netns_actions_need_hosts_and_a_client_namespace():
     with pytest.raises(SpecError, match=r"hosts\.lb01") as e:
         from_dict({**SPEC, "actions": "netns"})
     assert "needs netns" in str(e.value)
+
+
+# ---- ssh actions and the key file (no network: the command line is captured) -------------------------
+def test_ssh_actions_use_the_key_only_and_no_host_key_bookkeeping(monkeypatch):
+    calls = []
+
+    def mock_run(argv, timeout):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, IP_OUT, "")
+
+    monkeypatch.setattr(actions, "_run", mock_run)
+    spec = from_dict({**SPEC, "sshUser": "ops"})
+    ssh = SshActions(spec, "/tmp/key-mock")
+    assert logic.has_address(ssh.addresses(spec.master), spec.vip)
+    ssh.stop(spec.master, "keepalived")
+    argv = calls[-1]
+    opts = " ".join(argv)
+    for words in ("-i /tmp/key-mock", "BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
+                  "ConnectTimeout=5", "IdentitiesOnly=yes"):
+        assert words in opts
+    assert argv[-2:] == ["ops@192.168.81.210", "sudo -n systemctl stop keepalived"]
+    assert calls[0][-1] == "ip -o addr show dev eth0"
+
+
+def test_key_file_is_private(monkeypatch):
+    monkeypatch.setenv(cli.KEY_ENV, "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n-----END OPENSSH PRIVATE KEY-----")
+    path = cli.write_key()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert open(path).read().endswith("-----\n")
+    finally:
+        os.unlink(path)
+    monkeypatch.setenv(cli.KEY_ENV, "")
+    assert cli.write_key() is None
+
+
+def test_bad_spec_still_prints_one_json_report(monkeypatch, capsys):
+    monkeypatch.setenv(cli.SPEC_ENV, "{not json")
+    assert cli.main([]) == 2
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["passed"] is False and "not JSON" in report["checks"][0]["detail"]
+    assert err.startswith("FAILED environment:")
