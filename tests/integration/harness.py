@@ -242,6 +242,15 @@ class Lab:
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
 
+    def kill_keepalived(self, host: str) -> None:
+        """SIGKILL keepalived's VRRP child and parent: nobody removes the VIP from the interface."""
+        h = self.hosts[host]
+        svc = h.service("keepalived")
+        for f in [*svc["childPidFiles"], svc["pidFile"]]:
+            pid = read_pid(f)
+            if pid and _alive(pid) and netns.process_in(pid, h.ns):
+                os.kill(pid, signal.SIGKILL)
+
     @staticmethod
     def tail(path: str, n: int = 5) -> str:
         try:

@@ -105,6 +105,16 @@ def test_split_brain_is_detected(lab_factory):
     assert "FAILED single_holder: split brain" in stderr
 
 
+def test_killed_master_keepalived_leaves_a_duplicate_vip(lab_factory):
+    """kill -9 keepalived on the MASTER: the VIP stays on its interface while the BACKUP takes over."""
+    lab = lab_factory(settings())
+    lab.kill_keepalived("lb01")
+    rc, report, _ = lab.verify(lab.spec(settle=8))
+    bad = failed(report)
+    print(bad)
+    assert rc == 1 and "split brain: lb01 and lb02 both hold the VIP" in bad["single_holder"]
+
+
 def test_missing_health_check_fails_the_nginx_step(lab_factory):
     """Deployed without the vrrp_script, checked against the intended settings: when nginx dies on the MASTER
     the VIP stays there."""
