@@ -25,6 +25,7 @@
 #   HACLUSTER_IMAGE_REBUILD  1 = ignore the cache and build again
 #   HACLUSTER_IMAGE_KEEP     how many recipes to keep in the cache (default 3, newest first)
 set -euo pipefail
+umask 022
 
 SUITE=bookworm
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -170,13 +171,17 @@ unshare --net --mount --propagation private --fork \
 log "stage 2 done after $((SECONDS - START)) s"
 
 # --- customise the tree (no chroot needed except for two systemctl links) ---------------------
-cp -a --no-preserve=ownership "$HERE/rootfs/." "$ROOTFS/"
+# image/rootfs/ overlays the tree: root-owned, 0644 whatever the checkout's umask made of them.
+while IFS= read -r -d '' f; do
+  install -D -o root -g root -m 644 "$HERE/rootfs/$f" "$ROOTFS/$f"
+done < <(cd "$HERE/rootfs" && find . -type f -printf '%P\0')
 : >"$ROOTFS/etc/machine-id"                          # systemd makes a fresh one on first boot
 rm -f "$ROOTFS/var/lib/dbus/machine-id"
 ln -s /etc/machine-id "$ROOTFS/var/lib/dbus/machine-id"
 rm -f "$ROOTFS"/etc/ssh/ssh_host_*                   # cloud-init generates host keys per VM
 rm -f "$ROOTFS/etc/nginx/sites-enabled/default"      # the project's cloud-init writes its sites
-: >"$ROOTFS/etc/resolv.conf"                         # do not ship the build host's resolver
+rm -f "$ROOTFS/etc/resolv.conf"                      # do not ship the build host's resolver
+install -m 644 /dev/null "$ROOTFS/etc/resolv.conf"
 # No mirror is reachable from the lab; e2scrub only serves LVM and costs ~15 s of CPU at boot.
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service; do
   ln -sf /dev/null "$ROOTFS/etc/systemd/system/$unit"
