@@ -38,6 +38,8 @@ def verifier_spec(s: Settings) -> dict:
         "defaultPool": s.nginx.default_pool, "persistence": s.nginx.persistence,
         "healthCheck": s.vrrp.health_check, "preempt": not s.vrrp.nopreempt,
         "drill": s.verify.failover_drill, "timeout": s.verify.timeout,
+        # Pausing the MASTER through libvirt is part of the drill on lab stacks only.
+        "hardFailure": s.verify.failover_drill and s.lab_netns is not None,
     }
 
 
