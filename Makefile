@@ -25,8 +25,9 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-deps: ## Debian packages (qemu, libvirt, nginx, keepalived, debootstrap, ...)
+deps: ## Debian packages (qemu, libvirt, nginx, keepalived, debootstrap, ...) and the VRRP script user
 	@bash scripts/deps.sh
+	@id keepalived_script >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin keepalived_script
 
 toolchain: ## Build pulumi CLI, language host and provider plugins from Go modules into .tools/bin
 	@bash toolchain/build.sh
@@ -55,10 +56,9 @@ forward: ## Forward 127.0.0.1:8080 to the lab VIP (Ctrl-C to stop)
 stack: toolchain venv .state
 	pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK)
 
-up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes)
+up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes) and show its verification
 	pulumi up --yes --stack $(STACK)
-	@echo; echo "VIP URL: $$(pulumi stack output vipUrl --stack $(STACK))"
-	@echo "From the host: make forward, then open http://127.0.0.1:8080/"
+	@$(PY) scripts/summary.py "$$(pulumi stack output --json --stack $(STACK))"
 
 preview: deps toolchain venv stack
 	pulumi preview --stack $(STACK)
@@ -77,7 +77,7 @@ test-unit: deps venv ## Settings, rendering (nginx -t, keepalived -t), resource 
 test-integration: deps venv ## Real nginx + keepalived in network namespaces, the verifier against them
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: deps toolchain venv image lab ## Real pulumi up/destroy of four VMs in the lab
+test-e2e: deps toolchain venv image lab .state ## Real pulumi up/destroy of four VMs in the lab
 	$(PY) -m pytest -q -s tests/e2e
 
 bench: deps toolchain venv image lab ## Deploy/failover/overhead benchmarks -> bench/results/latest.json
