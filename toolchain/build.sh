@@ -15,7 +15,10 @@
 #
 # Not built, because the Go module proxy reachable here refuses these modules (HTTP 403 "This module
 # version is not available" for every version, checked 2026-11-25):
-#   pulumi-resource-libvirt  github.com/pulumi/pulumi-libvirt/provider (and terraform-provider-libvirt)
+#   pulumi-resource-libvirt  github.com/pulumi/pulumi-libvirt/provider (and terraform-provider-libvirt):
+#     toolchain/provider-libvirt is this project's own implementation instead: the subset of the PyPI
+#     pulumi_libvirt 0.5.4 SDK the program uses (Network, Pool, Volume, CloudInitDisk, Domain; reports
+#     version 0.5.4), driving libvirt with virsh, mkisofs and xsltproc (see its main.go).
 #   pulumi-resource-command  github.com/pulumi/pulumi-command/provider (and pulumi-go-provider):
 #     toolchain/provider-command is this project's own implementation instead (command:local:Command;
 #     reports version 1.2.1, the PyPI pulumi_command SDK's).
@@ -42,9 +45,10 @@ go_fallback="go1.26.8"
 GOTOOLCHAIN_cli=""           # e.g. "go1.27.3" if a pin ever needs a different Go than the rest
 GOTOOLCHAIN_language_python=""
 GOTOOLCHAIN_provider_command=""
+GOTOOLCHAIN_provider_libvirt=""
 
 bins=(pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python
-  pulumi-resource-command)
+  pulumi-resource-command pulumi-resource-libvirt)
 
 # --- cache key ------------------------------------------------------------------------------------
 local_go="$(GOTOOLCHAIN=local go env GOVERSION)"   # e.g. go1.26.8
@@ -145,6 +149,10 @@ else
   # 3. Command provider (our own; see toolchain/provider-command/main.go), for the PyPI pulumi_command SDK.
   build_one provider-command pulumi-resource-command . "" "1.2.1 (own)"
 
+  # 4. libvirt provider (our own; see toolchain/provider-libvirt/main.go), for the PyPI pulumi_libvirt
+  #    SDK: the version must be the SDK's (its pulumi-plugin.json says 0.5.4).
+  build_one provider-libvirt pulumi-resource-libvirt . "-X main.version=0.5.4" "0.5.4 (own)"
+
   echo "$hash" >"$work/.complete"
   rm -rf "$cache"
   mv "$work" "$cache"
@@ -163,5 +171,4 @@ echo "$hash" >"$stamp"
 ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +4 | while read -r old; do
   [ "${old%/}" = "$cache" ] || rm -rf "${old%/}"
 done
-echo "  not built: pulumi-resource-libvirt (module refused by the Go proxy; see toolchain/build.sh)"
 echo "toolchain: .tools/bin ready ($hash) in $(elapsed "$t0") s"

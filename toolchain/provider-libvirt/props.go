@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Every (un)marshal keeps unknowns (preview) and secrets (user-data stays secret end to end).
+var marshalOpts = plugin.MarshalOptions{KeepUnknowns: true, KeepSecrets: true, SkipNulls: false}
+
+func unmarshal(label string, s *structpb.Struct) (resource.PropertyMap, error) {
+	if s == nil {
+		return resource.PropertyMap{}, nil
+	}
+	o := marshalOpts
+	o.Label = label
+	return plugin.UnmarshalProperties(s, o)
+}
+
+func marshal(label string, m resource.PropertyMap) (*structpb.Struct, error) {
+	o := marshalOpts
+	o.Label = label
+	return plugin.MarshalProperties(m, o)
+}
+
+// plainValue turns a PropertyValue into plain Go data (for JSON decoding into the args structs):
+// secrets are unwrapped, unknowns become nil, and null object fields are dropped.
+func plainValue(v resource.PropertyValue) any {
+	switch {
+	case v.IsSecret():
+		return plainValue(v.SecretValue().Element)
+	case v.IsComputed():
+		return nil
+	case v.IsOutput():
+		if !v.OutputValue().Known {
+			return nil
+		}
+		return plainValue(v.OutputValue().Element)
+	case v.IsArray():
+		out := make([]any, 0, len(v.ArrayValue()))
+		for _, e := range v.ArrayValue() {
+			out = append(out, plainValue(e))
+		}
+		return out
+	case v.IsObject():
+		return plainMap(v.ObjectValue())
+	case v.IsNull():
+		return nil
+	case v.IsResourceReference():
+		if id, ok := v.ResourceReferenceValue().IDString(); ok {
+			return id
+		}
+		return nil
+	}
+	return v.Mappable()
+}
+
+func plainMap(m resource.PropertyMap) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		if v.IsNull() || strings.HasPrefix(string(k), "__") {
+			continue
+		}
+		out[string(k)] = plainValue(v)
+	}
+	return out
+}
+
+// stripSecrets removes secret wrappers (deeply), for comparisons.
+func stripSecrets(v resource.PropertyValue) resource.PropertyValue {
+	switch {
+	case v.IsSecret():
+		return stripSecrets(v.SecretValue().Element)
+	case v.IsArray():
+		out := make([]resource.PropertyValue, len(v.ArrayValue()))
+		for i, e := range v.ArrayValue() {
+			out[i] = stripSecrets(e)
+		}
+		return resource.NewArrayProperty(out)
+	case v.IsObject():
+		out := resource.PropertyMap{}
+		for k, e := range v.ObjectValue() {
+			out[k] = stripSecrets(e)
+		}
+		return resource.NewObjectProperty(out)
+	}
+	return v
+}
+
+var (
+	reUnknownField = regexp.MustCompile(`json: unknown field "([^"]+)"`)
+	reTypeField    = regexp.MustCompile(`Go struct field [A-Za-z]+\.(\S+) of type (\S+)`)
+)
+
+// decodeArgs decodes a PropertyMap into one of the args structs of args.go. An input this provider
+// does not implement (or one of the wrong type) comes back as a CheckFailure.
+func decodeArgs(m resource.PropertyMap, out any) *pulumirpc.CheckFailure {
+	raw, err := json.Marshal(plainMap(m))
+	if err != nil {
+		return &pulumirpc.CheckFailure{Reason: err.Error()}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(out); err != nil {
+		msg := err.Error()
+		if g := reUnknownField.FindStringSubmatch(msg); g != nil {
+			return &pulumirpc.CheckFailure{Property: g[1], Reason: fmt.Sprintf(
+				"%q is not supported by this pulumi-resource-libvirt (the hacluster project's own "+
+					"implementation of a subset of pulumi-libvirt 0.5.4; see toolchain/provider-libvirt)", g[1])}
+		}
+		if g := reTypeField.FindStringSubmatch(msg); g != nil {
+			return &pulumirpc.CheckFailure{Property: g[1], Reason: fmt.Sprintf("%s: expected %s", g[1], g[2])}
+		}
+		return &pulumirpc.CheckFailure{Reason: msg}
+	}
+	return nil
+}
+
+// setDefault sets key to v when the input is absent or null (an unknown stays unknown).
+func setDefault(m resource.PropertyMap, key string, v resource.PropertyValue) {
+	if cur, ok := m[resource.PropertyKey(key)]; !ok || cur.IsNull() {
+		m[resource.PropertyKey(key)] = v
+	}
+}
+
+// changedKeys lists the top-level inputs whose values differ between olds and news (an unknown new
+// value counts as a change); secrets compare by their plain values.
+func changedKeys(olds, news resource.PropertyMap, ignore []string) []string {
+	skip := map[string]bool{}
+	for _, k := range ignore {
+		skip[k] = true
+	}
+	keys := map[resource.PropertyKey]bool{}
+	for k := range olds {
+		keys[k] = true
+	}
+	for k := range news {
+		keys[k] = true
+	}
+	var changed []string
+	for k := range keys {
+		if skip[string(k)] || strings.HasPrefix(string(k), "__") {
+			continue
+		}
+		o, n := olds[k], news[k]
+		if n.ContainsUnknowns() {
+			changed = append(changed, string(k))
+			continue
+		}
+		if o.IsNull() && n.IsNull() {
+			continue
+		}
+		if !stripSecrets(o).DeepEquals(stripSecrets(n)) {
+			changed = append(changed, string(k))
+		}
+	}
+	sort.Strings(changed)
+	return changed
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"reflect"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+)
+
+const domainURN = "urn:pulumi:dev::hacluster::hacluster:index:HaCluster$libvirt:index/domain:Domain::web01-domain"
+const seedURN = "urn:pulumi:dev::hacluster::libvirt:index/cloudInitDisk:CloudInitDisk::web01-seed"
+
+func mustMarshal(t *testing.T, m resource.PropertyMap) *pulumirpc.CheckRequest {
+	t.Helper()
+	s, err := marshal("test", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pulumirpc.CheckRequest{News: s}
+}
+
+func TestCheckDefaultsUnknownsSecretsAndUnsupported(t *testing.T) {
+	p := newProvider(nil)
+	news := resource.PropertyMap{
+		"name":  resource.NewStringProperty("dev-web01"),
+		"disks": resource.NewArrayProperty([]resource.PropertyValue{resource.NewObjectProperty(resource.PropertyMap{"volumeId": resource.MakeComputed(resource.NewStringProperty(""))})}),
+		"cmdlines": resource.NewArrayProperty([]resource.PropertyValue{resource.NewObjectProperty(resource.PropertyMap{
+			"_": resource.NewStringProperty("rw")})}),
+	}
+	req := mustMarshal(t, news)
+	req.Urn = domainURN
+	resp, err := p.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Failures) != 0 {
+		t.Fatalf("failures: %v", resp.Failures)
+	}
+	got, _ := unmarshal("got", resp.Inputs)
+	if got["type"].StringValue() != "kvm" || got["running"].BoolValue() != true || got["memory"].NumberValue() != 512 {
+		t.Errorf("defaults not applied: %v", got)
+	}
+	if !got["disks"].ContainsUnknowns() {
+		t.Errorf("unknown volumeId lost: %v", got["disks"])
+	}
+
+	news["macvtap"] = resource.NewStringProperty("eth0")
+	req = mustMarshal(t, news)
+	req.Urn = domainURN
+	resp, _ = p.Check(context.Background(), req)
+	if len(resp.Failures) != 1 || resp.Failures[0].Property != "macvtap" {
+		t.Errorf("unsupported input should fail Check: %v", resp.Failures)
+	}
+
+	seed := resource.PropertyMap{"name": resource.NewStringProperty("s.iso"), "pool": resource.NewStringProperty("p"),
+		"userData": resource.MakeSecret(resource.NewStringProperty("#cloud-config\n"))}
+	req = mustMarshal(t, seed)
+	req.Urn = seedURN
+	resp, err = p.Check(context.Background(), req)
+	if err != nil || len(resp.Failures) != 0 {
+		t.Fatalf("seed check: %v %v", err, resp.GetFailures())
+	}
+	got, _ = unmarshal("got", resp.Inputs)
+	if !got["userData"].IsSecret() {
+		t.Errorf("userData lost its secretness: %v", got["userData"])
+	}
+
+	req = mustMarshal(t, resource.PropertyMap{"pool": resource.NewStringProperty("p")})
+	req.Urn = seedURN
+	resp, _ = p.Check(context.Background(), req)
+	if len(resp.Failures) != 1 || resp.Failures[0].Property != "name" {
+		t.Errorf("missing name: %v", resp.Failures)
+	}
+}
+
+func TestDiffReplacesEveryChange(t *testing.T) {
+	p := newProvider(nil)
+	olds := resource.PropertyMap{"name": resource.NewStringProperty("s.iso"), "pool": resource.NewStringProperty("p"),
+		"userData": resource.MakeSecret(resource.NewStringProperty("a"))}
+	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
+		o, _ := marshal("o", olds)
+		n, _ := marshal("n", news)
+		resp, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: seedURN, OldInputs: o, Olds: o, News: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	same := olds.Copy()
+	same["userData"] = resource.NewStringProperty("a") // secretness alone is no change
+	if r := diff(same); r.Changes != pulumirpc.DiffResponse_DIFF_NONE {
+		t.Errorf("no change expected: %v", r)
+	}
+	changed := olds.Copy()
+	changed["userData"] = resource.MakeSecret(resource.NewStringProperty("b"))
+	changed["pool"] = resource.MakeComputed(resource.NewStringProperty(""))
+	r := diff(changed)
+	if r.Changes != pulumirpc.DiffResponse_DIFF_SOME || !reflect.DeepEqual(r.Replaces, []string{"pool", "userData"}) ||
+		!r.DeleteBeforeReplace {
+		t.Errorf("replace of pool+userData expected: %v", r)
+	}
+}
+
+func TestUnknownTypeIsRefused(t *testing.T) {
+	p := newProvider(nil)
+	_, err := p.Check(context.Background(), &pulumirpc.CheckRequest{
+		Urn: "urn:pulumi:dev::hacluster::libvirt:index/ignition:Ignition::x"})
+	if err == nil {
+		t.Error("expected an error for an unimplemented type")
+	}
+}
+
+func TestCheckDomainWithNetworkID(t *testing.T) {
+	a := clusterDomain()
+	if err := validateDomain(&a); err != nil {
+		t.Errorf("a NIC with only a networkId is valid: %v", err)
+	}
+}

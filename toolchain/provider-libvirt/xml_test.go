@@ -1,0 +1,257 @@
+package main
+
+import (
+	"encoding/xml"
+	"strings"
+	"testing"
+)
+
+func TestRenderCmdline(t *testing.T) {
+	cases := []struct {
+		in   []map[string]string
+		want string
+	}{
+		{[]map[string]string{{"root": "/dev/vda", "console": "ttyS0", "net.ifnames": "0"}, {"_": "rw"}},
+			"console=ttyS0 net.ifnames=0 root=/dev/vda rw"},
+		{[]map[string]string{{"_": "quiet", "a": "1"}, {"b": "2"}}, "quiet a=1 b=2"},
+		{nil, ""},
+		{[]map[string]string{{}}, ""},
+	}
+	for _, c := range cases {
+		if got := renderCmdline(c.in); got != c.want {
+			t.Errorf("renderCmdline(%v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestDiskTarget(t *testing.T) {
+	for i, want := range map[int]string{0: "vda", 1: "vdb", 25: "vdz", 26: "vdaa", 27: "vdab", 701: "vdzz"} {
+		if got := diskTarget("vd", i); got != want {
+			t.Errorf("diskTarget(%d) = %q, want %q", i, got, want)
+		}
+	}
+}
+
+func clusterDomain() domainArgs {
+	running := true
+	return domainArgs{
+		Name: "dev-web01", Type: "qemu", Vcpu: 1, Memory: 512,
+		Cloudinit: "/var/lib/libvirt/hacluster/dev/dev-web01-seed.iso",
+		Disks:     []diskArgs{{VolumeID: "/var/lib/libvirt/hacluster/dev/dev-web01.qcow2"}},
+		NetworkInterfaces: []nicArgs{{NetworkID: "0b1c8a2e-0000-4000-8000-000000000001",
+			Mac: "52:54:00:A8:5F:E6", Hostname: "web01"}},
+		Consoles: []consoleArgs{{Type: "pty", TargetPort: "0", TargetType: "serial"}},
+		Kernel:   "/var/lib/libvirt/hacluster/dev/dev-kernel",
+		Initrd:   "/var/lib/libvirt/hacluster/dev/dev-initrd",
+		Cmdlines: []map[string]string{{"root": "/dev/vda", "console": "ttyS0", "net.ifnames": "0"}, {"_": "rw"}},
+		Running:  &running,
+	}
+}
+
+func mustDomain(t *testing.T, a domainArgs, r resolvedDomain) domainXML {
+	t.Helper()
+	doc, err := domainDefinition(a, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d domainXML
+	if err := xml.Unmarshal([]byte(doc), &d); err != nil {
+		t.Fatalf("generated XML does not parse: %v\n%s", err, doc)
+	}
+	return d
+}
+
+func TestDomainDefinition(t *testing.T) {
+	d := mustDomain(t, clusterDomain(), resolvedDomain{DiskFormats: []string{"qcow2"}, NetworkNames: []string{"hacluster-dev"}})
+
+	if d.Type != "qemu" || d.Name != "dev-web01" || d.VCPU != 1 || d.Memory != (sizeXML{Unit: "MiB", Value: 512}) {
+		t.Errorf("header: %+v", d)
+	}
+	if d.OS.Type.Machine != "" || d.OS.Type.Value != "hvm" {
+		t.Errorf("machine type must stay libvirt's default (pc: IDE for the seed): %+v", d.OS.Type)
+	}
+	if d.OS.Kernel != "/var/lib/libvirt/hacluster/dev/dev-kernel" || d.OS.Initrd != "/var/lib/libvirt/hacluster/dev/dev-initrd" ||
+		d.OS.Cmdline != "console=ttyS0 net.ifnames=0 root=/dev/vda rw" {
+		t.Errorf("direct kernel boot: %+v", d.OS)
+	}
+	if d.Features == nil || d.Features.ACPI == nil || d.Features.APIC == nil {
+		t.Errorf("features: %+v", d.Features)
+	}
+
+	if len(d.Devices.Disks) != 2 {
+		t.Fatalf("disks: %+v", d.Devices.Disks)
+	}
+	disk, cdrom := d.Devices.Disks[0], d.Devices.Disks[1]
+	if disk.Type != "file" || disk.Device != "disk" || disk.Driver.Type != "qcow2" ||
+		disk.Source.File != "/var/lib/libvirt/hacluster/dev/dev-web01.qcow2" ||
+		disk.Target != (domDiskTarget{Dev: "vda", Bus: "virtio"}) || disk.ReadOnly != nil {
+		t.Errorf("root disk: %+v", disk)
+	}
+	if cdrom.Device != "cdrom" || cdrom.Driver.Type != "raw" || cdrom.Target != (domDiskTarget{Dev: "hdd", Bus: "ide"}) ||
+		cdrom.ReadOnly == nil || cdrom.Source.File != "/var/lib/libvirt/hacluster/dev/dev-web01-seed.iso" {
+		t.Errorf("cloud-init cdrom: %+v", cdrom)
+	}
+
+	if len(d.Devices.Interfaces) != 1 {
+		t.Fatalf("interfaces: %+v", d.Devices.Interfaces)
+	}
+	nic := d.Devices.Interfaces[0]
+	if nic.Type != "network" || nic.Source.Network != "hacluster-dev" || nic.Model.Type != "virtio" ||
+		nic.MAC == nil || nic.MAC.Address != "52:54:00:a8:5f:e6" {
+		t.Errorf("nic: %+v", nic)
+	}
+
+	if len(d.Devices.Serials) != 1 || d.Devices.Serials[0].Type != "pty" || d.Devices.Serials[0].Target.Port != "0" {
+		t.Errorf("serial: %+v", d.Devices.Serials)
+	}
+	if len(d.Devices.Consoles) != 1 || d.Devices.Consoles[0].Target != (domCharTarget{Type: "serial", Port: "0"}) {
+		t.Errorf("console: %+v", d.Devices.Consoles)
+	}
+	if len(d.Devices.Channels) != 1 || d.Devices.Channels[0].Target.Name != "org.qemu.guest_agent.0" {
+		t.Errorf("guest agent channel: %+v", d.Devices.Channels)
+	}
+	if len(d.Devices.RNGs) != 1 || d.Devices.RNGs[0].Model != "virtio" {
+		t.Errorf("rng: %+v", d.Devices.RNGs)
+	}
+}
+
+func TestDomainDefinitionVariants(t *testing.T) {
+	a := clusterDomain()
+	a.Type = ""
+	a.Vcpu, a.Memory = 0, 0
+	a.Cloudinit = "/pool/seed.iso;c0ffee" // upstream's "path;uuid" id form
+	a.Disks = append(a.Disks, diskArgs{VolumeID: "/pool/data.raw"}, diskArgs{File: "/isos/tools.iso"})
+	a.NetworkInterfaces = []nicArgs{{Bridge: "br0"}}
+	a.Kernel, a.Initrd, a.Cmdlines = "", "", nil
+	d := mustDomain(t, a, resolvedDomain{DiskFormats: []string{"", "raw", ""}})
+
+	if d.Type != "kvm" || d.VCPU != 1 || d.Memory.Value != 512 {
+		t.Errorf("defaults: type %q vcpu %d memory %d", d.Type, d.VCPU, d.Memory.Value)
+	}
+	if d.OS.Kernel != "" || d.OS.Cmdline != "" {
+		t.Errorf("no kernel boot expected: %+v", d.OS)
+	}
+	got := []string{}
+	for _, x := range d.Devices.Disks {
+		got = append(got, x.Device+":"+x.Target.Dev+":"+x.Target.Bus+":"+x.Driver.Type+":"+x.Source.File)
+	}
+	want := []string{
+		"disk:vda:virtio:qcow2:/var/lib/libvirt/hacluster/dev/dev-web01.qcow2", // format unknown -> qcow2
+		"disk:vdb:virtio:raw:/pool/data.raw",
+		"cdrom:hdc:ide:raw:/isos/tools.iso",
+		"cdrom:hdd:ide:raw:/pool/seed.iso",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("disks:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	nic := d.Devices.Interfaces[0]
+	if nic.Type != "bridge" || nic.Source.Bridge != "br0" || nic.MAC != nil {
+		t.Errorf("bridge nic: %+v", nic)
+	}
+}
+
+func TestDomainDefinitionErrors(t *testing.T) {
+	for name, mutate := range map[string]func(*domainArgs){
+		"bad type":      func(a *domainArgs) { a.Type = "xen" },
+		"nic no target": func(a *domainArgs) { a.NetworkInterfaces = []nicArgs{{Mac: "52:54:00:00:00:01"}} },
+		"bad mac":       func(a *domainArgs) { a.NetworkInterfaces[0].Mac = "nope" },
+		"empty disk":    func(a *domainArgs) { a.Disks = []diskArgs{{}} },
+		"console type":  func(a *domainArgs) { a.Consoles[0].Type = "tcp" },
+	} {
+		a := clusterDomain()
+		mutate(&a)
+		if _, err := domainDefinition(a, resolvedDomain{}); err == nil {
+			t.Errorf("%s: expected an error", name)
+		}
+	}
+}
+
+func TestNetworkDefinition(t *testing.T) {
+	off := false
+	doc, err := networkDefinition(networkArgs{Name: "hacluster-dev", Mode: "nat",
+		Addresses: []string{"192.168.95.0/24"}, Dhcp: &dhcpArgs{Enabled: &off}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n networkXML
+	if err := xml.Unmarshal([]byte(doc), &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Forward == nil || n.Forward.Mode != "nat" || n.Bridge == nil || n.Bridge.STP != "on" {
+		t.Errorf("forward/bridge: %s", doc)
+	}
+	if len(n.IPs) != 1 || n.IPs[0].Address != "192.168.95.1" || n.IPs[0].Prefix != 24 || n.IPs[0].DHCP != nil {
+		t.Errorf("ip (first host address, no dhcp): %s", doc)
+	}
+
+	doc, err = networkDefinition(networkArgs{Name: "n", Mode: "none", Addresses: []string{"10.1.2.64/26", "fd00:1::/64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n = networkXML{}
+	if err := xml.Unmarshal([]byte(doc), &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Forward != nil {
+		t.Errorf("mode none is isolated (no <forward>): %s", doc)
+	}
+	if n.IPs[0].Address != "10.1.2.65" || n.IPs[0].DHCP == nil ||
+		n.IPs[0].DHCP.Ranges[0] != (netRangeXML{Start: "10.1.2.66", End: "10.1.2.126"}) {
+		t.Errorf("ipv4 with default dhcp: %s", doc)
+	}
+	if n.IPs[1].Family != "ipv6" || n.IPs[1].Address != "fd00:1::1" || n.IPs[1].Prefix != 64 {
+		t.Errorf("ipv6: %s", doc)
+	}
+
+	for _, bad := range []networkArgs{
+		{Name: "x", Mode: "vepa"},
+		{Name: "x", Addresses: []string{"192.168.1.300/24"}},
+		{Name: "x", Mode: "bridge"},
+	} {
+		if _, err := networkDefinition(bad); err == nil {
+			t.Errorf("%+v: expected an error", bad)
+		}
+	}
+}
+
+func TestVolumeAndPoolDefinitions(t *testing.T) {
+	doc, err := volumeDefinition("dev-web01.qcow2", "qcow2", 2147483648, "/pool/dev-base", "qcow2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<capacity unit="bytes">2147483648</capacity>`, `<format type="qcow2"></format>`,
+		`<backingStore>`, `<path>/pool/dev-base</path>`} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("overlay volume lacks %s:\n%s", want, doc)
+		}
+	}
+	if _, err := volumeDefinition("x", "raw", 1, "/pool/base", "qcow2"); err == nil {
+		t.Error("a raw overlay must be refused")
+	}
+	info, err := parseVolumeXML(`<volume type='file'><name>dev-base</name><key>/pool/dev-base</key>
+	  <capacity unit='bytes'>2147483648</capacity><allocation unit='bytes'>526454784</allocation>
+	  <target><path>/pool/dev-base</path><format type='qcow2'/></target></volume>`)
+	if err != nil || info != (volumeInfo{Name: "dev-base", Path: "/pool/dev-base", Format: "qcow2", Capacity: 2147483648}) {
+		t.Errorf("parseVolumeXML: %+v %v", info, err)
+	}
+	doc, err = poolDefinition(poolArgs{Name: "hacluster-dev", Type: "dir", Path: "/var/lib/libvirt/hacluster/dev"})
+	if err != nil || !strings.Contains(doc, "<mode>0755</mode>") || !strings.Contains(doc, `<pool type="dir">`) {
+		t.Errorf("pool: %v\n%s", err, doc)
+	}
+	if _, err := poolDefinition(poolArgs{Name: "x", Type: "logical", Path: "/x"}); err == nil {
+		t.Error("non-dir pool must be refused")
+	}
+}
+
+func TestReadBack(t *testing.T) {
+	macs, err := domainMACs(`<domain type='qemu'><name>x</name><devices>
+	  <interface type='network'><mac address='52:54:00:11:22:33'/><source network='n'/></interface>
+	  <interface type='bridge'><source bridge='br0'/></interface></devices></domain>`)
+	if err != nil || len(macs) != 2 || macs[0] != "52:54:00:11:22:33" || macs[1] != "" {
+		t.Errorf("domainMACs: %v %v", macs, err)
+	}
+	br, err := networkBridge(`<network><name>n</name><bridge name='virbr3' stp='on' delay='0'/></network>`)
+	if err != nil || br != "virbr3" {
+		t.Errorf("networkBridge: %q %v", br, err)
+	}
+}
