@@ -86,7 +86,8 @@ class VirtualMachine(pulumi.ComponentResource):
             autostart=False,
             running=True,
             **boot,
-            # A replaced VM never shares its overlay with its successor.
+            # Any change replaces the domain, and the old one goes first: two domains never run on one
+            # overlay. (A new image replaces the overlays, and with them the domains, through baseVolumeId.)
             opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["*"], delete_before_replace=True),
         )
         self.domain_name = domain.name

@@ -49,6 +49,11 @@ def main() -> int:
                 log(f"{spec['node']}: ssh {spec['ip']} did not answer within {spec.get('timeout', 600)} s")
                 return 2
             time.sleep(3)
+        # First boot: let cloud-init finish writing and starting things before anything is compared.
+        left = max(10.0, deadline - time.monotonic())
+        r = subprocess.run([*ssh, "cloud-init status --wait >/dev/null; cloud-init status"], capture_output=True,
+                           text=True, timeout=left)
+        log(f"{spec['node']}: {r.stdout.strip() or r.stderr.strip()}")
         code = base64.b64encode(APPLY.encode()).decode()
         payload = json.dumps({"node": spec["node"], "files": json.loads(files)})
         r = subprocess.run([*ssh, f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{code}'))\""],
