@@ -114,7 +114,7 @@ def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM
 def firewall_conf(s: Settings, node: Node) -> str:
     peer = next((b for b in s.balancers if b is not node), None) if node.role == "lb" else None
     return render("nftables.conf.j2", node=node, peer=peer, ssh_from=s.firewall.ssh_from,
-                  balancer_ips=[b.ip for b in s.balancers])
+                  web_http_from=[b.ip for b in s.balancers] + list(s.firewall.web_http_from))
 
 
 def user_data(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str]) -> str:

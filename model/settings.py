@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
            "poolPath": "/var/lib/libvirt/hacluster", "installPackages": False,
            "adminUser": "ops"},
     "verify": {"enabled": True, "failoverDrill": True, "timeout": 600},
-    "firewall": {"enabled": True, "sshFrom": None},
+    "firewall": {"enabled": True, "sshFrom": None, "webHttpFrom": []},
     "labNetns": "halab",
     "sshAuthorizedKeys": [],
     "vrrpAuthPass": None,
@@ -166,6 +166,7 @@ class VmSettings:
 class FirewallSettings:
     enabled: bool
     ssh_from: tuple[str, ...]  # CIDRs allowed to SSH in (the deploy side)
+    web_http_from: tuple[str, ...]  # extra CIDRs allowed to reach web nodes' HTTP directly (monitoring)
 
 
 @dataclass(frozen=True)
@@ -561,15 +562,20 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
     ssh_from = fw.get("sshFrom")
     if ssh_from is None:  # the deploy side: the lab host's bridge address (nat), else the whole subnet
         ssh_from = [f"{gw}/32"] if mode == "nat" else [str(net)]
-    nets = []
-    for i, v in enumerate(c.list_("firewall.sshFrom", ssh_from)):
-        try:
-            nets.append(str(ipaddress.IPv4Network(str(v), strict=False)))
-        except ValueError:
-            c.bad(f"firewall.sshFrom[{i}]", v, "an IPv4 address or CIDR like 10.0.0.0/24")
+    def cidrs(key: str, values: Any) -> tuple[str, ...]:
+        out = []
+        for i, v in enumerate(c.list_(key, values)):
+            try:
+                out.append(str(ipaddress.IPv4Network(str(v), strict=False)))
+            except ValueError:
+                c.bad(f"{key}[{i}]", v, "an IPv4 address or CIDR like 10.0.0.0/24")
+        return tuple(out)
+
+    nets = cidrs("firewall.sshFrom", ssh_from)
     if not nets:
         c.bad("firewall.sshFrom", ssh_from, "at least one address or CIDR (or the verifier cannot log in)")
-    firewall = FirewallSettings(enabled=c.bool_("firewall.enabled", fw.get("enabled")), ssh_from=tuple(nets))
+    firewall = FirewallSettings(enabled=c.bool_("firewall.enabled", fw.get("enabled")), ssh_from=nets,
+                                web_http_from=cidrs("firewall.webHttpFrom", fw.get("webHttpFrom")))
 
     netns = cfg["labNetns"] or None
     if netns is not None and not re.match(r"^[A-Za-z0-9_-]{1,32}$", str(netns)):

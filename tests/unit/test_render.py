@@ -193,5 +193,7 @@ def test_firewall_rules_pass_nft_check_and_say_who_may_connect(netns):
 def test_firewall_can_be_turned_off_and_ssh_sources_set():
     s = settings({"firewall": {"enabled": False}})
     assert all("nftables" not in f.path for f in render.node_files(s, s.web_nodes[0], None))
-    s = settings({"firewall": {"sshFrom": ["10.1.0.0/16"]}})
+    s = settings({"firewall": {"sshFrom": ["10.1.0.0/16"], "webHttpFrom": ["192.168.81.1"]}})
     assert "ip saddr { 10.1.0.0/16 }" in render.firewall_conf(s, s.balancers[1])
+    assert "tcp dport 80 ip saddr { 192.168.81.210, 192.168.81.220, 192.168.81.1/32 } accept" in \
+        render.firewall_conf(s, s.web_nodes[0])
