@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from .actions import ActionError, Actions
-from .http import Prober, Reply, get
+from .http import Probe, Prober, Reply, get
 from .logic import (
     USER_AGENTS,
     VERIFIER_UA,
@@ -23,7 +23,7 @@ from .logic import (
     holders_of,
     longest_gap,
 )
-from .spec import Balancer, Spec
+from .spec import DRILL_KINDS, Balancer, Spec
 
 SETTLE_AFTER_STEP = 1.0  # keep probing this long after a step succeeded, to catch a late flap
 STICKY_REQUESTS = 8
@@ -49,6 +49,43 @@ class Window:
     served_after_s: float | None = None  # until the first probe launched after the action got 200 from the target
 
 
+def _maintenance_priority(s: Spec) -> int:
+    """The priority a balancer is lowered to for a planned switchover: just below the other one's."""
+    return max(1, s.backup.priority - 1)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One way to break the VIP holder, and how to repair it (each written once over `Actions`)."""
+
+    break_step: str
+    restore_step: str
+    what: str  # "{lb}": the balancer, "{prio}": the maintenance priority
+    breaks: Callable[[Verifier, Balancer], None]
+    repairs: Callable[[Verifier, Balancer], None]
+    holder_unreadable: bool = False  # while broken, the holder cannot be asked (frozen, powered off)
+    needs_preempt: bool = False
+    low: Callable[[Spec], int] = _maintenance_priority
+
+
+KINDS: dict[str, Kind] = {
+    "keepalived": Kind("keepalived_stop", "keepalived_start", "keepalived stopped on {lb}",
+                       lambda v, lb: v.a.stop(lb, "keepalived"), lambda v, lb: v.a.start(lb, "keepalived")),
+    "nginx": Kind("nginx_stop", "nginx_start", "nginx stopped on {lb}",
+                  lambda v, lb: v.a.stop(lb, "nginx"), lambda v, lb: v.a.start(lb, "nginx")),
+    "nginx_kill": Kind("nginx_kill", "nginx_restart", "nginx killed (SIGKILL) on {lb}",
+                       lambda v, lb: v.a.kill(lb, "nginx"), lambda v, lb: v.a.start(lb, "nginx")),
+    "hard": Kind("hard_pause", "hard_resume", "{lb} paused",
+                 lambda v, lb: v.a.pause(lb), lambda v, lb: v.a.resume(lb), holder_unreadable=True),
+    "poweroff": Kind("poweroff", "poweron", "{lb} powered off",
+                     lambda v, lb: v.a.power_off(lb), lambda v, lb: v.a.power_on(lb), holder_unreadable=True),
+    "switchover": Kind("switchover", "switchback", "{lb} lowered to priority {prio} for maintenance",
+                       lambda v, lb: v.a.set_priority(lb, _maintenance_priority(v.s)),
+                       lambda v, lb: v.a.set_priority(lb, lb.priority), needs_preempt=True),
+}
+assert set(KINDS) == set(DRILL_KINDS)
+
+
 class Verifier:
     def __init__(self, spec: Spec, actions: Actions, log: Callable[[str], None] = progress):
         self.s, self.a, self.log = spec, actions, log
@@ -60,6 +97,7 @@ class Verifier:
         self.durations: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="holders")
         self._prober: Prober | None = None
+        self.timeline: list[Probe] = []  # the last drill's probes
 
     # ---- bookkeeping -----------------------------------------------------------------------------
     def check(self, name: str, passed: bool, detail: str) -> bool:
@@ -242,30 +280,29 @@ class Verifier:
                                       f"{', '.join(sorted({str(n) for n in nodes}))}")
 
     # ---- the failover drill --------------------------------------------------------------------
-    def drill(self) -> None:
-        """Break and repair the VIP holder, pair by pair (keepalived, nginx if health-checked, pause if asked),
-        while a background prober measures what clients see. With preempt on, the holder is the MASTER and
-        gets the VIP back after each repair; with nopreempt the VIP stays where it failed over to."""
-        s, a = self.s, self.a
+    def drill(self, kinds: list[str] | None = None) -> None:
+        """Break and repair the VIP holder, pair by pair (`kinds`, default the spec's drill kinds: keepalived,
+        nginx if health-checked, pause if asked), while a background prober measures what clients see. With
+        preempt on, the holder is the MASTER and gets the VIP back after each repair; with nopreempt the VIP
+        stays where it failed over to. The probes stay in `self.timeline`."""
+        s = self.s
+        kinds = list(kinds if kinds is not None else s.drill_kinds)
         outstanding: list[tuple[str, Balancer]] = []  # what is broken right now, to restore in finally
 
         def breaker(kind: str, lb: Balancer) -> Callable[[], None]:
             def act() -> None:
                 outstanding.append((kind, lb))
-                a.pause(lb) if kind == "hard" else a.stop(lb, kind)
+                KINDS[kind].breaks(self, lb)
             return act
 
         def repairer(kind: str, lb: Balancer) -> Callable[[], None]:
             def act() -> None:
-                a.resume(lb) if kind == "hard" else a.start(lb, kind)
+                KINDS[kind].repairs(self, lb)
                 outstanding.remove((kind, lb))
             return act
 
-        kinds = ["keepalived"] + (["nginx"] if s.health_check else []) + (["hard"] if s.hard_failure else [])
-        names = {"keepalived": ("keepalived_stop", "keepalived_start"), "nginx": ("nginx_stop", "nginx_start"),
-                 "hard": ("hard_pause", "hard_resume")}
-        what = {"keepalived": "keepalived stopped on {}", "nginx": "nginx stopped on {}", "hard": "{} paused"}
         by_name = {b.name: b for b in s.balancers}
+        began = time.monotonic()
         self.log(f"failover drill: {', '.join(kinds)}; probing http://{s.vip}/ every {s.probe_interval:g} s")
         prober = self._prober = Prober(s.vip, s.server_name, s.probe_interval, s.probe_timeout,
                                        max_seconds=len(kinds) * 4 * s.step_timeout + 60)
@@ -273,22 +310,30 @@ class Verifier:
             time.sleep(0.5)  # a baseline of good probes before the first step
             try:
                 for i, kind in enumerate(kinds):
+                    k = KINDS[kind]
                     cur = by_name.get(self.holder or "", s.master)
                     other = next(b for b in s.balancers if b is not cur)
                     home = s.master if s.preempt else other  # who holds the VIP after the repair
-                    broke = self.step(names[kind][0], breaker(kind, cur), other, what[kind].format(cur.name),
-                                      only=[other] if kind == "hard" else None)
-                    fixed = self.step(names[kind][1], repairer(kind, cur), home, f"{cur.name} back")
+                    if k.needs_preempt and not s.preempt:
+                        broke = fixed = self.check(f"drill_{k.break_step}", False,
+                                                   f"{kind} needs preempt: with nopreempt a lower priority does not move the VIP")
+                    else:
+                        broke = self.step(k.break_step, breaker(kind, cur), other, k.what.format(lb=cur.name, prio=k.low(s)),
+                                          only=[other] if k.holder_unreadable else None)
+                        fixed = self.step(k.restore_step, repairer(kind, cur), home, f"{cur.name} back")
                     if fixed:
                         self.holder = home.name
                     if not (broke and fixed):
-                        for k in kinds[i + 1:]:
-                            self.check(f"drill_{names[k][0]}", False, "not run: an earlier drill step failed")
+                        for rest in kinds[i + 1:]:
+                            self.check(f"drill_{KINDS[rest].break_step}", False, "not run: an earlier drill step failed")
                         break
             finally:
                 self.restore(outstanding, s.master if s.preempt else None)
+        self.timeline = prober.snapshot()
         for name, w in self.windows.items():
-            gap = longest_gap([(p.t, p.ok) for p in prober.snapshot()], w.start, w.end)
+            if w.start < began:
+                continue  # an earlier drill's step (the bench drills the same verifier round after round)
+            gap = longest_gap([(p.t, p.ok) for p in self.timeline], w.start, w.end)
             self.gaps[name] = {"gap_s": gap.gap_s, "failed_probes": gap.failed_probes, "moved_after_s": w.moved_after_s,
                                "served_after_s": w.served_after_s, "recovered": gap.recovered}
         self.log("gaps: " + ", ".join(f"{k} {v['gap_s']:.2f} s/{v['failed_probes']} failed/moved "
@@ -366,7 +411,7 @@ class Verifier:
         problems = []
         for kind, lb in reversed(list(outstanding)):
             try:
-                self.a.resume(lb) if kind == "hard" else self.a.start(lb, kind)
+                KINDS[kind].repairs(self, lb)
                 outstanding.remove((kind, lb))
                 self.log(f"restored {kind} on {lb.name}")
             except (ActionError, OSError) as e:

@@ -124,7 +124,8 @@ def test_missing_health_check_fails_the_nginx_step(lab_factory):
     bad = failed(report)
     print(bad)
     assert rc == 1 and not report["passed"]
-    assert set(bad) == {"drill_nginx_stop"}, bad
+    assert "drill_nginx_stop" in bad, bad
+    assert all(v.startswith("not run") for k, v in bad.items() if k != "drill_nginx_stop"), bad
     assert "stayed on lb01" in bad["drill_nginx_stop"]
     assert not report["gaps"]["nginx_stop"]["recovered"]
     assert lab.holders() == ["lb01"]
