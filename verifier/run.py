@@ -313,7 +313,9 @@ class Verifier:
                     k = KINDS[kind]
                     cur = by_name.get(self.holder or "", s.master)
                     other = next(b for b in s.balancers if b is not cur)
-                    home = s.master if s.preempt else other  # who holds the VIP after the repair
+                    # Who holds the VIP after the repair. A frozen holder resumes believing it is MASTER, so
+                    # the higher priority wins whatever nopreempt says.
+                    home = s.master if s.preempt or kind == "hard" else other
                     if k.needs_preempt and not s.preempt:
                         broke = fixed = self.check(f"drill_{k.break_step}", False,
                                                    f"{kind} needs preempt: with nopreempt a lower priority does not move the VIP")
