@@ -38,6 +38,21 @@ def stack_config(name: str) -> dict:
     return config
 
 
+def edit_config(name: str, change) -> None:
+    """Change the stack's config file in place (as a person editing Pulumi.<stack>.yaml would)."""
+    path = ROOT / f"Pulumi.{name}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    change(doc["config"])
+    path.write_text(yaml.safe_dump(doc))
+
+
+def node_ssh(outputs, node: str, command: str, keyfile) -> subprocess.CompletedProcess:
+    ip = outputs["nodes"].value[node]["ip"]
+    return lab_exec("ssh", "-i", str(keyfile), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+                    f"ops@{ip}", command, timeout=60)
+
+
 def lab_exec(*cmd, timeout=30) -> subprocess.CompletedProcess:
     """Traffic to lab addresses only from inside the lab namespace."""
     return subprocess.run(["ip", "netns", "exec", NETNS, *cmd], capture_output=True, text=True, timeout=timeout)
@@ -74,6 +89,7 @@ def stack():
             left = libvirt_objects(name)
             st.workspace.remove_stack(name)
             (ROOT / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
+            (ROOT / ".state" / f"{name}.key").unlink(missing_ok=True)
             print("e2e durations (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
             assert left == [], f"destroy left {left}"
 
@@ -116,13 +132,9 @@ def test_up_verify_break_noop_destroy(stack):
     keyfile.parent.mkdir(exist_ok=True)
     keyfile.touch(mode=0o600)
     keyfile.write_text(env["HACLUSTER_SSH_KEY"])
-    ssh = ["ssh", "-i", str(keyfile), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"]
     try:
         for lb in ("lb01", "lb02"):
-            ip = outputs["nodes"].value[lb]["ip"]
-            r = subprocess.run(["ip", "netns", "exec", NETNS, *ssh, f"ops@{ip}", "sudo systemctl stop keepalived"],
-                               capture_output=True, text=True, timeout=60)
+            r = node_ssh(outputs, lb, "sudo systemctl stop keepalived", keyfile)
             assert r.returncode == 0, r.stderr
         broken = subprocess.run([sys.executable, "-m", "verifier"], cwd=ROOT, env=env, capture_output=True,
                                 text=True, timeout=300)
@@ -132,10 +144,8 @@ def test_up_verify_break_noop_destroy(stack):
         assert json.loads(broken.stdout)["passed"] is False
     finally:
         for lb in ("lb01", "lb02"):
-            ip = outputs["nodes"].value[lb]["ip"]
-            subprocess.run(["ip", "netns", "exec", NETNS, *ssh, f"ops@{ip}", "sudo systemctl start keepalived"],
-                           capture_output=True, text=True, timeout=60)
-        keyfile.unlink()
+            node_ssh(outputs, lb, "sudo systemctl start keepalived", keyfile)
+
 
     # A second up changes nothing (the check does not re-run either: same triggers).
     t = time.monotonic()
@@ -147,3 +157,35 @@ def test_up_verify_break_noop_destroy(stack):
     t = time.monotonic()
     st.preview(on_output=print, color="never")
     timings["preview"] = time.monotonic() - t
+
+    # Day 2: an nginx setting changes in place. The preview updates commands, replaces nothing; after
+    # the up the balancers serve the new config (BACKUP first) and the verifier ran again and passed.
+    edit_config(name, lambda c: c["hacluster:nginx"].update(clientMaxBodySize="100m"))
+    events: list = []
+    st.preview(on_output=print, color="never", on_event=events.append)
+    steps = {(e.resource_pre_event.metadata.type, str(getattr(e.resource_pre_event.metadata.op, "value",
+                                                               e.resource_pre_event.metadata.op)))
+             for e in events if e.resource_pre_event}
+    changing = {(typ, op) for typ, op in steps if op != "same"}
+    print("day-2 preview:", sorted(changing))
+    assert ("command:local:Command", "update") in changing
+    assert all(typ.startswith("command:") for typ, _ in changing), changing  # no VM, disk or seed touched
+    uuids = {d: virsh("domuuid", d).strip() for d in virsh("list", "--name").split() if d.startswith(f"{name}-")}
+    t = time.monotonic()
+    changed = st.up(on_output=print, color="never")
+    timings["up_day2"] = time.monotonic() - t
+    assert changed.outputs["verification"].value["passed"] is True
+    assert uuids == {d: virsh("domuuid", d).strip() for d in uuids} and len(uuids) == 4
+    for lb in ("lb01", "lb02"):
+        conf = node_ssh(outputs, lb, "grep client_max_body_size /etc/nginx/nginx.conf", keyfile)
+        assert "client_max_body_size 100m;" in conf.stdout, conf
+
+    # A change nginx refuses on the node: `up` fails saying why, the old config keeps serving.
+    edit_config(name, lambda c: c["hacluster:nginx"]["proxy"].update(buffers="4 8k"))
+    with pytest.raises(auto.CommandError) as refused:
+        st.up(on_output=print, color="never")
+    assert "refused" in str(refused.value) and "nginx" in str(refused.value)
+    r = lab_exec("curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"http://{vip}/")
+    assert r.stdout == "200"
+    conf = node_ssh(outputs, "lb02", "grep -c 'proxy_buffers 4 256k' /etc/nginx/nginx.conf", keyfile)
+    assert conf.stdout.strip() == "1", conf
