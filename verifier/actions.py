@@ -6,6 +6,7 @@ Both offer the same small surface; every check and drill step is written once, i
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,6 +16,18 @@ from . import netns
 from .spec import Balancer, Spec
 
 SERVICES = ("keepalived", "nginx")
+# Where the VMs keep keepalived's config (model.render.VM_PATHS.keepalived_conf; a unit test keeps them equal).
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+# The vrrp_instance's `priority N` line (the config has no other line starting with `priority`).
+PRIORITY_LINE = re.compile(r"^(\s*priority\s+)[0-9]+\s*$", re.MULTILINE)
+
+
+def with_priority(conf: str, priority: int) -> str:
+    """keepalived.conf text with the vrrp_instance priority set to `priority` (exactly one such line)."""
+    new, n = PRIORITY_LINE.subn(lambda m: f"{m.group(1)}{priority}", conf)
+    if n != 1:
+        raise ActionError(f"expected one 'priority N' line in keepalived.conf, found {n}")
+    return new
 
 
 class ActionError(RuntimeError):
@@ -47,6 +60,22 @@ class Actions:
     def resume(self, lb: Balancer) -> None:
         raise NotImplementedError
 
+    def kill(self, lb: Balancer, service: str) -> None:
+        """Crash: SIGKILL every process of `service` (no clean shutdown); `start` brings it back."""
+        raise NotImplementedError
+
+    def power_off(self, lb: Balancer) -> None:
+        """Pull the plug: the balancer is gone at once; `power_on` boots it from scratch."""
+        raise NotImplementedError
+
+    def power_on(self, lb: Balancer) -> None:
+        raise NotImplementedError
+
+    def set_priority(self, lb: Balancer, priority: int) -> None:
+        """Planned maintenance: rewrite the balancer's VRRP priority in its keepalived config and reload
+        keepalived (no restart: it keeps running and hands the VIP over by the protocol)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -77,7 +106,8 @@ def ssh_argv(user: str, ip: str, key_file: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------------
 class SshActions(Actions):
     """VMs: `sudo systemctl ...` and `ip -o addr` over SSH (key only, no host key bookkeeping);
-    hard failure through `virsh suspend/resume` of the balancer's domain."""
+    hard failure through `virsh suspend/resume`, power loss through `virsh destroy/start` of the
+    balancer's domain."""
 
     poll_interval = 0.5
 
@@ -125,6 +155,25 @@ class SshActions(Actions):
 
     def resume(self, lb: Balancer) -> None:
         self._virsh("resume", lb)
+
+    def kill(self, lb: Balancer, service: str) -> None:
+        assert service in SERVICES
+        # systemd signals every process of the unit (master and workers); the unit ends up failed.
+        self._ssh_ok(lb, f"sudo -n systemctl kill --signal=SIGKILL {service}", 60)
+
+    def power_off(self, lb: Balancer) -> None:
+        self._virsh("destroy", lb)
+
+    def power_on(self, lb: Balancer) -> None:
+        self._virsh("start", lb)
+
+    def set_priority(self, lb: Balancer, priority: int) -> None:
+        if not 1 <= int(priority) <= 254:
+            raise ActionError(f"priority {priority} out of 1..254")
+        conf, prio, sp = KEEPALIVED_CONF, int(priority), "[[:space:]]"
+        self._ssh_ok(lb, f"sudo -n sed -i -E 's/^({sp}*priority{sp}+)[0-9]+{sp}*$/\\1{prio}/' {conf}"
+                         f" && sudo -n grep -Eq '^{sp}*priority{sp}+{prio}$' {conf}"
+                         " && sudo -n systemctl reload keepalived", 60)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -265,6 +314,40 @@ class NetnsActions(Actions):
         for pid in reversed(self._paused.pop(lb.name, [])):
             if netns.process_in(pid, self._ns(lb)):
                 os.kill(pid, signal.SIGCONT)
+
+    def kill(self, lb: Balancer, service: str) -> None:
+        """SIGKILL the service's children, then its main process (all checked to be in lb's namespace)."""
+        svc = self._svc(lb, service)
+        main = self._pid(lb, svc["pidFile"])
+        pids = [p for p in (self._pid(lb, f) for f in svc.get("childPidFiles", [])) if p]
+        if main:
+            pids += [p for p in _children(main) if p not in pids and netns.process_in(p, self._ns(lb))] + [main]
+        if not pids:
+            raise ActionError(f"{service} does not run on {lb.name}: nothing to kill")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + self.STOP_WAIT
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def power_off(self, lb: Balancer) -> None:
+        raise ActionError("poweroff needs a machine to switch off: ssh actions (VMs) only")
+
+    def power_on(self, lb: Balancer) -> None:
+        raise ActionError("poweroff needs a machine to switch off: ssh actions (VMs) only")
+
+    def set_priority(self, lb: Balancer, priority: int) -> None:
+        """Rewrite the priority in the config keepalived was started with (`-f FILE`), then SIGHUP it."""
+        svc = self._svc(lb, "keepalived")
+        argv = list(svc["start"])
+        if "-f" not in argv[:-1]:
+            raise ActionError(f"keepalived on {lb.name} is not started with -f FILE: cannot change its priority")
+        conf = Path(argv[argv.index("-f") + 1])
+        conf.write_text(with_priority(conf.read_text(), priority))
+        pid = self._pid(lb, svc["pidFile"])
+        if pid is None:
+            raise ActionError(f"keepalived does not run on {lb.name}: nothing to reload")
+        os.kill(pid, signal.SIGHUP)
 
     def close(self) -> None:
         for child in self._children:  # reap what already exited; daemons stay up (the cluster as found)

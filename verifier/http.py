@@ -55,6 +55,7 @@ class Probe:
     ok: bool
     balancer: str | None
     error: str | None
+    node: str | None = None  # the web node behind it (JSON "node" of /whoami)
 
 
 class Prober:
@@ -91,7 +92,7 @@ class Prober:
         try:
             r = get(self.vip, "/whoami", server_name=self.server_name, timeout=self.timeout)
             with self._lock:
-                self.probes.append(Probe(t, r.ok, r.balancer, r.error or (None if r.ok else f"HTTP {r.status}")))
+                self.probes.append(Probe(t, r.ok, r.balancer, r.error or (None if r.ok else f"HTTP {r.status}"), r.node))
         finally:
             self._slots.release()
 

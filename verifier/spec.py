@@ -17,6 +17,16 @@ Keys (camelCase, as in the stack config):
   hosts                      for "netns" actions: {balancer name: {netns, keepalived: SERVICE, nginx: SERVICE}}
                              SERVICE = {pidFile, childPidFiles: [...], start: [argv], foreground: bool, log}
   drill, hardFailure         run the failover drill; add the pause/resume step (default false)
+  drillKinds                 the drill's ways to break the VIP holder, in order (default: keepalived, nginx if
+                             healthCheck, hard if hardFailure). Each is a break step and a repair step:
+                               keepalived   keepalived_stop / keepalived_start   (graceful: priority 0 advert)
+                               nginx        nginx_stop / nginx_start             (the health check moves the VIP)
+                               nginx_kill   nginx_kill / nginx_restart           (SIGKILL of every nginx process)
+                               hard         hard_pause / hard_resume             (frozen: virsh suspend, SIGSTOP)
+                               poweroff     poweroff / poweron                   (virsh destroy/start; ssh only)
+                               switchover   switchover / switchback              (planned: priority lowered below
+                                            the other balancer's in keepalived.conf + reload, then restored;
+                                            needs preempt)
   timeout                    seconds to wait for the VIP and the balancers to answer (default 600)
   stepTimeout                seconds each drill step may take to move the VIP (default 30)
   settle                     seconds over which the VIP holder is sampled (default 5)
@@ -33,6 +43,9 @@ from typing import Any
 
 class SpecError(ValueError):
     pass
+
+
+DRILL_KINDS = ("keepalived", "nginx", "nginx_kill", "hard", "poweroff", "switchover")
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class Spec:
     hosts: dict[str, Any] = field(default_factory=dict)
     drill: bool = True
     hard_failure: bool = False
+    drill_kinds: tuple[str, ...] = ("keepalived", "nginx")
     timeout: float = 600.0
     step_timeout: float = 30.0
     settle: float = 5.0
@@ -163,6 +177,15 @@ def from_dict(raw: dict[str, Any]) -> Spec:
                     for s in ("keepalived", "nginx")):
                 problems.append(f"hosts.{b.name}: netns actions need netns, keepalived and nginx "
                                 "({pidFile, start, ...}) for every balancer")
+    health_check, hard_failure = bool(raw.get("healthCheck", True)), bool(raw.get("hardFailure", False))
+    kinds = raw.get("drillKinds")
+    if kinds is None:
+        kinds = ["keepalived"] + (["nginx"] if health_check else []) + (["hard"] if hard_failure else [])
+    if not isinstance(kinds, list) or not kinds or any(k not in DRILL_KINDS for k in kinds):
+        problems.append(f"drillKinds = {kinds!r}: a non-empty list of {', '.join(DRILL_KINDS)}")
+        kinds = []
+    elif "poweroff" in kinds and actions != "ssh":
+        problems.append("drillKinds: poweroff needs ssh actions (a VM to switch off)")
     persistence = str(raw.get("persistence") or "none")
     if not (persistence in ("none", "ip_hash") or persistence.startswith("cookie:")):
         problems.append(f"persistence = {persistence!r}: none, ip_hash or cookie:<name>")
@@ -175,10 +198,10 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     return Spec(
         vip=str(vip), server_name=str(server_name), balancers=(lbs[0], lbs[1]), web_nodes=webs,
         pools={k: list(v) for k, v in pools.items()}, rules=rules, default_pool=str(default_pool),
-        persistence=persistence, health_check=bool(raw.get("healthCheck", True)),
+        persistence=persistence, health_check=health_check,
         preempt=bool(raw.get("preempt", True)), interface=str(raw.get("interface") or "eth0"),
         netns=raw.get("netns") or None, actions=actions, ssh_user=str(raw.get("sshUser") or "ops"),
         libvirt_uri=str(raw.get("libvirtUri") or "qemu:///system"), hosts=hosts,
-        drill=bool(raw.get("drill", True)), hard_failure=bool(raw.get("hardFailure", False)),
+        drill=bool(raw.get("drill", True)), hard_failure=hard_failure, drill_kinds=tuple(kinds),
         stack=str(raw.get("stack") or ""), **timing,
     )
