@@ -169,3 +169,19 @@ def test_guard_refuses_outside_its_namespace(lab_factory):
     assert r.returncode == REFUSED and "not in network namespace" in r.stderr, r.stderr
     r = subprocess.run(["ip", "netns", "exec", target, *guard], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_firewall_lets_only_balancers_reach_web_nodes(lab_factory):
+    """The nodes' own nftables rules, loaded in their namespaces: a web node answers HTTP from a balancer
+    and refuses it from any other address (the client); the VIP still answers the client."""
+    lab = lab_factory(settings())
+    web = lab.hosts["web01"].ip
+
+    def curl(host: str, url: str) -> str:
+        r = subprocess.run(["ip", "netns", "exec", lab.hosts[host].ns, "curl", "-s", "-m", "3", "-o", "/dev/null",
+                            "-w", "%{http_code}", url], capture_output=True, text=True, timeout=10)
+        return r.stdout
+
+    assert curl("lb02", f"http://{web}/healthz") == "200"
+    assert curl("client", f"http://{web}/healthz") == "000"  # reset by the web node's firewall
+    assert curl("client", f"http://{lab.settings.vip}/healthz") == "200"
