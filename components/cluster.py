@@ -56,8 +56,11 @@ class HaCluster(pulumi.ComponentResource):
 
         pool = libvirt.Pool(f"{name}-pool", name=f"hacluster-{s.stack}", type="dir",
                             path=f"{s.vm.pool_path}/{s.stack}", opts=child)
-        image = lambda rname, src, fmt: libvirt.Volume(  # noqa: E731
-            f"{name}-{rname}", name=f"{s.stack}-{rname}", pool=pool.name, source=src, format=fmt, opts=child)
+        def image(rname: str, src: str, fmt: str) -> libvirt.Volume:
+            """A file of the image set (disk, kernel, initrd) uploaded into the stack's pool."""
+            return libvirt.Volume(f"{name}-{rname}", name=f"{s.stack}-{rname}", pool=pool.name, source=src,
+                                  format=fmt, opts=child)
+
         base = image("base", s.vm.image, "qcow2")
         kernel = image("kernel", s.vm.kernel, "raw") if s.vm.kernel else None
         initrd = image("initrd", s.vm.initrd, "raw") if s.vm.initrd else None

@@ -394,9 +394,16 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
     vcpus = c.int_("vm.vcpus", v.get("vcpus"), 1, 64)
     memory = c.int_("vm.memory", v.get("memory"), 256, 262144)
 
+    named: dict[str, str] = {}  # node name -> key that uses it
+
     def node_common(key: str, d: Mapping[str, Any], known: Mapping[str, Any]) -> dict:
         d = c.keys(key, d, known)
-        return {"name": c.name(f"{key}.name", d.get("name")),
+        name = c.name(f"{key}.name", d.get("name"))
+        if name == d.get("name"):  # a valid name
+            if name in named:
+                c.bad(f"{key}.name", name, f"duplicate node name: already used by {named[name]}")
+            named.setdefault(name, f"{key}.name")
+        return {"name": name,
                 "ip": in_subnet(f"{key}.ip", d.get("ip")),
                 "vcpus": c.int_(f"{key}.vcpus", d.get("vcpus", vcpus), 1, 64),
                 "memory": c.int_(f"{key}.memory", d.get("memory", memory), 256, 262144)}
@@ -458,9 +465,6 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
         web_nodes.append(Node(role="web", mac=mac_for(common["ip"]) if "." in common["ip"] else "",
                               weight=weight, **common))
     vip = in_subnet("vip", cfg["vip"])  # after the nodes: a clash names the VIP
-    names = [x.name for x in balancers + web_nodes]
-    for nm in sorted({x for x in names if names.count(x) > 1}):
-        c.bad("webNodes/balancers name", nm, "duplicate node name: every node needs its own name")
 
     # ---- vrrp ----------------------------------------------------------------------------------
     version = c.int_("vrrp.version", vr.get("version"), 2, 3)

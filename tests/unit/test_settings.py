@@ -56,7 +56,7 @@ def test_dev_stack_file_loads_and_matches_the_reference():
     ({"balancers": lbs({(1, "ip"): "192.168.81.210"})}, "balancers[1].ip"),
     ({"webNodes": [{"name": "web01", "ip": "192.168.82.230"}]}, "webNodes[0].ip"),
     ({"webNodes": [{"name": "web01", "ip": "192.168.81.230"}, {"name": "web01", "ip": "192.168.81.231"}]},
-     "name"),
+     "webNodes[1].name"),
     ({"balancers": lbs({(1, "routerId"): "lb01"})}, "balancers[1].routerId"),
     ({"balancers": lbs({(0, "priority"): 255})}, "balancers[0].priority"),
     ({"balancers": lbs({(0, "priority"): 0})}, "balancers[0].priority"),
