@@ -1,0 +1,223 @@
+"""From the raw results to the summaries, the targets' verdicts and the Markdown table (pure: no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .stats import TARGET_BY_KEY, TARGETS, Verdict, fmt, summary, verdict
+
+KIND_TITLES = {"keepalived": "keepalived stopped (graceful)", "nginx": "nginx stopped",
+               "nginx_kill": "nginx killed (kill -9), then started", "hard": "master paused (virsh suspend/resume)",
+               "poweroff": "master powered off (virsh destroy/start)",
+               "switchover": "planned switchover (priority + reload, restored)"}
+PROFILE_TARGETS = {("fast", "hard"): "fast_hard", ("fast", "poweroff"): "fast_poweroff",
+                   ("fast", "keepalived"): "fast_keepalived", ("reference", "nginx_kill"): "reference_nginx_kill",
+                   ("fast", "nginx_kill"): "fast_nginx_kill", ("reference", "switchover"): "reference_switchover",
+                   ("fast", "switchover"): "fast_switchover"}
+
+
+# ---- summaries -------------------------------------------------------------------------------------
+def deploy_summary(cycles: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("up_cold_s", "up_noop_s", "preview_s", "destroy_s")
+    out = {k: summary(c.get(k) for c in cycles) for k in keys}
+    out["vms_s"] = summary((c.get("phases") or {}).get("vms_s") for c in cycles)
+    out["verify_s"] = summary((c.get("phases") or {}).get("verify_s") for c in cycles)
+    out["configs_s"] = summary((c.get("phases") or {}).get("configs_s") for c in cycles)
+    out["wait_s"] = summary((c.get("verification") or {}).get("wait_s") for c in cycles)
+    out["drill_s"] = summary((c.get("verification") or {}).get("drill_s") for c in cycles if c.get("failover_drill"))
+    return out
+
+
+def failover_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per drill kind: the break step's and the restore step's gap, failed probes, moved/served times."""
+    out: dict[str, Any] = {}
+    for r in rounds:
+        for step in r["steps"].values():
+            k = out.setdefault(step["kind"], {"break": [], "restore": []})
+            k[step["role"]].append(step)
+    return {kind: {role: {"gap_s": summary(s["gap_s"] for s in steps),
+                          "failed_probes": summary(s["failed_probes"] for s in steps),
+                          "moved_after_s": summary(s.get("moved_after_s") for s in steps),
+                          "served_after_s": summary(s.get("served_after_s") for s in steps),
+                          "unrecovered": sum(1 for s in steps if not s.get("recovered", True))}
+                   for role, steps in roles.items()}
+            for kind, roles in out.items()}
+
+
+def overhead_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in ("vip", "direct"):
+        out[path] = {m: summary(r[path].get(m) for r in rounds if r.get(path)) for m in ("rps", "p50_ms", "p99_ms")}
+    vip, direct = out["vip"]["rps"]["median"], out["direct"]["rps"]["median"]
+    out["ratio"] = round(vip / direct, 3) if vip and direct else None
+    out["round_ratios"] = summary(r["vip"]["rps"] / r["direct"]["rps"] for r in rounds
+                                  if (r.get("vip") or {}).get("rps") and (r.get("direct") or {}).get("rps"))
+    return out
+
+
+def evaluate(results: dict[str, Any]) -> list[Verdict]:
+    """Every target's verdict from the summaries in `results` (missing figures: not measured)."""
+    values: dict[str, float | None] = {}
+    dep = (results.get("deploy") or {}).get("summary") or {}
+    values["cold_up"] = (dep.get("up_cold_s") or {}).get("median")
+    values["noop_up"] = (dep.get("up_noop_s") or {}).get("median")
+    for (profile, kind), key in PROFILE_TARGETS.items():
+        t = TARGET_BY_KEY[key]
+        brk = (((results.get("failover") or {}).get(profile) or {}).get("summary") or {}).get(kind, {}).get("break")
+        field = "failed_probes" if t.unit == "probes" else "gap_s"
+        values[key] = (brk or {}).get(field, {}).get(t.stat) if brk else None
+    values["rps_ratio"] = ((results.get("overhead") or {}).get("summary") or {}).get("ratio")
+    mems = [m.get("max_mib") for m in (results.get("memory") or {}).values() if m.get("max_mib") is not None]
+    values["vm_memory"] = round(max(mems) / 1024, 3) if mems else None
+    return [verdict(t, values.get(t.key)) for t in TARGETS]
+
+
+# ---- Markdown --------------------------------------------------------------------------------------
+def _s(x: float | None, unit: str = "s") -> str:
+    return fmt(x, unit)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _mark(v: Verdict | None) -> str:
+    if v is None:
+        return ""
+    return "–" if v.met is None else ("**met**" if v.met else "**not met**")
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results.get("machine") or {}
+    verdicts = {v.key: v for v in (Verdict(**d) for d in results.get("targets", []))} or {
+        v.key: v for v in evaluate(results)}
+    cfg = results.get("config") or {}
+    lines = [f"## hacluster bench ({results.get('started_at', '?')})", ""]
+    dt = m.get("domain_type")
+    dt_text = {"qemu": "qemu (TCG, no hardware virtualization)", "kvm": "kvm"}.get(dt, str(dt))
+    lines.append(f"Machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gib')} GiB RAM, "
+                 f"kernel {m.get('kernel')}, libvirt domain type {dt_text}; {m.get('qemu')}, {m.get('libvirt')}. "
+                 f"Bench wall time {_minutes(results.get('wall_s'))}.")
+    lines.append("")
+
+    # deploy
+    dep = results.get("deploy") or {}
+    cycles = dep.get("cycles") or []
+    ds = dep.get("summary") or {}
+    lines += [f"### Deploy ({len(cycles)} cycles of cold up, no-change up, preview, destroy; "
+              f"stack {dep.get('stack', '?')} on {dep.get('subnet', '?')})", ""]
+    lines.append(_row(["Measure", "median", "min", "max", "n", "target", "verdict"]))
+    lines.append(_row(["---", "---:", "---:", "---:", "---:", "---", "---"]))
+
+    def dep_row(title: str, s: dict | None, target: str | None = None) -> None:
+        s = s or {}
+        v = verdicts.get(target) if target else None
+        lines.append(_row([title, _s(s.get("median")), _s(s.get("min")), _s(s.get("max")), str(s.get("n", 0)),
+                           v.detail if v else "", _mark(v)]))
+
+    dep_row("cold `pulumi up` → verified cluster (all cycles)", ds.get("up_cold_s"), "cold_up")
+    for c in cycles:
+        what = "full verification incl. failover drill" if c.get("failover_drill") else "verification without drill"
+        ph, ver = c.get("phases") or {}, c.get("verification") or {}
+        lines.append(_row([f"↳ cycle {c['cycle']}: cold up ({what})", _s(c.get("up_cold_s")), "", "", "1",
+                           f"VMs defined+started at {_s(ph.get('vms_s'))}, nodes booted + configured (SSH, "
+                           f"cloud-init, day-2 push) at {_s(ph.get('configs_s'))}; verifier {_s(ph.get('verify_s'))}: "
+                           f"wait {_s(ver.get('wait_s'))}, checks {_s(ver.get('checks_s'))}"
+                           + (f", drill {_s(ver.get('drill_s'))}" if ver.get("drill_s") is not None else ""), ""]))
+    dep_row("no-change `pulumi up`", ds.get("up_noop_s"), "noop_up")
+    dep_row("`pulumi preview` (no changes)", ds.get("preview_s"))
+    dep_row("`pulumi destroy`", ds.get("destroy_s"))
+    changed = [c["cycle"] for c in cycles if c.get("noop_changes")]
+    if changed:
+        lines.append("")
+        lines.append(f"Note: the no-change up changed resources in cycles {changed} "
+                     f"({'; '.join(str(c['noop_changes']) for c in cycles if c.get('noop_changes'))}).")
+    lines.append("")
+
+    # failover
+    fo = results.get("failover") or {}
+    lines += [f"### Failover (client-visible gap: first failed probe → first HTTP 200, probes every "
+              f"{cfg.get('probe_interval_s', 0.1):g} s from inside the lab; {cfg.get('repeat', '?')} repetitions each; "
+              "the master is broken, then repaired and takes the VIP back)", ""]
+    lines.append(_row(["Profile", "Failure", "gap median", "gap max", "failed probes median / max",
+                       "backup serving after (median)", "repair: gap median / max (failed max)", "n", "target",
+                       "verdict"]))
+    lines.append(_row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---"]))
+    for profile in ("reference", "fast"):
+        p = fo.get(profile) or {}
+        for kind, roles in (p.get("summary") or {}).items():
+            b, r = roles.get("break") or {}, roles.get("restore") or {}
+            g, f = b.get("gap_s") or {}, b.get("failed_probes") or {}
+            rg, rf = r.get("gap_s") or {}, r.get("failed_probes") or {}
+            v = verdicts.get(PROFILE_TARGETS.get((profile, kind), ""))
+            unrec = b.get("unrecovered", 0) + r.get("unrecovered", 0)
+            lines.append(_row([profile, KIND_TITLES.get(kind, kind) + (f" ({unrec} unrecovered)" if unrec else ""),
+                               _s(g.get("median")), _s(g.get("max")), f"{_n(f.get('median'))} / {_n(f.get('max'))}",
+                               _s((b.get("served_after_s") or {}).get("median")),
+                               f"{_s(rg.get('median'))} / {_s(rg.get('max'))} ({_n(rf.get('max'))})",
+                               str(g.get("n", 0)), v.detail if v else "", _mark(v)]))
+    lines.append("")
+
+    # overhead
+    oh = (results.get("overhead") or {}).get("summary") or {}
+    w = cfg.get("wrk") or {}
+    lines += [f"### Balancer overhead (wrk -t{w.get('threads', 1)} -c{w.get('connections', 8)} -d{w.get('seconds', 10)}s "
+              f"from inside the lab, {w.get('rounds', 3)} alternating rounds, medians)", ""]
+    lines.append(_row(["Path", "requests/s", "p50 latency", "p99 latency", "rounds", "target", "verdict"]))
+    lines.append(_row(["---", "---:", "---:", "---:", "---:", "---", "---"]))
+    for path, title in (("vip", "through the VIP (balancer → web nodes)"), ("direct", "direct to web01")):
+        s = oh.get(path) or {}
+        lines.append(_row([title, _n((s.get("rps") or {}).get("median")), _ms((s.get("p50_ms") or {}).get("median")),
+                           _ms((s.get("p99_ms") or {}).get("median")), str((s.get("rps") or {}).get("n", 0)), "", ""]))
+    v = verdicts.get("rps_ratio")
+    rr = oh.get("round_ratios") or {}
+    lines.append(_row(["ratio VIP / direct (requests/s)", _s(oh.get("ratio"), "x"),
+                       f"per round {_s(rr.get('min'), 'x')}…{_s(rr.get('max'), 'x')}", "", "",
+                       v.detail if v else "", _mark(v)]))
+    lines.append("")
+
+    # memory
+    mem = results.get("memory") or {}
+    lines += ["### Host memory (RSS of each VM's qemu process)", ""]
+    lines.append(_row(["Stack", "per VM (MiB)", "max per VM", "total", "target", "verdict"]))
+    lines.append(_row(["---", "---", "---:", "---:", "---", "---"]))
+    for profile, mm in mem.items():
+        per = ", ".join(f"{d.rsplit('-', 1)[-1]} {x:.0f}" if x is not None else f"{d} ?"
+                        for d, x in sorted((mm.get("per_vm_mib") or {}).items()))
+        mx = mm.get("max_mib")
+        v = verdict(TARGET_BY_KEY["vm_memory"], None if mx is None else round(mx / 1024, 3))
+        lines.append(_row([profile, per, _gib(mx), _gib(mm.get("total_mib")), v.detail, _mark(v)]))
+    lines.append("")
+
+    # targets
+    lines += ["### Targets", ""]
+    lines.append(_row(["Target", "compared", "verdict", "detail"]))
+    lines.append(_row(["---", "---", "---", "---"]))
+    for t in TARGETS:
+        v = verdicts.get(t.key)
+        if v:
+            lines.append(_row([t.title, t.stat, _mark(v), v.detail]))
+    met = sum(1 for v in verdicts.values() if v.met)
+    lines.append("")
+    lines.append(f"{met} of {len(verdicts)} targets met.")
+    if results.get("timeline_png"):
+        lines.append(f"Timeline of one drill round: {results['timeline_png']}.")
+    for note in results.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _n(x: float | None) -> str:
+    return "–" if x is None else f"{x:g}"
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f} ms"
+
+
+def _gib(mib: float | None) -> str:
+    return "–" if mib is None else f"{mib / 1024:.3f} GiB"
+
+
+def _minutes(s: float | None) -> str:
+    return "?" if s is None else f"{s / 60:.1f} min ({s:.0f} s)"

@@ -1,0 +1,141 @@
+"""Pure figures: summaries of repeated measurements, wrk's output, and the targets' verdicts."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+# ---- summaries -------------------------------------------------------------------------------------
+def summary(values: Iterable[float | int | None]) -> dict[str, Any]:
+    """median, min, max and n of the values that were measured (None: not measured)."""
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not xs:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3), "n": len(xs)}
+
+
+# ---- wrk ---------------------------------------------------------------------------------------------
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_LAT = re.compile(r"^\s*(50|75|90|99)(?:\.0+)?%\s+([0-9.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.MULTILINE)
+_TOTAL = re.compile(r"^\s*([0-9]+) requests in ([0-9.]+)(us|ms|s|m|h)", re.MULTILINE)
+_NON2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+([0-9]+)", re.MULTILINE)
+_SOCKET = re.compile(r"Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)")
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """Requests/sec, p50/p99 latency (ms; needs --latency), requests, non-2xx/3xx and socket errors."""
+    out: dict[str, Any] = {"rps": None, "p50_ms": None, "p99_ms": None, "requests": None, "non_2xx": 0, "socket_errors": 0}
+    m = _RPS.search(text)
+    if m:
+        out["rps"] = float(m.group(1))
+    for pct, value, unit in _LAT.findall(text):
+        if pct in ("50", "99"):
+            out[f"p{pct}_ms"] = round(float(value) * _UNITS[unit], 3)
+    m = _TOTAL.search(text)
+    if m:
+        out["requests"] = int(m.group(1))
+    m = _NON2XX.search(text)
+    if m:
+        out["non_2xx"] = int(m.group(1))
+    m = _SOCKET.search(text)
+    if m:
+        out["socket_errors"] = sum(int(x) for x in m.groups())
+    return out
+
+
+def wrk_ok(r: Mapping[str, Any]) -> bool:
+    """A run whose figures mean something: requests answered, none failed."""
+    return bool(r.get("rps")) and bool(r.get("requests")) and not r.get("non_2xx") and not r.get("socket_errors")
+
+
+# ---- targets -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    key: str
+    title: str
+    limit: float
+    op: str  # "<=" or ">="
+    unit: str  # "s", "probes", "x", "GiB"
+    stat: str  # which statistic is compared: "median", "max" or "value"
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("cold_up", "verified cluster from cold (`pulumi up`)", 60, "<=", "s", "median"),
+    Target("noop_up", "no-change `pulumi up`", 10, "<=", "s", "median"),
+    Target("fast_hard", "fast profile: frozen (paused) master replaced", 0.5, "<=", "s", "median"),
+    Target("fast_poweroff", "fast profile: powered-off master replaced", 0.5, "<=", "s", "median"),
+    Target("fast_keepalived", "fast profile: graceful stop (keepalived) replaced", 0.3, "<=", "s", "median"),
+    Target("reference_nginx_kill", "reference profile: VIP leaves a master whose nginx died", 1, "<=", "s", "median"),
+    Target("fast_nginx_kill", "fast profile: VIP leaves a master whose nginx died", 1, "<=", "s", "median"),
+    Target("reference_switchover", "reference profile: planned switchover loses", 1, "<=", "probes", "max"),
+    Target("fast_switchover", "fast profile: planned switchover loses", 1, "<=", "probes", "max"),
+    Target("rps_ratio", "requests/s through the VIP vs direct to a web node", 0.9, ">=", "x", "median"),
+    Target("vm_memory", "host memory (RSS) per VM", 0.55, "<=", "GiB", "max"),
+)
+TARGET_BY_KEY = {t.key: t for t in TARGETS}
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "s":
+        return f"{value:.1f} s" if abs(value) >= 10 else f"{value:.2f} s"
+    if unit == "x":
+        return f"{value:.2f}×"
+    if unit == "GiB":
+        return f"{value:.3f} GiB"
+    if unit == "probes":
+        return f"{value:g} probe{'' if value == 1 else 's'}"
+    return f"{value:g} {unit}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str
+    title: str
+    stat: str
+    value: float | None
+    limit: float
+    op: str
+    unit: str
+    met: bool | None  # None: not measured
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verdict(target: Target, value: float | None) -> Verdict:
+    """met / not met, and how far off: the difference and the factor (or `not measured`)."""
+    t = target
+    limit = f"{t.limit:g} {t.unit}" if t.unit in ("s", "GiB") else fmt(t.limit, t.unit)
+    want = f"{t.op.replace('<=', '≤').replace('>=', '≥')} {limit}"
+    if value is None:
+        return Verdict(t.key, t.title, t.stat, None, t.limit, t.op, t.unit, None, f"not measured (target {want})")
+    met = value <= t.limit if t.op == "<=" else value >= t.limit
+    if met:
+        return Verdict(t.key, t.title, t.stat, value, t.limit, t.op, t.unit, True, f"met ({fmt(value, t.unit)} {want})")
+    diff = abs(value - t.limit)
+    over = "over" if t.op == "<=" else "under"
+    if t.unit == "probes":
+        far = f"{diff:g} {over}"
+    elif t.unit == "x":
+        far = f"{diff:.2f} {over}"
+    else:
+        far = f"{fmt(diff, t.unit)} {over}"
+    if t.op == "<=" and t.limit > 0 and t.unit != "probes":
+        factor = value / t.limit
+        far += f", {factor:.2f}× the target" if factor < 2 else f", {factor:.1f}× the target"
+    return Verdict(t.key, t.title, t.stat, value, t.limit, t.op, t.unit, False,
+                   f"not met: {fmt(value, t.unit)}, {far} (target {want})")
+
+
+def pick(s: Mapping[str, Any] | None, stat: str) -> float | None:
+    """The statistic a target compares, from a summary() dict."""
+    return None if not s else s.get(stat)

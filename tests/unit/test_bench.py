@@ -1,0 +1,242 @@
+"""The bench's pure parts: summaries, wrk's output, target verdicts, the stacks' config, the Markdown table,
+the drill rounds' bookkeeping and the timeline plot (no lab, no VMs)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import config as bcfg
+from bench import drill as bdrill
+from bench import plot, report, stats
+from bench.stacks import COMMAND_TYPE, DOMAIN_TYPE, phases
+from model.settings import HostFacts, load
+from tests.conftest import ROOT
+
+WRK = """Running 10s test @ http://192.168.101.100/
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.12ms    2.31ms  40.12ms   85.23%
+    Req/Sec     1.58k   123.45     1.80k    70.00%
+  Latency Distribution
+     50%  480.00us
+     75%    5.90ms
+     90%    7.20ms
+     99%    1.23s
+  15734 requests in 10.01s, 5.12MB read
+Requests/sec:   1571.84
+Transfer/sec:    523.45KB
+"""
+
+
+# ---- summaries and wrk -----------------------------------------------------------------------------
+def test_summary_median_min_max_and_missing_values():
+    assert stats.summary([3, 1, 2, None]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert stats.summary([1, 2, 3, 4])["median"] == 2.5
+    assert stats.summary([]) == {"median": None, "min": None, "max": None, "n": 0}
+    assert stats.summary([None, float("nan")])["n"] == 0
+
+
+def test_parse_wrk_reads_rate_latency_units_and_counts():
+    r = stats.parse_wrk(WRK)
+    assert r["rps"] == 1571.84 and r["requests"] == 15734
+    assert r["p50_ms"] == 0.48 and r["p99_ms"] == 1230.0
+    assert r["non_2xx"] == 0 and r["socket_errors"] == 0 and stats.wrk_ok(r)
+
+
+def test_parse_wrk_counts_errors_and_survives_garbage():
+    r = stats.parse_wrk(WRK + "  Socket errors: connect 0, read 3, write 0, timeout 2\n  Non-2xx or 3xx responses: 7\n")
+    assert r["socket_errors"] == 5 and r["non_2xx"] == 7 and not stats.wrk_ok(r)
+    empty = stats.parse_wrk("unable to connect to 192.168.101.230:80 Connection refused")
+    assert empty["rps"] is None and empty["p50_ms"] is None and not stats.wrk_ok(empty)
+
+
+# ---- verdicts --------------------------------------------------------------------------------------
+def test_verdict_met_and_how_far_off():
+    cold = stats.TARGET_BY_KEY["cold_up"]
+    ok = stats.verdict(cold, 42.0)
+    assert ok.met is True and ok.detail == "met (42.0 s ≤ 60 s)"
+    bad = stats.verdict(cold, 240.0)
+    assert bad.met is False and "+" not in bad.detail
+    assert bad.detail == "not met: 240.0 s, 180.0 s over, 4.0× the target (target ≤ 60 s)"
+    assert stats.verdict(cold, None).met is None and "not measured" in stats.verdict(cold, None).detail
+
+
+def test_verdict_ratio_probes_and_memory():
+    ratio = stats.TARGET_BY_KEY["rps_ratio"]
+    assert stats.verdict(ratio, 0.95).met
+    low = stats.verdict(ratio, 0.82)
+    assert not low.met and "0.08 under" in low.detail and "≥ 0.90×" in low.detail
+    sw = stats.verdict(stats.TARGET_BY_KEY["fast_switchover"], 3)
+    assert not sw.met and "3 probes, 2 over" in sw.detail
+    assert stats.verdict(stats.TARGET_BY_KEY["fast_switchover"], 1).detail == "met (1 probe ≤ 1 probe)"
+    mem = stats.verdict(stats.TARGET_BY_KEY["vm_memory"], 0.6)
+    assert not mem.met and "0.050 GiB over" in mem.detail
+    assert stats.verdict(stats.TARGET_BY_KEY["fast_keepalived"], 0.3).met  # the limit itself is met
+
+
+def test_every_target_has_a_figure_in_evaluate():
+    keys = {t.key for t in stats.TARGETS}
+    assert keys == {"cold_up", "noop_up", "rps_ratio", "vm_memory", *report.PROFILE_TARGETS.values()}
+
+
+# ---- results -> summaries -> verdicts -> table ---------------------------------------------------------
+def step(kind, role, gap, failed, served=0.5, recovered=True):
+    return {"kind": kind, "role": role, "gap_s": gap, "failed_probes": failed, "moved_after_s": 0.6,
+            "served_after_s": served, "recovered": recovered, "start_s": 0.0, "end_s": 3.0}
+
+
+def rounds_of(kind_gaps: dict[str, list[tuple[float, int]]]):
+    n = len(next(iter(kind_gaps.values())))
+    return [{"round": i + 1, "steps": {
+        **{f"{k}_b": step(k, "break", g[i][0], g[i][1]) for k, g in kind_gaps.items()},
+        **{f"{k}_r": step(k, "restore", 0.1, 1) for k in kind_gaps}}} for i in range(n)]
+
+
+def sample_results():
+    cycles = [{"cycle": c, "failover_drill": c == 1, "up_cold_s": s, "up_noop_s": n, "preview_s": 5.0, "destroy_s": 20.0,
+               "phases": {"vms_s": 60.0, "verify_s": s - 70}, "verification": {"wait_s": 80.0, "checks_s": 5.0,
+                                                                             "drill_s": 60.0 if c == 1 else None},
+               "noop_changes": {}}
+              for c, s, n in ((1, 300.0, 9.0), (2, 200.0, 11.0), (3, 210.0, 12.0))]
+    fast = rounds_of({"keepalived": [(0.2, 2), (0.4, 4), (0.3, 3)], "hard": [(0.6, 6)] * 3,
+                      "poweroff": [(0.4, 4)] * 3, "nginx_kill": [(0.9, 9)] * 3, "switchover": [(0, 0), (0.1, 2), (0, 0)]})
+    ref = rounds_of({"keepalived": [(0.3, 3)] * 3, "nginx_kill": [(2.1, 21)] * 3, "switchover": [(0, 0)] * 3})
+    ov_rounds = [{"round": i, "vip": {"rps": v, "p50_ms": 4.0, "p99_ms": 9.0}, "direct": {"rps": d, "p50_ms": 2.0, "p99_ms": 5.0}}
+                 for i, v, d in ((1, 900.0, 1000.0), (2, 800.0, 1000.0), (3, 950.0, 1000.0))]
+    results = {
+        "started_at": "2026-11-25 19:00 UTC", "wall_s": 3000.0,
+        "machine": {"nproc": 2, "cpu_model": "Xeon", "memory_gib": 23.4, "kernel": "6.1", "domain_type": "qemu",
+                    "qemu": "QEMU 7.2", "libvirt": "libvirt 9.0.0"},
+        "config": {"repeat": 3, "probe_interval_s": 0.1, "wrk": {"threads": 1, "connections": 8, "seconds": 10, "rounds": 3}},
+        "deploy": {"stack": "bench-ref-x", "subnet": "192.168.101.0/24", "cycles": cycles,
+                   "summary": report.deploy_summary(cycles)},
+        "failover": {"reference": {"summary": report.failover_summary(ref)},
+                     "fast": {"summary": report.failover_summary(fast)}},
+        "overhead": {"summary": report.overhead_summary(ov_rounds)},
+        "memory": {"reference": {"per_vm_mib": {"s-lb01": 500.0, "s-web01": 520.5}, "max_mib": 520.5, "total_mib": 1020.5},
+                   "fast": {"per_vm_mib": {"f-lb01": 580.0}, "max_mib": 580.0, "total_mib": 580.0}},
+        "notes": ["cycles 2..3 without drill"],
+    }
+    return results
+
+
+def test_summaries_feed_the_verdicts():
+    res = sample_results()
+    v = {x.key: x for x in report.evaluate(res)}
+    assert v["cold_up"].value == 210.0 and not v["cold_up"].met
+    assert v["noop_up"].value == 11.0 and not v["noop_up"].met
+    assert v["fast_keepalived"].value == 0.3 and v["fast_keepalived"].met
+    assert v["fast_hard"].value == 0.6 and not v["fast_hard"].met
+    assert v["fast_poweroff"].met and v["fast_nginx_kill"].met
+    assert v["reference_nginx_kill"].value == 2.1 and not v["reference_nginx_kill"].met
+    assert v["fast_switchover"].value == 2 and not v["fast_switchover"].met  # the max counts for switchovers
+    assert v["reference_switchover"].met
+    assert v["rps_ratio"].value == 0.9 and v["rps_ratio"].met  # median vip 900 / median direct 1000
+    assert v["vm_memory"].value == pytest.approx(0.566, abs=1e-3) and not v["vm_memory"].met
+    assert res["overhead"]["summary"]["round_ratios"] == {"median": 0.9, "min": 0.8, "max": 0.95, "n": 3}
+
+
+def test_missing_sections_are_not_measured():
+    v = {x.key: x for x in report.evaluate({})}
+    assert all(x.met is None for x in v.values())
+    assert "not measured" in report.render({})  # renders without any measurement
+
+
+def test_markdown_table():
+    res = sample_results()
+    res["targets"] = [x.as_dict() for x in report.evaluate(res)]
+    md = report.render(res)
+    assert md.startswith("## hacluster bench (2026-11-25 19:00 UTC)")
+    assert "2 CPUs (Xeon), 23.4 GiB RAM, kernel 6.1, libvirt domain type qemu (TCG" in md
+    assert "Bench wall time 50.0 min (3000 s)" in md
+    assert "| cold `pulumi up` → verified cluster (all cycles) | 210.0 s | 200.0 s | 300.0 s | 3 |" in md
+    assert "full verification incl. failover drill" in md and "verification without drill" in md
+    assert "| fast | keepalived stopped (graceful) | 0.30 s | 0.40 s | 3 / 4 |" in md
+    assert "| ratio VIP / direct (requests/s) | 0.90× |" in md
+    assert "| reference | lb01 500, web01 520 | 0.508 GiB | 0.997 GiB | met (0.508 GiB ≤ 0.55 GiB) |" in md
+    assert "**not met**" in md and "**met**" in md
+    assert md.count("\n| ") > 25 and "5 of 11 targets met." in md
+    for line in md.splitlines():  # every table row has as many cells as its header
+        assert not line.startswith("|") or line.endswith("|")
+
+
+# ---- the stacks' config ------------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", ["reference", "fast"])
+def test_stack_config_is_valid_and_on_its_own_subnet(profile):
+    dev = (ROOT / "Pulumi.dev.yaml").read_text()
+    cfg = bcfg.stack_config(dev, "bench-x", profile, failover_drill=False)
+    text = yaml.safe_dump(cfg)
+    assert "192.168.81." not in text and f"{bcfg.SUBNETS[profile]}.100" in text
+    s = load(bcfg.raw_settings(cfg), "bench-x", ROOT, host=HostFacts(False, False))
+    assert s.network.name == "hacluster-bench-x" and s.network.cidr == f"{bcfg.SUBNETS[profile]}.0/24"
+    assert s.firewall.web_http_from == (f"{bcfg.SUBNETS[profile]}.1/32",)
+    assert s.verify.failover_drill is False
+    if profile == "fast":
+        assert (s.vrrp.profile, s.vrrp.version, s.vrrp.advert_int, s.vrrp.auth_type) == ("fast", 3, 0.1, None)
+    else:
+        assert (s.vrrp.version, s.vrrp.advert_int, s.vrrp.auth_type) == (2, 1, "PASS")
+    spec = bcfg.drill_spec({"vip": s.vip})
+    assert spec["drillKinds"] == list(bcfg.KINDS) and spec["stepTimeout"] == bcfg.STEP_TIMEOUT
+
+
+def test_bench_subnets_differ_from_dev_and_e2e():
+    from tests.e2e.test_pulumi_up import SUBNET as E2E
+
+    assert len({*bcfg.SUBNETS.values(), E2E, bcfg.DEV_PREFIX.rstrip(".")}) == len(bcfg.SUBNETS) + 2
+
+
+# ---- engine events ---------------------------------------------------------------------------------
+def test_phases_from_engine_events():
+    ev = [(1.0, "pre", DOMAIN_TYPE, "d1"), (30.0, "out", DOMAIN_TYPE, "d1"), (42.5, "out", DOMAIN_TYPE, "d2"),
+          (31.0, "pre", COMMAND_TYPE, "urn:x::lb01-config"), (90.0, "out", COMMAND_TYPE, "urn:x::lb01-config"),
+          (95.04, "out", COMMAND_TYPE, "urn:x::web02-config"),
+          (96.0, "pre", COMMAND_TYPE, "urn:x::hacluster-check-verify"),
+          (203.26, "out", COMMAND_TYPE, "urn:x::hacluster-check-verify"), (204.0, "out", "other", "x")]
+    assert phases(ev) == {"vms_s": 42.5, "configs_s": 95.0, "verify_s": 107.3, "verify_started_s": 96.0}
+    assert phases([]) == {}
+
+
+# ---- drill rounds and the timeline ----------------------------------------------------------------------
+def test_drill_rounds_record_every_step_and_one_timeline(monkeypatch):
+    from tests.unit.test_drill_kinds import SPEC, FakeCluster, FakeProber
+    from verifier import run
+    from verifier.spec import from_dict
+
+    spec = from_dict({**SPEC, "stepTimeout": 2})
+    cluster = FakeCluster(spec)
+    FakeProber.cluster = cluster
+    monkeypatch.setattr(run, "Prober", FakeProber)
+    monkeypatch.setattr(run, "SETTLE_AFTER_STEP", 0.0)
+    monkeypatch.setattr(run.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(bdrill, "progress", lambda _m: None)
+    v = run.Verifier(spec, cluster, log=lambda _m: None)
+    v.holder = "lb01"
+    out, timeline = bdrill.rounds(v, list(bcfg.KINDS), 2)
+    v._pool.shutdown()
+    assert [r["round"] for r in out] == [1, 2]
+    assert set(out[1]["steps"]) == {s for k in bcfg.KINDS for s in (run.KINDS[k].break_step, run.KINDS[k].restore_step)}
+    assert {m["role"] for m in timeline["marks"]} == {"break", "restore"} and len(timeline["marks"]) == 10
+    assert timeline["probes"] and all(len(p) == 5 for p in timeline["probes"])
+    summary = report.failover_summary(out)
+    assert summary["poweroff"]["break"]["gap_s"]["n"] == 2
+    json.dumps(out)  # what the bench writes
+
+
+def test_plot_rows_and_panels_and_png(tmp_path: Path):
+    probes = [[0.0, True, "lb01", "web01", None], [0.1, False, None, None, "timed out"],
+              [0.2, True, "lb02", "web02", None], [5.0, True, "lb01", "web02", None]]
+    r = plot.rows(probes, ["lb01", "lb02"], ["web01", "web02"])
+    assert r["failed"] == [(0.1, 0, "failed")]
+    assert r["node"] == [(0.0, 1, "web01"), (0.2, 2, "web02"), (5.0, 2, "web02")]
+    assert r["balancer"] == [(0.0, 3, "lb01"), (0.2, 4, "lb02"), (5.0, 3, "lb01")]
+    marks = [{"step": "keepalived_stop", "kind": "keepalived", "role": "break", "t": 0.05, "end": 1.0,
+              "gap_s": 0.1, "failed_probes": 1},
+             {"step": "keepalived_start", "kind": "keepalived", "role": "restore", "t": 1.0, "end": 5.5,
+              "gap_s": 0.0, "failed_probes": 0}]
+    ps = plot.panels({"marks": marks})
+    assert len(ps) == 1 and ps[0]["x0"] == pytest.approx(0.05 - plot.BEFORE_S) and ps[0]["x1"] == 6.0
+    png = plot.timeline_png(tmp_path / "t.png", {"probes": probes, "marks": marks}, ["lb01", "lb02"],
+                            ["web01", "web02"], "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
