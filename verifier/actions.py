@@ -316,12 +316,15 @@ class NetnsActions(Actions):
                 os.kill(pid, signal.SIGCONT)
 
     def kill(self, lb: Balancer, service: str) -> None:
-        """SIGKILL the service's children, then its main process (all checked to be in lb's namespace)."""
+        """SIGKILL the service's main process, then its children (all checked to be in lb's namespace).
+        The main process goes first: a master still alive would respawn a killed worker, and that orphan
+        would keep serving (and holding the port) after the crash."""
         svc = self._svc(lb, service)
         main = self._pid(lb, svc["pidFile"])
-        pids = [p for p in (self._pid(lb, f) for f in svc.get("childPidFiles", [])) if p]
+        pids = [main] if main else []
         if main:
-            pids += [p for p in _children(main) if p not in pids and netns.process_in(p, self._ns(lb))] + [main]
+            pids += [p for p in _children(main) if netns.process_in(p, self._ns(lb))]
+        pids += [p for p in (self._pid(lb, f) for f in svc.get("childPidFiles", [])) if p and p not in pids]
         if not pids:
             raise ActionError(f"{service} does not run on {lb.name}: nothing to kill")
         for pid in pids:
