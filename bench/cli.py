@@ -27,9 +27,23 @@ from pulumi import automation as auto
 
 from . import config as bcfg
 from . import drill as bdrill
-from .lab import NETNS, lab_busy, libvirt_objects, machine, memory, progress, subnets_in_use, wait_for_lab, wrk
+from .lab import (
+    NETNS,
+    cpu_snapshot,
+    domains,
+    lab_busy,
+    libvirt_objects,
+    machine,
+    memory,
+    progress,
+    serial_log,
+    subnets_in_use,
+    wait_for_lab,
+    wrk,
+)
 from .report import deploy_summary, evaluate, failover_summary, overhead_summary, render
 from .stacks import BenchStack
+from .stats import boot_phases, cloud_init_stages, cpu_usage
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -87,6 +101,13 @@ class Bench:
                          + "; ".join(f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["passed"]))
         return seconds, up, phases
 
+    @staticmethod
+    def _guests(name: str) -> dict[str, dict[str, float]]:
+        """Per node of stack `name`: its last boot's phases from the serial console (kernel + systemd,
+        cloud-init stages), in guest uptime seconds."""
+        return {d[len(name) + 1:]: boot_phases(cloud_init_stages(serial_log(d)))
+                for d in domains() if d.startswith(f"{name}-")}
+
     def _settings(self, name: str, config: dict):
         from model.settings import load
 
@@ -106,6 +127,7 @@ class Bench:
                 st.configure(config)
                 up_s, up, phases = self._up(st)
                 rec: dict[str, Any] = {"cycle": cycle, "failover_drill": full, "up_cold_s": up_s, "phases": phases,
+                                       "guests": self._guests(name),
                                        "verification": (up.outputs.get("verification").value or {}).get("durations")
                                        if up.outputs.get("verification") else None}
                 noop_s, again, _ = st.up()
@@ -140,7 +162,7 @@ class Bench:
             st.configure(config)
             up_s, up, phases = self._up(st)
             self.results["deploy"]["fast_cold_up"] = {
-                "stack": name, "up_cold_s": up_s, "phases": phases,
+                "stack": name, "up_cold_s": up_s, "phases": phases, "guests": self._guests(name),
                 "verification": (up.outputs["verification"].value or {}).get("durations")}
             self.results["memory"]["fast"] = memory(name)
             self.failover("fast", name, config, up.outputs)
@@ -218,9 +240,14 @@ class Bench:
             order = ("vip", "direct") if i % 2 == 0 else ("direct", "vip")
             rec: dict[str, Any] = {"round": i + 1}
             for path in order:
+                before = cpu_snapshot(name)
                 rec[path] = wrk(urls[path], host, seconds=self.wrk_seconds)
+                rec[path]["cpu"] = cpu_usage(before, cpu_snapshot(name), rec[path].get("requests"),
+                                             [b.name for b in settings.balancers])
+                cpu = rec[path]["cpu"]
                 progress(f"  round {i + 1} {path}: {rec[path].get('rps')} req/s, p50 {rec[path].get('p50_ms')} ms, "
-                         f"p99 {rec[path].get('p99_ms')} ms")
+                         f"p99 {rec[path].get('p99_ms')} ms; host busy {cpu.get('host_busy_cores')} cores, VM CPU "
+                         f"{cpu.get('vm_cpu_ms_per_request')} ms/request")
             rounds.append(rec)
         bad = [f"round {r['round']} {p}: {r[p].get('error') or r[p]}" for r in rounds for p in ("vip", "direct")
                if not r[p].get("rps") or r[p].get("non_2xx") or r[p].get("socket_errors")]

@@ -138,14 +138,51 @@ def domain_type(domain: str) -> str | None:
 
 def qemu_rss_mib(domain: str) -> float | None:
     """Host RSS of the domain's qemu process: pid from /run/libvirt/qemu/<domain>.pid, VmRSS from /proc."""
+    pid = qemu_pid(domain)
+    if pid is None:
+        return None
     try:
-        pid = int((QEMU_RUN / f"{domain}.pid").read_text().strip())
-        if not Path(f"/proc/{pid}/comm").read_text().startswith("qemu"):
-            return None
         m = re.search(r"^VmRSS:\s+([0-9]+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
     except (OSError, ValueError):
         return None
     return round(int(m.group(1)) / 1024, 1) if m else None
+
+
+def qemu_pid(domain: str) -> int | None:
+    try:
+        pid = int((QEMU_RUN / f"{domain}.pid").read_text().strip())
+        return pid if Path(f"/proc/{pid}/comm").read_text().startswith("qemu") else None
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_snapshot(stack: str) -> dict[str, Any]:
+    """Wall clock, the host's busy/total CPU seconds (/proc/stat) and each of the stack's qemu processes'
+    CPU seconds (utime + stime of /proc/PID/stat), keyed by node name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(fields[:8]) / tick
+    idle = (fields[3] + fields[4]) / tick
+    qemu = {}
+    for d in domains():
+        if d.startswith(f"{stack}-"):
+            pid = qemu_pid(d)
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text() if pid else ""
+            except OSError:
+                stat = ""
+            if stat:
+                rest = stat[stat.rindex(")") + 2:].split()
+                qemu[d[len(stack) + 1:]] = (int(rest[11]) + int(rest[12])) / tick
+    return {"t": time.monotonic(), "host": (total - idle, total), "qemu": qemu}
+
+
+def serial_log(domain: str) -> str:
+    """The guest's serial console as virtlogd keeps it (templates/domain-tcg.xsl adds the <log>)."""
+    try:
+        return Path(f"/var/log/libvirt/qemu/{domain}-serial0.log").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def memory(stack: str) -> dict[str, Any]:

@@ -54,6 +54,59 @@ def wrk_ok(r: Mapping[str, Any]) -> bool:
     return bool(r.get("rps")) and bool(r.get("requests")) and not r.get("non_2xx") and not r.get("socket_errors")
 
 
+# ---- guests' boot (serial console) ---------------------------------------------------------------------
+_CI_RUN = re.compile(r"Cloud-init v\. \S+ running '([a-z:-]+)' at [^\n]*?Up ([0-9.]+) seconds")
+_CI_DONE = re.compile(r"Cloud-init v\. \S+ finished at [^\n]*?Up ([0-9.]+) seconds")
+CI_STAGES = {"init-local": "init_local", "init": "init", "modules:config": "config", "modules:final": "final"}
+
+
+def cloud_init_stages(serial: str) -> dict[str, float]:
+    """Guest uptime (s) when each cloud-init stage started and when it finished, for the LAST boot in a
+    serial console log (a log can hold several boots: a power-off drill reboots the node)."""
+    last = serial.rfind("running 'init-local'")
+    if last < 0:
+        return {}
+    text = serial[serial.rfind("\n", 0, last) + 1:]
+    out = {CI_STAGES[stage]: float(up) for stage, up in _CI_RUN.findall(text) if stage in CI_STAGES}
+    m = _CI_DONE.search(text)
+    if m:
+        out["done"] = float(m.group(1))
+    return out
+
+
+def boot_phases(stages: dict[str, float]) -> dict[str, float]:
+    """Durations from cloud_init_stages: kernel+systemd until cloud-init, its local+network stages,
+    the config modules, the final modules (runcmd: nft, nginx, keepalived), and the total."""
+    out = {}
+    for key, a, b in (("kernel_systemd_s", None, "init_local"), ("ci_init_s", "init_local", "config"),
+                      ("ci_config_s", "config", "final"), ("ci_final_s", "final", "done"), ("ready_s", None, "done")):
+        if b in stages and (a is None or a in stages):
+            out[key] = round(stages[b] - (stages[a] if a else 0.0), 1)
+    return out
+
+
+# ---- CPU -----------------------------------------------------------------------------------------------
+def cpu_usage(before: dict[str, Any], after: dict[str, Any], requests: int | None = None,
+              balancers: Iterable[str] = ()) -> dict[str, Any]:
+    """From two cpu snapshots ({"t": wall s, "host": (busy s, total s), "qemu": {vm: cpu s}}): host cores
+    busy, cores per VM, and VM CPU milliseconds per request (all VMs, the balancers, the web nodes)."""
+    lbs = set(balancers)
+    wall = after["t"] - before["t"]
+    if wall <= 0:
+        return {}
+    busy = (after["host"][0] - before["host"][0]) / wall
+    per_vm = {vm: round((after["qemu"][vm] - before["qemu"][vm]) / wall, 3)
+              for vm in after["qemu"] if vm in before["qemu"]}
+    out: dict[str, Any] = {"host_busy_cores": round(busy, 3), "vm_cores": per_vm,
+                           "vm_cores_total": round(sum(per_vm.values()), 3)}
+    if requests:
+        ms = {vm: c * wall * 1000 / requests for vm, c in per_vm.items()}
+        out["vm_cpu_ms_per_request"] = round(sum(ms.values()), 3)
+        out["lb_cpu_ms_per_request"] = round(sum(v for k, v in ms.items() if k in lbs), 3)
+        out["web_cpu_ms_per_request"] = round(sum(v for k, v in ms.items() if k not in lbs), 3)
+    return out
+
+
 # ---- targets -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:

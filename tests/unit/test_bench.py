@@ -240,3 +240,57 @@ def test_plot_rows_and_panels_and_png(tmp_path: Path):
     png = plot.timeline_png(tmp_path / "t.png", {"probes": probes, "marks": marks}, ["lb01", "lb02"],
                             ["web01", "web02"], "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+# ---- guests' boot and CPU ----------------------------------------------------------------------------
+CI = "cloud-init[241]: Cloud-init v. 22.4.2"
+DATE = "Wed, 25 Nov 2026 19:51:56 +0000"
+
+
+def ci(stage: str, up: float) -> str:
+    """A serial console line as the guests print it."""
+    if stage == "done":
+        return f"[{up:12.6f}] {CI} finished at {DATE}. Datasource DataSourceNoCloud [seed=/dev/sr0][dsmode=net].  Up {up} seconds"
+    return f"[{up:12.6f}] {CI} running '{stage}' at {DATE}. Up {up} seconds."
+
+
+SERIAL = "\n".join(["[    0.000000] Linux version 6.1.0-28-amd64", ci("init-local", 48.18), ci("init", 63.04),
+                    "lb01 login: " + ci("modules:config", 111.09), ci("modules:final", 147.47), ci("done", 201.35), ""])
+REBOOT = "\n".join([ci("init-local", 27.1), ci("init", 34.7), ""])
+
+
+def test_cloud_init_stages_of_the_last_boot():
+    first = stats.cloud_init_stages(SERIAL)
+    assert first == {"init_local": 48.18, "init": 63.04, "config": 111.09, "final": 147.47, "done": 201.35}
+    assert stats.boot_phases(first) == {"kernel_systemd_s": 48.2, "ci_init_s": 62.9, "ci_config_s": 36.4,
+                                        "ci_final_s": 53.9, "ready_s": 201.3}
+    again = stats.cloud_init_stages(SERIAL + REBOOT)  # a power-off drill rebooted it: only the last boot counts
+    assert again == {"init_local": 27.1, "init": 34.7}
+    assert stats.boot_phases(again) == {"kernel_systemd_s": 27.1}
+    assert stats.cloud_init_stages("no cloud-init here") == {} and stats.boot_phases({}) == {}
+
+
+def test_cpu_usage_per_vm_and_per_request():
+    before = {"t": 100.0, "host": (50.0, 200.0), "qemu": {"lb01": 10.0, "web01": 20.0, "web02": 5.0}}
+    after = {"t": 110.0, "host": (68.0, 220.0), "qemu": {"lb01": 16.0, "web01": 24.0, "web02": 7.0, "lb02": 1.0}}
+    u = stats.cpu_usage(before, after, requests=6000, balancers=["lb01", "lb02"])
+    assert u["host_busy_cores"] == 1.8 and u["vm_cores"] == {"lb01": 0.6, "web01": 0.4, "web02": 0.2}
+    assert u["vm_cores_total"] == 1.2
+    assert u["vm_cpu_ms_per_request"] == 2.0 and u["lb_cpu_ms_per_request"] == 1.0 and u["web_cpu_ms_per_request"] == 1.0
+    assert "vm_cpu_ms_per_request" not in stats.cpu_usage(before, after)
+    assert stats.cpu_usage(after, after) == {}
+
+
+def test_table_shows_guest_boot_and_cpu():
+    res = sample_results()
+    res["deploy"]["cycles"][0]["guests"] = {"lb01": stats.boot_phases(stats.cloud_init_stages(SERIAL))}
+    rounds = [{"round": 1, "vip": {"rps": 600.0, "cpu": {"host_busy_cores": 1.95, "vm_cpu_ms_per_request": 2.5,
+                                                         "lb_cpu_ms_per_request": 1.4, "web_cpu_ms_per_request": 1.1}},
+               "direct": {"rps": 1400.0, "cpu": {"host_busy_cores": 1.9, "vm_cpu_ms_per_request": 1.0,
+                                                 "lb_cpu_ms_per_request": 0.0, "web_cpu_ms_per_request": 1.0}}}]
+    res["overhead"]["summary"] = report.overhead_summary(rounds)
+    res["deploy"]["summary"] = report.deploy_summary(res["deploy"]["cycles"])
+    md = report.render(res)
+    assert "guests (median of 1, uptime): kernel + systemd 48.2 s" in md and "ready at 201.3 s" in md
+    assert "| 600 | – | – | 1.95 of 2 cores | 2.50 ms (1.4 + 1.1) | 1 |" in md
+    assert res["deploy"]["summary"]["guest_ready_s"]["median"] == 201.3
