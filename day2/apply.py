@@ -16,6 +16,14 @@ import sys
 SUFFIX = ".hacluster-new"
 # What validates and reloads each kind of file. Overridable for tests through HACLUSTER_APPLY_CMDS.
 COMMANDS = {
+    # systemd units and drop-ins first: the restarts below must see them.
+    "units": {"match": ("hacluster-health.service", "10-hacluster.conf"), "check": ["true"],
+              "reload": ["systemctl", "daemon-reload"]},
+    "agent": {"match": ("health.json", "health.py"),
+              "check": ["python3", "-c", "import ast, json, sys; p = sys.argv[1]; t = open(p).read(); "
+                        "json.loads(t) if p.split('.hacluster-new')[0].endswith('.json') else ast.parse(t)",
+                        "{staged}"],
+              "reload": ["systemctl", "restart", "hacluster-health"]},
     "nginx": {"match": "nginx.conf", "check": ["nginx", "-t", "-q", "-c", "{staged}"],
               "reload": ["systemctl", "reload", "nginx"]},
     "keepalived": {"match": "keepalived.conf", "check": ["keepalived", "-t", "-f", "{staged}"],
@@ -25,8 +33,10 @@ COMMANDS = {
 }
 
 
-def kind_of(path):
-    return next((k for k, c in COMMANDS.items() if os.path.basename(path).startswith(c["match"])), None)
+def kind_of(path, commands=COMMANDS):
+    name = os.path.basename(path)
+    return next((k for k, c in commands.items() if name.startswith(c["match"] if isinstance(c["match"], str)
+                                                                  else tuple(c["match"]))), None)
 
 
 def run(argv):
@@ -60,7 +70,7 @@ def main():
             os.chmod(tmp, int(f["mode"], 8))
             staged.append(f["path"])
         for path in staged:
-            kind = kind_of(path)
+            kind = kind_of(path, commands)
             if kind is None:
                 continue
             argv = [a.format(staged=path + SUFFIX, path=path) for a in commands[kind]["check"]]
@@ -77,10 +87,9 @@ def main():
     for path in staged:
         os.replace(path + SUFFIX, path)
     reloaded = []
-    for kind in dict.fromkeys(kind_of(p) for p in staged):
-        if kind is None:
-            continue
-        argv = [a.format(path=next(p for p in staged if kind_of(p) == kind)) for a in commands[kind]["reload"]]
+    kinds = {kind_of(p, commands) for p in staged}
+    for kind in [k for k in commands if k in kinds]:  # in COMMANDS order: units before the restarts
+        argv = [a.format(path=next(p for p in staged if kind_of(p, commands) == kind)) for a in commands[kind]["reload"]]
         rc, out = run(argv)
         if rc != 0:
             print(json.dumps({"node": payload.get("node"), "error": f"{' '.join(argv)}: rc {rc}: {out[-400:]}"}))

@@ -6,6 +6,7 @@ network namespaces, with `Paths` pointing into a scratch prefix) and the unit te
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import jinja2
 from .settings import Node, Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+AGENT = Path(__file__).resolve().parent.parent / "agent" / "health.py"
+EJECT_TABLE = "hacluster_eject"
 SCRIPT_USER = "keepalived_script"
 SITE = "hacluster"
 
@@ -39,19 +42,29 @@ class Paths:
     webroot: str = "/var/www/hacluster"
     nginx_conf: str = "/etc/nginx/nginx.conf"
     keepalived_conf: str = "/etc/keepalived/keepalived.conf"
-    check_script: str = "/etc/keepalived/check_nginx.sh"
     notify_script: str = "/etc/keepalived/notify.sh"
     nftables_conf: str = "/etc/nftables.conf"
     state_file: str | None = None
-    health_url: str = "http://127.0.0.1/healthz"
+    # The health agent (agent/health.py) and what it writes: keepalived's track file, its own state.
+    health_agent: str = "/usr/local/lib/hacluster/health.py"
+    health_conf: str = "/etc/hacluster/health.json"
+    track_file: str = "/run/hacluster/vrrp-track"
+    health_state: str = "/run/hacluster/health-state.json"
+    nginx_reload: tuple[str, ...] = ("systemctl", "reload", "nginx")
+    systemd_dir: str | None = "/etc/systemd/system"  # None: no init system (the namespace tier)
+    require_netns: bool = False  # the agent refuses the root namespace (the namespace tier)
 
     def under(self, prefix: str) -> Paths:
         """Every file below `prefix` (for nginx -p / keepalived in a namespace)."""
         return replace(self, pid=f"{prefix}/nginx.pid", log_dir=f"{prefix}/logs", temp_dir=f"{prefix}/tmp",
                        webroot=f"{prefix}/www", nginx_conf=f"{prefix}/nginx.conf",
-                       keepalived_conf=f"{prefix}/keepalived.conf", check_script=f"{prefix}/check_nginx.sh",
+                       keepalived_conf=f"{prefix}/keepalived.conf",
                        notify_script=f"{prefix}/notify.sh",
-                       nftables_conf=f"{prefix}/nftables.conf", state_file=f"{prefix}/vrrp-state.log")
+                       nftables_conf=f"{prefix}/nftables.conf", state_file=f"{prefix}/vrrp-state.log",
+                       health_agent=f"{prefix}/health.py", health_conf=f"{prefix}/health.json",
+                       track_file=f"{prefix}/vrrp-track", health_state=f"{prefix}/health-state.json",
+                       nginx_reload=("nginx", "-p", prefix, "-c", f"{prefix}/nginx.conf", "-s", "reload"),
+                       systemd_dir=None, require_netns=True)
 
 
 VM_PATHS = Paths()
@@ -103,12 +116,40 @@ def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM
     else:
         files += [
             NodeFile(paths.keepalived_conf, keepalived_conf(s, node, auth_pass, paths), "0600"),
-            NodeFile(paths.check_script, render("check_nginx.sh.j2", health_url=paths.health_url), "0755"),
             NodeFile(paths.notify_script, render("notify.sh.j2", **ctx), "0755"),
+            NodeFile(paths.health_agent, AGENT.read_text(), "0755"),
+            NodeFile(paths.health_conf, health_conf(s, node, paths), "0644"),
         ]
+    if paths.systemd_dir:
+        d = paths.systemd_dir
+        # nginx comes back by itself after a crash; the agent's unit; keepalived starts after the agent.
+        files.append(NodeFile(f"{d}/nginx.service.d/10-hacluster.conf", render("nginx-service.conf.j2", **ctx)))
+        if node.role == "lb":
+            files += [NodeFile(f"{d}/hacluster-health.service", render("hacluster-health.service.j2", **ctx)),
+                      NodeFile(f"{d}/keepalived.service.d/10-hacluster.conf", render("keepalived-service.conf.j2", **ctx))]
     if s.firewall.enabled:
         files.append(NodeFile(paths.nftables_conf, firewall_conf(s, node), "0644"))
     return files
+
+
+def health_conf(s: Settings, node: Node, paths: Paths = VM_PATHS) -> str:
+    """The health agent's input (agent/health.py), dumped from data."""
+    peer = next(b for b in s.balancers if b is not node)
+    by_name = {w.name: w for w in s.web_nodes}
+    ac, v = s.nginx.active_check, s.vrrp
+    conf = {
+        "node": node.name, "stateFile": paths.health_state, "requireNetns": paths.require_netns,
+        "vrrp": {"enabled": v.health_check, "trackFile": paths.track_file, "localIp": "127.0.0.1",
+                 "peerIp": peer.ip, "port": 80, "path": "/healthz", "interval": v.check_interval,
+                 "timeout": v.check_timeout, "fall": v.check_fall, "rise": v.check_rise,
+                 "slowFall": v.check_slow_fall},
+        "upstream": {"enabled": ac.enabled, "interval": ac.interval, "timeout": ac.timeout, "fall": ac.fall,
+                     "rise": ac.rise, "port": 80, "path": "/healthz", "nftTable": EJECT_TABLE,
+                     "nodes": [{"name": w.name, "ip": w.ip} for w in s.web_nodes],
+                     "pools": [[by_name[m].name for m in p.members] for p in s.nginx.pools],
+                     "killConnections": True, "reload": list(paths.nginx_reload)},
+    }
+    return json.dumps(conf, indent=2, sort_keys=True) + "\n"
 
 
 def firewall_conf(s: Settings, node: Node) -> str:

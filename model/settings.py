@@ -33,9 +33,11 @@ DEFAULTS: dict[str, Any] = {
     ],
     "vrrp": {"profile": "reference", "virtualRouterId": 51, "advertInt": 1, "version": 2, "authType": "PASS",
              "transport": "unicast", "interface": "eth0", "nopreempt": False, "preemptDelay": 0,
-             "garpMasterRefresh": 60, "healthCheck": True, "checkFall": 2, "checkRise": 2},
+             "garpMasterRefresh": 60, "healthCheck": True, "checkFall": 2, "checkRise": 2,
+             "checkInterval": 0.5, "checkTimeout": 2, "checkSlowFall": 10},
     "nginx": {"serverName": "www.example.local", "clientMaxBodySize": "200m",
-              "upstream": {"weight": 1, "maxFails": 3, "failTimeout": 60},
+              "upstream": {"weight": 1, "maxFails": 3, "failTimeout": 60,
+                           "activeCheck": {"enabled": True, "interval": 0.5, "timeout": 1, "fall": 2, "rise": 2}},
               "proxy": {"connectTimeout": 30, "sendTimeout": 60, "readTimeout": 60,
                         "buffering": True, "bufferSize": "256k", "buffers": "4 256k"},
               "persistence": "none", "routing": None},
@@ -57,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
 #        nginx check; the cost is 10 adverts/s per pair.
 PROFILES: dict[str, dict[str, Any]] = {
     "reference": {},
-    "fast": {"version": 3, "advertInt": 0.1, "authType": "none", "checkFall": 1},
+    "fast": {"version": 3, "advertInt": 0.1, "authType": "none", "checkFall": 1, "checkInterval": 0.2},
 }
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -117,6 +119,20 @@ class VrrpSettings:
     check_fall: int
     check_rise: int
     profile: str
+    check_interval: float = 0.5  # the health agent's round (s)
+    check_timeout: float = 2.0  # a local probe slower than this is "slow"
+    check_slow_fall: int = 10  # slow rounds in a row before slowness counts as failure
+
+
+@dataclass(frozen=True)
+class ActiveCheck:
+    """The balancers' active checks of the web nodes (the health agent ejects a failing node)."""
+
+    enabled: bool = True
+    interval: float = 0.5
+    timeout: float = 1.0
+    fall: int = 2
+    rise: int = 2
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,7 @@ class NginxSettings:
     pools: tuple[Pool, ...]  # always at least the default pool
     rules: tuple[RouteRule, ...]
     default_pool: str
+    active_check: ActiveCheck = ActiveCheck()
 
 
 @dataclass(frozen=True)
@@ -264,17 +281,18 @@ class _Checker:
             return lo if lo is not None else 0
         return value
 
-    def num(self, key: str, value: Any) -> float:
+    def num(self, key: str, value: Any, lo: float = 0.0, hi: float | None = None) -> float:
+        allowed = f"must be a number of seconds {lo:g}..{hi:g}" if hi is not None else "must be a number of seconds > 0"
         try:
             f = float(value)
-            if isinstance(value, bool):
+            if isinstance(value, bool) or f != f or f in (float("inf"), float("-inf")):
                 raise ValueError
         except (TypeError, ValueError):
-            self.bad(key, value, "must be a number of seconds > 0")
-            return 1.0
-        if f <= 0:
-            self.bad(key, value, "must be a number of seconds > 0")
-            return 1.0
+            self.bad(key, value, allowed)
+            return max(lo, 1.0) if hi is None else lo
+        if f <= 0 or f < lo or (hi is not None and f > hi):
+            self.bad(key, value, allowed)
+            return max(lo, 1.0) if hi is None else lo
         return f
 
     def bool_(self, key: str, value: Any) -> bool:
@@ -456,6 +474,14 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
     up = c.keys("nginx.upstream", _merge(DEFAULTS["nginx"]["upstream"], (cfg["nginx"] or {}).get("upstream")),
                 DEFAULTS["nginx"]["upstream"])
     default_weight = c.int_("nginx.upstream.weight", up.get("weight"), 1, 1000)
+    ac = c.keys("nginx.upstream.activeCheck", _merge(DEFAULTS["nginx"]["upstream"]["activeCheck"], up.get("activeCheck")),
+                DEFAULTS["nginx"]["upstream"]["activeCheck"])
+    active_check = ActiveCheck(
+        enabled=c.bool_("nginx.upstream.activeCheck.enabled", ac.get("enabled")),
+        interval=c.num("nginx.upstream.activeCheck.interval", ac.get("interval"), 0.1, 10),
+        timeout=c.num("nginx.upstream.activeCheck.timeout", ac.get("timeout"), 0.1, 30),
+        fall=c.int_("nginx.upstream.activeCheck.fall", ac.get("fall"), 1, 10),
+        rise=c.int_("nginx.upstream.activeCheck.rise", ac.get("rise"), 1, 10))
     web_nodes = []
     for i, w in enumerate(webs_raw):
         key = f"webNodes[{i}]"
@@ -505,6 +531,9 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
         check_fall=c.int_("vrrp.checkFall", vr.get("checkFall"), 1, 10),
         check_rise=c.int_("vrrp.checkRise", vr.get("checkRise"), 1, 10),
         profile=profile,
+        check_interval=c.num("vrrp.checkInterval", vr.get("checkInterval"), 0.1, 10),
+        check_timeout=c.num("vrrp.checkTimeout", vr.get("checkTimeout"), 0.1, 30),
+        check_slow_fall=c.int_("vrrp.checkSlowFall", vr.get("checkSlowFall"), 1, 100),
     )
 
     # ---- nginx ---------------------------------------------------------------------------------
@@ -528,6 +557,7 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
         buffers=c.str_("nginx.proxy.buffers", px.get("buffers"), re.compile(r"^[0-9]+ [0-9]+[kKmM]?$"),
                        "'<count> <size>' like '4 256k'"),
         persistence=persistence, pools=pools, rules=rules, default_pool=default_pool,
+        active_check=active_check,
     )
 
     # ---- vm ------------------------------------------------------------------------------------

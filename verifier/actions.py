@@ -5,6 +5,7 @@ Both offer the same small surface; every check and drill step is written once, i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import netns
-from .spec import Balancer, Spec
+from .spec import Balancer, Spec, WebNode
 
 SERVICES = ("keepalived", "nginx")
 # Where the VMs keep keepalived's config (model.render.VM_PATHS.keepalived_conf; a unit test keeps them equal).
@@ -76,8 +77,45 @@ class Actions:
         keepalived (no restart: it keeps running and hands the VIP over by the protocol)."""
         raise NotImplementedError
 
+    # ---- what the load drills need (verifier.scenarios) ------------------------------------------
+    def web_pause(self, node: WebNode) -> None:
+        """Freeze a web node: it neither answers nor resets connections."""
+        raise NotImplementedError
+
+    def web_resume(self, node: WebNode) -> None:
+        raise NotImplementedError
+
+    def web_power_off(self, node: WebNode) -> None:
+        raise NotImplementedError
+
+    def web_power_on(self, node: WebNode) -> None:
+        raise NotImplementedError
+
+    def starve(self, lbs: list[Balancer], quota: int | None) -> None:
+        """CPU-starve the balancers (quota per 100000 us period), or undo it (None)."""
+        raise ActionError("CPU starvation needs libvirt domains: ssh actions (VMs) only")
+
+    def vrrp_cut(self, lb: Balancer, cut: bool) -> None:
+        """Drop every VRRP packet in and out of `lb` (cut), or remove that again."""
+        raise NotImplementedError
+
+    def health_state(self, lb: Balancer) -> dict | None:
+        """The health agent's state file on `lb` (None: not readable)."""
+        return None
+
     def close(self) -> None:
         pass
+
+
+# nft script of the VRRP cut (a table of its own, removed whole by the heal).
+CUT_TABLE = "hacluster_drill_cut"
+CUT_RULES = (f"table inet {CUT_TABLE} {{\n"
+             "  chain in { type filter hook input priority -10; policy accept; ip protocol 112 drop; }\n"
+             "  chain out { type filter hook output priority -10; policy accept; ip protocol 112 drop; }\n}\n")
+FREEZE_TABLE = "hacluster_drill_freeze"
+FREEZE_RULES = (f"table inet {FREEZE_TABLE} {{\n"
+                "  chain in { type filter hook input priority -10; policy drop; }\n"
+                "  chain out { type filter hook output priority -10; policy drop; }\n}\n")
 
 
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -143,12 +181,51 @@ class SshActions(Actions):
         assert service in SERVICES
         self._ssh_ok(lb, f"sudo -n systemctl start {service}", 60)
 
-    def _virsh(self, verb: str, lb: Balancer) -> None:
+    def _virsh(self, verb: str, lb: Balancer | WebNode, *args: str) -> None:
         if not lb.domain:
             raise ActionError(f"no libvirt domain known for {lb.name}")
-        r = _run(["virsh", "-q", "-c", self.spec.libvirt_uri, verb, lb.domain], 60)
+        r = _run(["virsh", "-q", "-c", self.spec.libvirt_uri, verb, lb.domain, *args], 60)
         if r.returncode != 0:
             raise ActionError(f"virsh {verb} {lb.domain}: {_last_line(r.stderr)}")
+
+    def web_pause(self, node: WebNode) -> None:
+        self._virsh("suspend", node)
+
+    def web_resume(self, node: WebNode) -> None:
+        self._virsh("resume", node)
+
+    def web_power_off(self, node: WebNode) -> None:
+        self._virsh("destroy", node)
+
+    def web_power_on(self, node: WebNode) -> None:
+        self._virsh("start", node)
+
+    def starve(self, lbs: list[Balancer], quota: int | None) -> None:
+        q = "-1" if quota is None else str(int(quota))
+        for lb in lbs:
+            self._virsh("schedinfo", lb, "--live", "--set", f"vcpu_quota={q}", "vcpu_period=100000")
+
+    def vrrp_cut(self, lb: Balancer, cut: bool) -> None:
+        if cut:
+            r = self._ssh_input(lb, "sudo -n nft -f -", CUT_RULES)
+        else:
+            r = self._ssh(lb, f"sudo -n nft delete table inet {CUT_TABLE}", 60)
+        if r.returncode != 0:
+            raise ActionError(f"nft on {lb.name}: {_last_line(r.stderr)}")
+
+    def _ssh_input(self, lb: Balancer, command: str, stdin: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command], input=stdin,
+                                  capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired as e:
+            raise ActionError(f"ssh {lb.name} timed out") from e
+
+    def health_state(self, lb: Balancer) -> dict | None:
+        try:
+            r = self._ssh(lb, "sudo -n cat /run/hacluster/health-state.json", 15)
+            return json.loads(r.stdout) if r.returncode == 0 else None
+        except (ActionError, ValueError):
+            return None
 
     def pause(self, lb: Balancer) -> None:
         self._virsh("suspend", lb)
@@ -351,6 +428,64 @@ class NetnsActions(Actions):
         if pid is None:
             raise ActionError(f"keepalived does not run on {lb.name}: nothing to reload")
         os.kill(pid, signal.SIGHUP)
+
+    # ---- load drills -------------------------------------------------------------------------------
+    def _web(self, node: WebNode) -> dict:
+        h = self.spec.hosts.get(node.name)
+        if not isinstance(h, dict) or not h.get("netns"):
+            raise ActionError(f"hosts.{node.name}: netns actions on a web node need its namespace")
+        return h
+
+    def _nft(self, ns: str, script: str) -> None:
+        r = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, capture_output=True,
+                           text=True, timeout=30)
+        if r.returncode != 0:
+            raise ActionError(f"nft in {ns}: {_last_line(r.stderr)}")
+
+    def _nginx_pids(self, ns: str, svc: dict) -> list[int]:
+        pid = read_pid(svc["pidFile"])
+        if pid is None or not _alive(pid) or not netns.process_in(pid, ns):
+            return []
+        return [pid, *[p for p in _children(pid) if netns.process_in(p, ns)]]
+
+    def web_pause(self, node: WebNode) -> None:
+        """A frozen machine: no packet in or out (a drop-all table), its nginx stopped (SIGSTOP)."""
+        h = self._web(node)
+        self._nft(h["netns"], FREEZE_RULES)
+        pids = self._nginx_pids(h["netns"], h["nginx"])
+        self._paused[node.name] = pids
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+
+    def web_resume(self, node: WebNode) -> None:
+        h = self._web(node)
+        for pid in self._paused.pop(node.name, []):
+            if netns.process_in(pid, h["netns"]):
+                os.kill(pid, signal.SIGCONT)
+        self._nft(h["netns"], f"delete table inet {FREEZE_TABLE}\n")
+
+    def _link(self, node: WebNode, state: str) -> None:
+        ns = self._web(node)["netns"]
+        r = _run(["ip", "-n", ns, "link", "set", "eth0", state], 10)
+        if r.returncode != 0:
+            raise ActionError(f"ip -n {ns} link set eth0 {state}: {_last_line(r.stderr)}")
+
+    def web_power_off(self, node: WebNode) -> None:
+        """Gone from the wire: its link down (no ARP answer, no reset)."""
+        self._link(node, "down")
+
+    def web_power_on(self, node: WebNode) -> None:
+        self._link(node, "up")
+
+    def vrrp_cut(self, lb: Balancer, cut: bool) -> None:
+        self._nft(self._ns(lb), CUT_RULES if cut else f"delete table inet {CUT_TABLE}\n")
+
+    def health_state(self, lb: Balancer) -> dict | None:
+        path = self._host(lb).get("healthState")
+        try:
+            return json.loads(Path(path).read_text()) if path else None
+        except (OSError, ValueError):
+            return None
 
     def close(self) -> None:
         for child in self._children:  # reap what already exited; daemons stay up (the cluster as found)

@@ -56,6 +56,7 @@ class Probe:
     balancer: str | None
     error: str | None
     node: str | None = None  # the web node behind it (JSON "node" of /whoami)
+    latency: float | None = None  # launch -> answer (or failure), seconds
 
 
 class Prober:
@@ -91,8 +92,10 @@ class Prober:
     def _one(self, t: float) -> None:
         try:
             r = get(self.vip, "/whoami", server_name=self.server_name, timeout=self.timeout)
+            done = time.monotonic()
             with self._lock:
-                self.probes.append(Probe(t, r.ok, r.balancer, r.error or (None if r.ok else f"HTTP {r.status}"), r.node))
+                self.probes.append(Probe(t, r.ok, r.balancer, r.error or (None if r.ok else f"HTTP {r.status}"), r.node,
+                                         round(done - t, 4)))
         finally:
             self._slots.release()
 

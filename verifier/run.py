@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -23,9 +24,11 @@ from .logic import (
     holders_of,
     longest_gap,
 )
-from .spec import DRILL_KINDS, Balancer, Spec
+from .scenarios import LoadDrills
+from .spec import DRILL_KINDS, LOAD_KINDS, Balancer, Spec
 
 SETTLE_AFTER_STEP = 1.0  # keep probing this long after a step succeeded, to catch a late flap
+STABLE_S = 3.0  # the end check: one holder that stays put this long
 STICKY_REQUESTS = 8
 UA_REQUESTS = 4
 
@@ -65,6 +68,7 @@ class Kind:
     repairs: Callable[[Verifier, Balancer], None]
     holder_unreadable: bool = False  # while broken, the holder cannot be asked (frozen, powered off)
     needs_preempt: bool = False
+    must_move: bool = True  # False: the VIP may stay (a crash the node repairs itself) as long as it serves
     low: Callable[[Spec], int] = _maintenance_priority
 
 
@@ -73,8 +77,9 @@ KINDS: dict[str, Kind] = {
                        lambda v, lb: v.a.stop(lb, "keepalived"), lambda v, lb: v.a.start(lb, "keepalived")),
     "nginx": Kind("nginx_stop", "nginx_start", "nginx stopped on {lb}",
                   lambda v, lb: v.a.stop(lb, "nginx"), lambda v, lb: v.a.start(lb, "nginx")),
+    # systemd restarts a crashed nginx on the VMs (Restart=on-failure): the VIP may not even move.
     "nginx_kill": Kind("nginx_kill", "nginx_restart", "nginx killed (SIGKILL) on {lb}",
-                       lambda v, lb: v.a.kill(lb, "nginx"), lambda v, lb: v.a.start(lb, "nginx")),
+                       lambda v, lb: v.a.kill(lb, "nginx"), lambda v, lb: v.a.start(lb, "nginx"), must_move=False),
     "hard": Kind("hard_pause", "hard_resume", "{lb} paused",
                  lambda v, lb: v.a.pause(lb), lambda v, lb: v.a.resume(lb), holder_unreadable=True),
     "poweroff": Kind("poweroff", "poweron", "{lb} powered off",
@@ -98,6 +103,7 @@ class Verifier:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="holders")
         self._prober: Prober | None = None
         self.timeline: list[Probe] = []  # the last drill's probes
+        self.holder_timeline: list[dict] = []  # the end check's holder changes
 
     # ---- bookkeeping -----------------------------------------------------------------------------
     def check(self, name: str, passed: bool, detail: str) -> bool:
@@ -109,6 +115,7 @@ class Verifier:
         return {"passed": bool(self.checks) and all(c.passed for c in self.checks),
                 "checks": [asdict(c) for c in self.checks], "gaps": self.gaps, "holder": self.holder,
                 "distribution": self.distribution, "durations": self.durations,
+                "holderTimeline": self.holder_timeline,
                 "stack": self.s.stack, "vip": self.s.vip, "actions": self.s.actions}
 
     def _get(self, **kw) -> Reply:
@@ -287,6 +294,22 @@ class Verifier:
         stays where it failed over to. The probes stay in `self.timeline`."""
         s = self.s
         kinds = list(kinds if kinds is not None else s.drill_kinds)
+        load_kinds = [k for k in kinds if k in LOAD_KINDS]
+        kinds = [k for k in kinds if k not in LOAD_KINDS]
+        if kinds:
+            self._vip_drill(kinds)
+        loads = LoadDrills(self)
+        for kind in load_kinds:
+            ok = loads.web(kind) if kind.startswith("web_") else loads.starve() if kind == "lb_starve" else loads.vrrp_cut()
+            if not ok:
+                for rest in load_kinds[load_kinds.index(kind) + 1:]:
+                    self.check(f"drill_{rest}", False, "not run: an earlier drill step failed")
+                break
+        if load_kinds:
+            self.restore([], s.master if s.preempt else None)
+
+    def _vip_drill(self, kinds: list[str]) -> None:
+        s = self.s
         outstanding: list[tuple[str, Balancer]] = []  # what is broken right now, to restore in finally
 
         def breaker(kind: str, lb: Balancer) -> Callable[[], None]:
@@ -320,7 +343,8 @@ class Verifier:
                         broke = fixed = self.check(f"drill_{k.break_step}", False,
                                                    f"{kind} needs preempt: with nopreempt a lower priority does not move the VIP")
                     else:
-                        broke = self.step(k.break_step, breaker(kind, cur), other, k.what.format(lb=cur.name, prio=k.low(s)),
+                        broke = self.step(k.break_step, breaker(kind, cur), other if k.must_move else None,
+                                          k.what.format(lb=cur.name, prio=k.low(s)),
                                           only=[other] if k.holder_unreadable else None)
                         fixed = self.step(k.restore_step, repairer(kind, cur), home, f"{cur.name} back")
                     if fixed:
@@ -342,11 +366,14 @@ class Verifier:
                                       f"{v['moved_after_s'] if v['moved_after_s'] is not None else '-'}"
                                       for k, v in self.gaps.items()))
 
-    def step(self, name: str, action: Callable[[], None], target: Balancer, what: str,
+    def step(self, name: str, action: Callable[[], None], target: Balancer | None, what: str,
              only: list[Balancer] | None = None) -> bool:
         """Do `action`, then wait (bounded) until `target` alone holds the VIP (`only`: the balancers that can
-        be read) and the VIP serves through it. The probe window for the gap runs until it is settled."""
+        be read; target None: any one balancer) and the VIP serves through it. The probe window for the gap
+        runs until it is settled."""
         s = self.s
+        if target is None:
+            return self._step_any(name, action, what)
         t0 = time.monotonic()
         deadline = t0 + s.step_timeout
         errors: list[BaseException] = []
@@ -403,6 +430,39 @@ class Verifier:
         return self.check(f"drill_{name}", True, f"{what}: VIP on {target.name} after {moved_at - t0:.2f} s, "
                                                  f"served by it {served - t0:.2f} s after the action")
 
+    def _step_any(self, name: str, action: Callable[[], None], what: str) -> bool:
+        """A step after which any one balancer may hold the VIP: wait (bounded) for a probe launched after
+        the action to be served again, with exactly one holder."""
+        s = self.s
+        t0 = time.monotonic()
+        try:
+            action()
+        except (ActionError, OSError) as e:
+            self.windows[name] = Window(t0, time.monotonic(), None)
+            return self.check(f"drill_{name}", False, f"{what}: the action failed: {e}")
+        deadline = t0 + s.step_timeout
+        serving = False
+        while time.monotonic() < deadline:
+            later = [p for p in self._probes() if p[0] >= t0 + 1.0]  # launched after the crash had its effect
+            if later and later[-1][1] and len(holders_of(self.holders())) == 1:
+                serving = True
+                break
+            time.sleep(self.a.poll_interval)
+        window = [p for p in self._probes() if p[0] >= t0]
+        last_failed = max((p[0] for p in window if not p[1]), default=t0)
+        served = next((p for p in window if p[1] and p[0] >= last_failed), None) if serving else None
+        time.sleep(SETTLE_AFTER_STEP)
+        end = time.monotonic()
+        now = holders_of(self.holders())
+        self.windows[name] = Window(t0, end, None, None if served is None else round(served[0] - t0, 3))
+        if served is None or len(now) != 1:
+            where = " and ".join(now) or "no balancer"
+            return self.check(f"drill_{name}", False, f"{what}: the VIP is on {where} {s.step_timeout:g} s later"
+                                                      + ("" if served else " and no request through it got HTTP 200"))
+        self.holder = now[0]
+        return self.check(f"drill_{name}", True, f"{what}: the VIP serves again (through {served[2]}), "
+                                                 f"{now[0]} alone holds it")
+
     def _probes(self) -> list[tuple[float, bool, str | None]]:
         p = self._prober
         return [(x.t, x.ok, x.balancer) for x in p.snapshot()] if p else []
@@ -422,16 +482,30 @@ class Verifier:
         def settled(now: list[str]) -> bool:
             return now == [home.name] if home else len(now) == 1
 
+        # Bounded grace: wait for one holder that stays put STABLE_S; keep every change of holders.
+        start = time.monotonic()
+        deadline = start + 2 * self.s.step_timeout
+        timeline: list[tuple[float, list[str]]] = []
         now: list[str] = []
-        deadline = time.monotonic() + self.s.step_timeout
-        for _ in range(int(self.s.step_timeout / self.a.poll_interval) + 2):
+        need = max(2, math.ceil(STABLE_S / self.a.poll_interval))  # samples in a row, one poll apart
+        stable = 0
+        for _ in range(int(2 * self.s.step_timeout / self.a.poll_interval) + need + 2):
+            t = time.monotonic()
             now = holders_of(self.holders())
-            if settled(now) or time.monotonic() >= deadline:
+            if not timeline or timeline[-1][1] != now:
+                timeline.append((t - start, now))
+            stable = stable + 1 if settled(now) else 0
+            if stable >= need or t >= deadline:
                 break
             time.sleep(self.a.poll_interval)
-        if not settled(now):
+        self.holder_timeline = [{"t": round(t, 2), "holders": h} for t, h in timeline]
+        flaps = "; holders over time: " + ", ".join(
+            f"{t:.1f} s {'+'.join(h) or 'none'}" for t, h in timeline) if len(timeline) > 1 else ""
+        if stable < need:
             want = home.name if home else "exactly one balancer"
-            problems.append(f"the VIP is on {' and '.join(now) or 'no balancer'}, expected {want}")
+            problems.append(f"no stable holder within {2 * self.s.step_timeout:g} s: the VIP is on "
+                            f"{' and '.join(now) or 'no balancer'}, expected {want}{flaps}")
         self.holder = now[0] if len(now) == 1 else self.holder
         self.check("cluster_restored", not problems,
-                   "; ".join(problems) if problems else f"every daemon the drill stopped runs again; {now[0]} holds the VIP")
+                   "; ".join(problems) if problems else
+                   f"every daemon the drill stopped runs again; {now[0]} holds the VIP, steady {STABLE_S:g} s{flaps}")

@@ -27,6 +27,15 @@ Keys (camelCase, as in the stack config):
                                switchover   switchover / switchback              (planned: priority lowered below
                                             the other balancer's in keepalived.conf + reload, then restored;
                                             needs preempt)
+                             and under client load (`loadRate` GETs/s, each allowed `loadTimeout` s):
+                               web_freeze   the first web node frozen `webFreezeSeconds`, then resumed
+                               web_poweroff the first web node powered off `webFreezeSeconds`, then started
+                                            (netns actions: its link down, then up)
+                               lb_starve    both balancers CPU-starved (libvirt vcpu_quota `starveQuota` of
+                                            100000) for `starveSeconds`, then restored (ssh)
+                               vrrp_cut     VRRP dropped on the MASTER for `cutSeconds`, then healed
+  hosts (netns actions)      web nodes too: {web name: {netns, nginx: SERVICE}}; balancers may add
+                             healthState: the agent's state file
   timeout                    seconds to wait for the VIP and the balancers to answer (default 600)
   stepTimeout                seconds each drill step may take to move the VIP (default 30)
   settle                     seconds over which the VIP holder is sampled (default 5)
@@ -46,6 +55,10 @@ class SpecError(ValueError):
 
 
 DRILL_KINDS = ("keepalived", "nginx", "nginx_kill", "hard", "poweroff", "switchover")
+# Drills under client load (verifier.scenarios): a web node frozen / powered off, both balancers
+# CPU-starved, VRRP cut between the balancers and healed.
+LOAD_KINDS = ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut")
+SSH_ONLY_KINDS = ("poweroff", "lb_starve")
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,13 @@ class Spec:
     probe_interval: float = 0.1
     probe_timeout: float = 1.0
     stack: str = ""
+    load_rate: float = 10.0
+    load_timeout: float = 10.0
+    web_freeze_seconds: float = 20.0
+    starve_seconds: float = 60.0
+    starve_quota: int = 10000
+    cut_seconds: float = 15.0
+    rejoin_timeout: float = 300.0
 
     @property
     def master(self) -> Balancer:
@@ -181,18 +201,23 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     kinds = raw.get("drillKinds")
     if kinds is None:
         kinds = ["keepalived"] + (["nginx"] if health_check else []) + (["hard"] if hard_failure else [])
-    if not isinstance(kinds, list) or not kinds or any(k not in DRILL_KINDS for k in kinds):
-        problems.append(f"drillKinds = {kinds!r}: a non-empty list of {', '.join(DRILL_KINDS)}")
+    if not isinstance(kinds, list) or not kinds or any(k not in DRILL_KINDS + LOAD_KINDS for k in kinds):
+        problems.append(f"drillKinds = {kinds!r}: a non-empty list of {', '.join(DRILL_KINDS + LOAD_KINDS)}")
         kinds = []
-    elif "poweroff" in kinds and actions != "ssh":
-        problems.append("drillKinds: poweroff needs ssh actions (a VM to switch off)")
+    elif actions != "ssh" and any(k in SSH_ONLY_KINDS for k in kinds):
+        problems.append(f"drillKinds: {', '.join(k for k in kinds if k in SSH_ONLY_KINDS)} needs ssh actions (VMs)")
     persistence = str(raw.get("persistence") or "none")
     if not (persistence in ("none", "ip_hash") or persistence.startswith("cookie:")):
         problems.append(f"persistence = {persistence!r}: none, ip_hash or cookie:<name>")
     timing = {"timeout": num("timeout", 600, 1, 7200), "step_timeout": num("stepTimeout", 30, 1, 600),
               "settle": num("settle", 5, 0, 120), "requests": int(num("requests", 30, 2, 1000)),
               "probe_interval": num("probeInterval", 0.1, 0.02, 5),
-              "probe_timeout": num("probeTimeout", 1.0, 0.1, 30)}
+              "probe_timeout": num("probeTimeout", 1.0, 0.1, 30),
+              "load_rate": num("loadRate", 10, 0.5, 100), "load_timeout": num("loadTimeout", 10, 0.5, 120),
+              "web_freeze_seconds": num("webFreezeSeconds", 20, 1, 600),
+              "starve_seconds": num("starveSeconds", 60, 1, 600),
+              "starve_quota": int(num("starveQuota", 10000, 1000, 100000)),
+              "cut_seconds": num("cutSeconds", 15, 1, 600), "rejoin_timeout": num("rejoinTimeout", 300, 5, 1800)}
     if problems:
         raise SpecError("invalid verifier spec: " + "; ".join(problems))
     return Spec(

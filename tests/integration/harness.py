@@ -112,6 +112,11 @@ class Host:
         if name == "nginx":
             return {"pidFile": str(p / "nginx.pid"), "start": ["nginx", "-p", str(p), "-c", str(p / "nginx.conf")],
                     "foreground": False, "log": str(p / "logs" / "nginx-start.log")}
+        if name == "agent":  # the health agent: the same file the VMs run, with a pid file of the lab's
+            return {"pidFile": str(p / "agent.pid"),
+                    "start": ["sh", "-c", f'echo $$ > {p / "agent.pid"}; exec "$0" "$@"', sys.executable,
+                              str(p / "health.py"), str(p / "health.json")],
+                    "foreground": True, "log": str(p / "logs" / "agent.log")}
         return {"pidFile": str(p / "keepalived.pid"), "childPidFiles": [str(p / "vrrp.pid")],
                 "start": ["keepalived", "-n", "-l", "-G", "-P", "-f", str(p / "keepalived.conf"),
                           "-p", str(p / "keepalived.pid"), "-r", str(p / "vrrp.pid"), "-c", str(p / "checkers.pid")],
@@ -157,6 +162,9 @@ class Lab:
         for h in self.hosts.values():
             if h.node is not None:
                 self.start(h.name, "nginx")
+        for b in s.balancers:
+            if s.vrrp.health_check or s.nginx.active_check.enabled:
+                self.start(b.name, "agent")
         for b in s.balancers:
             self.start(b.name, "keepalived")
         self._wait_for_holder()
@@ -278,9 +286,13 @@ class Lab:
         from components.cluster import verifier_spec  # imports pulumi: only when needed
 
         spec = verifier_spec(settings or self.settings)
-        spec.update(netns=self.client.ns, actions="netns", timeout=30, stepTimeout=15, hosts={
-            b.name: {"netns": self.hosts[b.name].ns, "keepalived": self.hosts[b.name].service("keepalived"),
-                     "nginx": self.hosts[b.name].service("nginx")} for b in self.settings.balancers})
+        hosts = {b.name: {"netns": self.hosts[b.name].ns, "keepalived": self.hosts[b.name].service("keepalived"),
+                          "nginx": self.hosts[b.name].service("nginx"),
+                          "healthState": str(self.hosts[b.name].prefix / "health-state.json")}
+                 for b in self.settings.balancers}
+        hosts.update({w.name: {"netns": self.hosts[w.name].ns, "nginx": self.hosts[w.name].service("nginx")}
+                      for w in self.settings.web_nodes})
+        spec.update(netns=self.client.ns, actions="netns", timeout=30, stepTimeout=15, hosts=hosts)
         spec.update(overrides)
         return spec
 
@@ -323,6 +335,7 @@ class Lab:
         for h in self.hosts.values():  # SIGTERM through the pid files first (nginx: on its master)
             if h.node is not None and h.node.role == "lb":
                 self._safe(problems, self.stop, h.name, "keepalived")
+                self._safe(problems, self.stop, h.name, "agent")
         for h in self.hosts.values():
             if h.node is not None:
                 self._safe(problems, self.stop, h.name, "nginx")

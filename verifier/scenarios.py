@@ -1,0 +1,211 @@
+"""Drills under client load: what a web node failure, starved balancers and a VRRP cut cost the clients.
+
+Each runs `spec.loadRate` GETs/s through the VIP (open loop: a request that hangs does not delay the
+next; each may take `loadTimeout` s) while it breaks and repairs one thing, and reports failed requests,
+the maximum latency and, where the VIP can move, the seconds with no holder and with two. Bounded:
+every wait has a deadline, the load stops by itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .actions import ActionError
+from .http import Probe, Prober
+from .logic import holders_of
+
+BASELINE_S = 2.0
+AFTER_S = 3.0
+
+
+@dataclass
+class LoadStats:
+    requests: int
+    failed: int
+    max_latency_s: float
+    p99_latency_s: float
+    errors: list[str]
+
+
+def load_stats(probes: list[Probe], start: float, end: float) -> LoadStats:
+    window = [p for p in probes if start <= p.t <= end]
+    lat = sorted(p.latency for p in window if p.latency is not None)
+    failed = [p for p in window if not p.ok]
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0.0
+    return LoadStats(len(window), len(failed), round(lat[-1], 3) if lat else 0.0, round(p99, 3),
+                     sorted({p.error or "?" for p in failed})[:3])
+
+
+def holder_seconds(samples: list[tuple[float, list[str] | None]], end: float) -> tuple[float, float, int]:
+    """From (time, holders or None when unreadable) samples: seconds with no holder, seconds with two
+    or more, and how many samples were unreadable. Each sample holds until the next one."""
+    none_s = two_s = 0.0
+    unreadable = 0
+    for (t, h), (t_next, _) in zip(samples, [*samples[1:], (end, None)], strict=True):
+        if h is None:
+            unreadable += 1
+            continue
+        if len(h) == 0:
+            none_s += t_next - t
+        elif len(h) > 1:
+            two_s += t_next - t
+    return round(none_s, 2), round(two_s, 2), unreadable
+
+
+class LoadDrills:
+    """Written once over `Actions`; `v` is the Verifier (spec, actions, checks, holder reads)."""
+
+    def __init__(self, v):
+        self.v, self.s, self.a = v, v.s, v.a
+
+    def _prober(self, seconds: float) -> Prober:
+        s = self.s
+        return Prober(s.vip, s.server_name, 1.0 / s.load_rate, s.load_timeout,
+                      max_seconds=seconds + s.load_timeout + 30, max_in_flight=int(s.load_rate * s.load_timeout) + 8)
+
+    def _sample(self, samples: list, only=None) -> None:
+        try:
+            sample = self.v.holders(only)
+        except ActionError:
+            sample = {}
+        readable = [v for v in sample.values() if v is not None]
+        samples.append((time.monotonic(), holders_of(sample) if len(readable) == len(sample) and sample else None))
+
+    def _hold(self, seconds: float, samples: list | None, until: Callable[[], bool] | None = None) -> float | None:
+        """Wait `seconds` (or until `until()`, bounded by `seconds`), sampling holders; returns when
+        `until` became true (None if it never did)."""
+        t0 = time.monotonic()
+        end = t0 + seconds
+        while time.monotonic() < end:
+            if samples is not None:
+                self._sample(samples)
+            if until is not None and until():
+                return time.monotonic() - t0
+            time.sleep(max(0.0, min(self.a.poll_interval, end - time.monotonic())))
+        return None
+
+    def _record(self, name: str, stats: LoadStats, **extra) -> dict:
+        g = {"requests": stats.requests, "failed_requests": stats.failed, "max_latency_s": stats.max_latency_s,
+             "p99_latency_s": stats.p99_latency_s, **extra}
+        self.v.gaps[name] = g
+        return g
+
+    # ---- web nodes -------------------------------------------------------------------------------
+    def web(self, kind: str) -> bool:
+        s, a = self.s, self.a
+        node = s.web_nodes[0]
+        hold = s.web_freeze_seconds
+        breaks, repairs, what = {
+            "web_freeze": (a.web_pause, a.web_resume, f"{node.name} frozen {hold:g} s"),
+            "web_poweroff": (a.web_power_off, a.web_power_on, f"{node.name} powered off {hold:g} s, then started"),
+        }[kind]
+        prober = self._prober(BASELINE_S + hold + s.rejoin_timeout + AFTER_S)
+        broken = False
+        rejoined = None
+        with prober:
+            time.sleep(BASELINE_S)
+            t_break = time.monotonic()
+            try:
+                breaks(node)
+                broken = True
+                self._hold(hold, None)
+                repairs(node)
+                broken = False
+                t_fix = time.monotonic()
+                # Rejoined: a request launched after the repair was answered by the node again.
+                rejoined = self._hold(s.rejoin_timeout, None, lambda: any(
+                    p.ok and p.node == node.name and p.t >= t_fix for p in prober.snapshot()))
+                time.sleep(AFTER_S)
+            except ActionError as e:
+                return self.v.check(f"drill_{kind}", False, f"{what}: the action failed: {e}")
+            finally:
+                if broken:
+                    try:
+                        repairs(node)
+                    except ActionError as e:
+                        self.v.log(f"could not repair {node.name}: {e}")
+        stats = load_stats(prober.snapshot(), t_break - 0.5, time.monotonic())
+        self._record(kind, stats, rejoined_after_s=None if rejoined is None else round(rejoined, 2))
+        ok = stats.failed <= 1 and rejoined is not None
+        detail = (f"{what}, {s.load_rate:g} req/s through the VIP: {stats.failed} of {stats.requests} requests failed"
+                  f"{' (' + '; '.join(stats.errors) + ')' if stats.errors else ''}, max latency {stats.max_latency_s:.2f} s, "
+                  + (f"{node.name} served again {rejoined:.1f} s after the repair" if rejoined is not None
+                     else f"{node.name} did not serve again within {s.rejoin_timeout:g} s"))
+        return self.v.check(f"drill_{kind}", ok, detail)
+
+    # ---- balancers -------------------------------------------------------------------------------
+    def starve(self) -> bool:
+        s, a = self.s, self.a
+        lbs = list(s.balancers)
+        samples: list = []
+        prober = self._prober(BASELINE_S + s.starve_seconds + AFTER_S + 30)
+        what = f"both balancers starved to {s.starve_quota / 1000:g}% of a CPU for {s.starve_seconds:g} s"
+        with prober:
+            time.sleep(BASELINE_S)
+            t0 = time.monotonic()
+            try:
+                a.starve(lbs, s.starve_quota)
+                try:
+                    self._hold(s.starve_seconds, samples)
+                finally:
+                    a.starve(lbs, None)
+                self._hold(AFTER_S, samples)
+            except ActionError as e:
+                return self.v.check("drill_lb_starve", False, f"{what}: the action failed: {e}")
+        end = time.monotonic()
+        stats = load_stats(prober.snapshot(), t0, end)
+        none_s, two_s, unreadable = holder_seconds(samples, end)
+        self._record("lb_starve", stats, no_holder_s=none_s, two_holders_s=two_s, holder_samples=len(samples),
+                     unreadable_samples=unreadable)
+        ok = none_s == 0 and two_s == 0 and len(samples) > unreadable
+        return self.v.check("drill_lb_starve", ok, (
+            f"{what}: {none_s:g} s with no holder, {two_s:g} s with two ({len(samples) - unreadable} of "
+            f"{len(samples)} holder samples readable); {stats.failed} of {stats.requests} requests failed, "
+            f"max latency {stats.max_latency_s:.2f} s"))
+
+    def vrrp_cut(self) -> bool:
+        """VRRP dropped on the MASTER (both then claim the VIP: expected while cut), healed: the MASTER
+        alone holds it again, at the cost of at most one failed probe."""
+        s, a, v = self.s, self.a, self.v
+        master = s.master
+        samples: list = []
+        prober = Prober(s.vip, s.server_name, s.probe_interval, s.probe_timeout,
+                        max_seconds=BASELINE_S + s.cut_seconds + s.step_timeout + 30)
+        what = f"VRRP cut on {master.name} for {s.cut_seconds:g} s, then healed"
+        cut = False
+        with prober:
+            time.sleep(BASELINE_S)
+            try:
+                a.vrrp_cut(master, True)
+                cut = True
+                self._hold(s.cut_seconds, samples)
+                t_heal = time.monotonic()
+                a.vrrp_cut(master, False)
+                cut = False
+                settled = self._hold(s.step_timeout, samples, lambda: bool(samples) and samples[-1][1] == [master.name])
+                time.sleep(AFTER_S)
+                self._sample(samples)
+            except ActionError as e:
+                return v.check("drill_vrrp_cut", False, f"{what}: the action failed: {e}")
+            finally:
+                if cut:
+                    try:
+                        a.vrrp_cut(master, False)
+                    except ActionError as e:
+                        v.log(f"could not heal the VRRP cut on {master.name}: {e}")
+        end = time.monotonic()
+        probes = prober.snapshot()
+        heal = [p for p in probes if p.t >= t_heal]
+        failed = sum(1 for p in heal if not p.ok)
+        during = [p for p in probes if p.t < t_heal]
+        final = samples[-1][1] if samples else None
+        self._record("vrrp_cut", load_stats(probes, t_heal, end), failed_probes_after_heal=failed,
+                     failed_probes_during_cut=sum(1 for p in during if not p.ok),
+                     settled_after_heal_s=None if settled is None else round(settled, 2))
+        ok = settled is not None and final == [master.name] and failed <= 1
+        return v.check("drill_vrrp_cut", ok, (
+            f"{what}: {failed} failed probes after the heal, "
+            + (f"{master.name} alone holds the VIP {settled:.1f} s after it" if ok else
+               f"holders at the end: {' and '.join(final) if final else ('unreadable' if final is None else 'none')}")))
