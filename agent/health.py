@@ -10,8 +10,9 @@ VRRP   Decides keepalived's track file (`track_file` with weight 1): 0 = stay as
        unhealthy (load, a slow host, a shared upstream outage) the file says 0 on both and the VIP stays
        where it is: a health check never empties the VIP.
        - refused / reset / non-2xx: evidence that nginx is dead, counted toward `fall`;
-       - no answer within `timeout` (slow): counted only after `slowFall` slow rounds in a row, and never
-         in a round the agent itself started late (CPU starvation makes every probe look slow);
+       - no answer within `timeout` (slow): counted only once nginx has been slow for `slowFall` x
+         `interval` seconds in a row, and never in a round the agent itself started late (CPU
+         starvation makes every probe look slow);
        - `rise` good answers end a failure. Until the first answer the agent writes nothing: keepalived's
          `init_file -254` (the file lives in /run) keeps a booting balancer from claiming the VIP before
          its nginx serves.
@@ -38,6 +39,7 @@ import threading
 import time
 
 OK, DEAD, SLOW = "ok", "dead", "slow"
+PROBE_MARK = 0x4843  # the agent's own probes to an ejected node pass the reject rule
 FAULT = -254
 EVENTS_KEPT = 100
 
@@ -46,11 +48,16 @@ def log(msg: str) -> None:
     print(f"hacluster-health: {msg}", flush=True)
 
 
-def probe(ip: str, port: int, path: str, timeout: float) -> str:
-    """One GET; OK on a 2xx status line, SLOW when nothing came back in time, DEAD otherwise."""
+def probe(ip: str, port: int, path: str, timeout: float, mark: int = 0) -> str:
+    """One GET; OK on a 2xx status line, SLOW when nothing came back in time, DEAD otherwise. `mark`
+    (SO_MARK) lets the agent's own probes through the ejection rule."""
     try:
         start = time.monotonic()
-        with socket.create_connection((ip, port), timeout=timeout) as s:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            if mark:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            s.settimeout(timeout)
+            s.connect((ip, port))
             s.settimeout(max(0.05, timeout - (time.monotonic() - start)))
             s.sendall(f"GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: hacluster-health\r\n\r\n".encode())
             head = s.recv(16)
@@ -84,13 +91,15 @@ class Tracker:
         return False
 
 
-def local_verdict(result: str, slow_run: int, slow_fall: int, late: bool) -> bool | None:
-    """What a local probe result says about this balancer's nginx: True/False, or None (no evidence)."""
+def local_verdict(result: str, slow_s: float, slow_for: float, late: bool) -> bool | None:
+    """What a local probe result says about this balancer's nginx: True/False, or None (no evidence).
+    Slow answers count as failing only once nginx has been slow `slow_for` seconds in a row, and never
+    in a round we started late ourselves."""
     if result == OK:
         return True
     if result == DEAD:
         return False
-    return False if slow_run >= slow_fall and not late else None
+    return False if slow_s >= slow_for and not late else None
 
 
 def track_value(local_healthy: bool | None, peer_ok: bool) -> int | None:
@@ -157,13 +166,15 @@ class Agent:
         v = self.c["vrrp"]
         interval, timeout = float(v["interval"]), float(v["timeout"])
         local = Tracker(int(v["fall"]), int(v["rise"]))
-        slow_run, due = 0, time.monotonic()
+        slow_since, due = None, time.monotonic()
+        slow_for = int(v["slowFall"]) * interval  # how long nginx may be slow before that counts as failing
         while True:
-            late = time.monotonic() - due > max(interval, 0.5)
+            late = time.monotonic() - due > max(interval, 0.5)  # we woke up late: starved of CPU
+            started = time.monotonic()
             mine = probe(v["localIp"], int(v["port"]), v["path"], timeout)
             peer = probe(v["peerIp"], int(v["port"]), v["path"], timeout)
-            slow_run = slow_run + 1 if mine == SLOW else 0
-            verdict = local_verdict(mine, slow_run, int(v["slowFall"]), late)
+            slow_since = (slow_since or started) if mine == SLOW else None
+            verdict = local_verdict(mine, 0 if slow_since is None else time.monotonic() - slow_since, slow_for, late)
             if verdict is not None and local.feed(verdict):
                 self.event(f"local nginx {'serves' if local.healthy else 'fails'} ({mine})", local=local.healthy)
             value = track_value(local.healthy, peer == OK)
@@ -173,9 +184,8 @@ class Agent:
                                track=value)
                 self.write_track(value)  # also re-asserts it after a keepalived restart
             self.set(track=value, local=local.healthy, peer=peer)
-            due += interval
+            due = max(due + interval, time.monotonic())  # a slow round is not a late one: no catching up
             time.sleep(max(0.0, due - time.monotonic()))
-            due = max(due, time.monotonic() - interval)  # after a stall, do not try to catch up
 
     # ---- upstream --------------------------------------------------------------------------------
     def nft(self, script: str) -> bool:
@@ -189,7 +199,8 @@ class Agent:
         return self.nft(f"table inet {t} {{}}\ndelete table inet {t}\n"
                         f"table inet {t} {{\n  set down {{ type ipv4_addr; }}\n"
                         f"  chain out {{ type filter hook output priority 0; policy accept;\n"
-                        f"    ip daddr @down tcp dport {port} reject with tcp reset\n  }}\n}}\n")
+                        f"    ip daddr @down tcp dport {port} meta mark != {PROBE_MARK:#x} reject with tcp reset\n"
+                        "  }\n}\n")
 
     def table_present(self) -> bool:
         r = subprocess.run(["nft", "list", "set", "inet", self.nft_table, "down"], capture_output=True, timeout=30)
@@ -220,7 +231,7 @@ class Agent:
         results: dict[str, str] = {}
 
         def one(name: str) -> None:
-            results[name] = probe(nodes[name], port, u["path"], timeout)
+            results[name] = probe(nodes[name], port, u["path"], timeout, PROBE_MARK)
 
         while True:
             late = time.monotonic() - due > max(interval, 0.5)
@@ -252,9 +263,8 @@ class Agent:
                 self.event(f"kept {', '.join(sorted(down - want))} in: the last live member of a pool", node=None)
             ejected = set(want)
             self.set(ejected=sorted(ejected), kept=sorted(down - want))
-            due += interval
+            due = max(due + interval, time.monotonic())
             time.sleep(max(0.0, due - time.monotonic()))
-            due = max(due, time.monotonic() - interval)
 
     # ---- main ----------------------------------------------------------------------------------
     def run(self) -> None:
