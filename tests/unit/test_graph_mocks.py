@@ -119,7 +119,8 @@ def test_secrets_stay_secret_and_user_data_carries_only_the_public_key(mocks):
 
 @pulumi.runtime.test
 def test_bridge_mode_makes_no_network_and_attaches_to_the_bridge(mocks):
-    cluster = build({"network": {"mode": "bridge", "bridge": "br0", "gateway": "192.168.81.254"}, "labNetns": ""})
+    cluster = build({"network": {"mode": "bridge", "bridge": "br0", "gateway": "192.168.81.254"}, "labNetns": "",
+                     "vm": {"libvirtUri": "qemu+unix:///system"}})
 
     def check(_):
         assert of(mocks, "libvirt:index:Network") == []

@@ -72,7 +72,7 @@ def test_dev_stack_file_loads_and_matches_the_reference():
     ({"vrrp": {"advertInt": 0.5}}, "vrrp.advertInt"),
     ({"vrrp": {"version": 3, "authType": "PASS"}}, "vrrp.authType"),
     ({"vrrp": {"transport": "broadcast"}}, "vrrp.transport"),
-    ({"vrrpAuthPass": ""}, "vrrpAuthPass"),
+    ({"vrrpAuthPass": "a b"}, "vrrpAuthPass"),
     ({"vrrpAuthPass": "123456789"}, "vrrpAuthPass"),
     ({"webNodes": []}, "webNodes"),
     ({"nginx": {"upstream": {"weight": 0}}}, "nginx.upstream.weight"),
