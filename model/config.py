@@ -63,7 +63,7 @@ def _explain(allowed: str) -> WrapValidator:
 
 def _no_bool(v: Any) -> Any:
     if isinstance(v, bool):
-        raise ValueError("a boolean is not a number")
+        raise PydanticCustomError("not_a_number", "a boolean is not a number")
     return v
 
 
@@ -89,9 +89,12 @@ def Num(lo: float, hi: float, what: str = "a number of seconds") -> Any:
     def finite(v: Any) -> Any:
         _no_bool(v)
         if isinstance(v, str):
-            v = float(v)  # "nan" and "inf" parse here and are refused below
+            try:
+                v = float(v)  # "nan" and "inf" parse here and are refused below
+            except ValueError:
+                raise PydanticCustomError("not_a_number", "not a number") from None
         if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("not finite")
+            raise PydanticCustomError("not_a_number", "not finite")
         return v
     return Annotated[float, BeforeValidator(finite), Field(ge=lo, le=hi, allow_inf_nan=False),
                      _explain(f"must be {what} {lo:g}..{hi:g}")]
@@ -361,7 +364,7 @@ class RoutingConfig(Model):
 def _server_name(v: str) -> str:
     names = v.split(" ")
     if not 1 <= len(names) <= 8 or not g.HOST.fullmatch(names[0]) or any(
-            len(n) > 100 or not g.WILDCARD_HOST.fullmatch(n) for n in names):
+            len(n) > 253 or not g.WILDCARD_HOST.fullmatch(n) for n in names):
         raise ValueError(g.SERVER_NAME_ALLOWED)
     return v
 

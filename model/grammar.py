@@ -47,7 +47,7 @@ CIDR = re.compile(IPV4.pattern + r"(?:/(?:3[0-2]|[12]?[0-9]))?")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 WILDCARD_HOST = re.compile(rf"(?:\*\.)?{HOST.pattern}|{HOST.pattern}\.\*")
-SERVER_NAME_ALLOWED = ("host names separated by single spaces (at most 8, each at most 100 characters; "
+SERVER_NAME_ALLOWED = ("host names separated by single spaces (at most 8, each at most 253 characters; "
                        "'*.example.org' or 'example.*' after the first, which is the Host the verifier sends)")
 
 # Sizes as nginx parses them. ngx_parse_size (buffer sizes) knows k and m; ngx_parse_offset

@@ -11,7 +11,7 @@ import yaml
 
 from model import render
 from model.settings import HostFacts, load
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ssh_key
 
 TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
 ROUTING = {"pools": {"iphone": ["web01"], "android": ["web02"], "chrome": ["web01"], "firefox": ["web02"],
@@ -80,16 +80,19 @@ def test_routing_uses_map_and_variable_proxy_pass():
 def test_user_data_is_valid_cloud_config_without_private_material():
     s = settings()
     for node in s.nodes:
-        text = render.user_data(s, node, "pw123456", ["ssh-ed25519 AAAATEST test"])
+        text = render.user_data(s, node, "pw123456", [ssh_key()])
         assert text.startswith("#cloud-config\n")
         doc = yaml.safe_load(text)
         assert doc["hostname"] == node.name and doc["ssh_pwauth"] is False
-        assert doc["users"][0]["ssh_authorized_keys"] == ["ssh-ed25519 AAAATEST test"]
+        assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key()]
+        assert [u["name"] for u in doc["users"]] == (["ops", "keepalived_script"] if node.role == "lb" else ["ops"])
+        assert doc["users"][0]["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
+        assert doc["runcmd"][-1][-1].startswith("systemctl enable keepalived" if node.role == "lb" else "nginx -t")
         paths = {f["path"]: f["content"] for f in doc["write_files"]}
         assert paths["/etc/nginx/nginx.conf"] == render.nginx_conf(s, node)
         assert "PRIVATE KEY" not in text
         if node.role == "lb":
-            assert "auth_pass pw123456" in paths["/etc/keepalived/keepalived.conf"]
+            assert 'auth_pass "pw123456"' in paths["/etc/keepalived/keepalived.conf"]
         net = yaml.safe_load(render.network_config(s, node))
         assert net["config"][0]["subnets"][0]["address"] == f"{node.ip}/24"
         assert net["config"][0]["mac_address"] == node.mac
