@@ -187,7 +187,7 @@ BUFFER_CASES = [("256k", "4 256k"), ("256k", "4 8k"), ("256k", "3 256k"), ("256k
 
 
 @pytest.mark.parametrize("buffer_size, buffers", BUFFER_CASES)
-def test_busy_buffers_rule_agrees_with_nginx(buffer_size, buffers, scratch):
+def test_busy_buffers_rule_agrees_with_nginx(buffer_size, buffers, scratch, netns):
     from model.settings import SettingsError
     try:
         settings({"nginx": {"proxy": {"bufferSize": buffer_size, "buffers": buffers}}})
@@ -202,7 +202,8 @@ def test_busy_buffers_rule_agrees_with_nginx(buffer_size, buffers, scratch):
         "proxy_buffer_size 256k;", f"proxy_buffer_size {buffer_size};")
     with open(paths.nginx_conf, "w") as fh:
         fh.write(text)
-    r = subprocess.run(["nginx", "-t", "-q", "-p", prefix, "-c", paths.nginx_conf], capture_output=True, text=True)
+    r = subprocess.run(["ip", "netns", "exec", netns, "nginx", "-t", "-q", "-p", prefix, "-c", paths.nginx_conf],
+                       capture_output=True, text=True)
     assert accepted == (r.returncode == 0), (buffer_size, buffers, accepted, r.stderr)
 
 
