@@ -179,3 +179,17 @@ def test_keepalived_reads_the_quoted_password_as_its_bare_characters(netns, tmp_
             assert ("Truncating auth_pass" in out) == warns, out
     finally:
         subprocess.run(["rm", "-rf", d], check=False)
+
+
+def test_day2_spec_is_the_model_serialised():
+    from day2.spec import Day2Spec
+    s = load({}, "t", ROOT, TCG)
+    spec = Day2Spec(node=s.balancers[0].name, ip=s.balancers[0].ip, ssh_user=s.vm.admin_user, netns=s.lab_netns,
+                    timeout=s.verify.timeout)
+    text = spec.model_dump_json(by_alias=True)
+    assert Day2Spec.model_validate_json(text) == spec
+    assert set(Day2Spec.model_validate_json(text).model_dump(by_alias=True)) == {"node", "ip", "sshUser", "netns",
+                                                                                   "timeout"}
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError):
+        Day2Spec.model_validate_json(text.replace('"halab"', '"halab\\n"'))
