@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
+from day2.spec import Day2Spec
 from model import render
 from model.settings import Node, Settings
 
@@ -34,13 +35,13 @@ def _node_config(parent, s: Settings, node: Node, vm: VirtualMachine, files: pul
                  private_key: pulumi.Input[str], after: list[pulumi.Resource]) -> local.Command:
     """Pushes the node's rendered files over SSH; the node validates, swaps and reloads (day2/).
     Runs again when a file changes (environment -> update) or the VM is replaced (trigger)."""
-    spec = {"node": node.name, "ip": node.ip, "sshUser": s.vm.admin_user, "netns": s.lab_netns,
-            "timeout": s.verify.timeout}
+    spec = Day2Spec(node=node.name, ip=node.ip, ssh_user=s.vm.admin_user, netns=s.lab_netns,
+                    timeout=s.verify.timeout)
     return local.Command(
         f"{node.name}-config",
         create=f"{sys.executable} -m day2",
         dir=str(PROJECT_ROOT),
-        environment={"HACLUSTER_DAY2_SPEC": json.dumps(spec), "HACLUSTER_NODE_FILES": files,
+        environment={"HACLUSTER_DAY2_SPEC": spec.model_dump_json(by_alias=True), "HACLUSTER_NODE_FILES": files,
                      "HACLUSTER_SSH_KEY": private_key},
         triggers=[vm.domain_id],
         logging=local.Logging.STDERR,

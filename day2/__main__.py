@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from day2.spec import Day2Spec
 from verifier import netns
 from verifier.actions import ssh_argv
 
@@ -29,7 +30,7 @@ def log(msg: str) -> None:
 
 
 def main() -> int:
-    spec = json.loads(os.environ["HACLUSTER_DAY2_SPEC"])
+    spec = Day2Spec.model_validate_json(os.environ["HACLUSTER_DAY2_SPEC"]).model_dump(by_alias=True)
     files = os.environ["HACLUSTER_NODE_FILES"]
     prefix: list[str] = []
     if spec.get("netns"):

@@ -11,7 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
+import yaml
 
+from . import grammar
 from .settings import Node, Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -158,10 +160,51 @@ def firewall_conf(s: Settings, node: Node) -> str:
                   web_http_from=[b.ip for b in s.balancers] + list(s.firewall.web_http_from))
 
 
+class _CloudConfigDumper(yaml.SafeDumper):
+    """safe_dump, with multi-line strings (the config files) as literal blocks where YAML allows it."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_CloudConfigDumper.add_representer(str, _str)
+
+
+def user_data_doc(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str]) -> dict:
+    """cloud-init user-data as a data structure: the admin user (sudo, the SSH keys), keepalived's script
+    user on balancers, every config file of the node, and the commands that start the services."""
+    keys = [grammar.ssh_public_key(k.strip()) for k in ssh_keys]  # ValueError on anything but one key line
+    users: list[dict] = [{"name": s.vm.admin_user, "groups": ["sudo"], "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                          "shell": "/bin/bash", "lock_passwd": True, "ssh_authorized_keys": keys}]
+    if node.role == "lb":
+        users.append({"name": SCRIPT_USER, "system": True, "shell": "/usr/sbin/nologin", "no_create_home": True})
+    doc: dict = {"hostname": node.name, "manage_etc_hosts": True, "ssh_pwauth": False, "disable_root": True,
+                 "users": users}
+    if s.vm.install_packages:
+        doc["package_update"] = True
+        doc["packages"] = ["nginx", "curl"] + (["keepalived"] if node.role == "lb" else [])
+    doc["write_files"] = [{"path": f.path, "permissions": f.mode, "content": f.content}
+                          for f in node_files(s, node, auth_pass)]
+    runcmd = []
+    if s.firewall.enabled:
+        runcmd.append(["sh", "-c", "nft -f /etc/nftables.conf && systemctl enable nftables"])
+    # Images with the packages baked in already started both services on the files written above:
+    # reload (no VIP flap); images that just installed them get them started.
+    runcmd.append(["sh", "-c", "systemctl daemon-reload && nginx -t && systemctl enable nginx && "
+                               "systemctl reload-or-restart nginx"])
+    if node.role == "lb":
+        runcmd.append(["sh", "-c", "systemctl enable hacluster-health && systemctl restart hacluster-health"])
+        runcmd.append(["sh", "-c", "systemctl enable keepalived && systemctl reload-or-restart keepalived"])
+    doc["runcmd"] = runcmd
+    return doc
+
+
 def user_data(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str]) -> str:
     """cloud-init user-data. Holds the VRRP password on balancers: treat it as a secret."""
-    return render("user-data.yaml.j2", files=node_files(s, node, auth_pass), ssh_keys=ssh_keys,
-                  **_ctx(s, node, VM_PATHS))
+    body = yaml.dump(user_data_doc(s, node, auth_pass, ssh_keys), Dumper=_CloudConfigDumper, sort_keys=False,
+                     default_flow_style=False, width=4096, allow_unicode=False)
+    return f"#cloud-config\n# {node.name} ({node.role}) of stack {s.stack}. Rendered by hacluster.\n{body}"
 
 
 def network_config(s: Settings, node: Node) -> str:

@@ -1,74 +1,27 @@
 """Typed, validated stack settings.
 
 Pure Python: no Pulumi import. `load()` takes the raw stack config (key -> value, as Pulumi gives it,
-without the project prefix) and returns a frozen `Settings`, or raises `SettingsError` listing every
-problem at once, each naming the key, the value and what is allowed.
+without the project prefix), validates it with the pydantic models of model/config.py (the one
+declaration of every option) and returns a frozen `Settings`: the resolved view the rest of the code
+reads (nodes with their MACs and per-node defaults applied, the domain type chosen for this host, the
+routing pools made explicit). Or it raises `SettingsError` listing every problem at once, each naming
+the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# --------------------------------------------------------------------------------------------------
-# Defaults: the reference design (192.168.81.0/24, lb01 MASTER .210, lb02 BACKUP .220, web .230/.240).
-# Pulumi.yaml repeats the scalar defaults for `pulumi config` users; a unit test keeps both in sync.
-# --------------------------------------------------------------------------------------------------
-DEFAULTS: dict[str, Any] = {
-    "vip": "192.168.81.100",
-    "network": {"mode": "nat", "cidr": "192.168.81.0/24", "gateway": None, "name": None,
-                "bridge": None, "dns": []},
-    "balancers": [
-        {"name": "lb01", "ip": "192.168.81.210", "state": "MASTER", "priority": 150, "routerId": "lb01"},
-        {"name": "lb02", "ip": "192.168.81.220", "state": "BACKUP", "priority": 100, "routerId": "lb02"},
-    ],
-    "webNodes": [
-        {"name": "web01", "ip": "192.168.81.230"},
-        {"name": "web02", "ip": "192.168.81.240"},
-    ],
-    "vrrp": {"profile": "reference", "virtualRouterId": 51, "advertInt": 1, "version": 2, "authType": "PASS",
-             "transport": "unicast", "interface": "eth0", "nopreempt": False, "preemptDelay": 0,
-             "garpMasterRefresh": 60, "healthCheck": True, "checkFall": 2, "checkRise": 2,
-             "checkInterval": 0.5, "checkTimeout": 2, "checkSlowFall": 10},
-    "nginx": {"serverName": "www.example.local", "clientMaxBodySize": "200m",
-              "upstream": {"weight": 1, "maxFails": 3, "failTimeout": 60,
-                           "activeCheck": {"enabled": True, "interval": 0.5, "timeout": 1, "fall": 2, "rise": 2}},
-              "proxy": {"connectTimeout": 30, "sendTimeout": 60, "readTimeout": 60,
-                        "buffering": True, "bufferSize": "256k", "buffers": "4 256k"},
-              "persistence": "none", "routing": None},
-    "vm": {"image": ".images/debian12/disk.qcow2", "kernel": ".images/debian12/vmlinuz",
-           "initrd": ".images/debian12/initrd.img", "vcpus": 1, "memory": 512,
-           "domainType": "auto", "libvirtUri": "qemu:///system",
-           "poolPath": "/var/lib/libvirt/hacluster", "installPackages": False,
-           "adminUser": "ops"},
-    "verify": {"enabled": True, "failoverDrill": True, "timeout": 600},
-    "firewall": {"enabled": True, "sshFrom": None, "webHttpFrom": []},
-    "labNetns": "halab",
-    "sshAuthorizedKeys": [],
-    "vrrpAuthPass": None,
-}
+from pydantic import BaseModel, ValidationError
 
-# Failover profiles: defaults that explicit vrrp.* keys still override.
-#  reference: the tutorial's VRRPv2, 1 s adverts, PASS auth (master-down ~3.6 s on a freeze).
-#  fast: VRRPv3 (RFC 5798: no authentication), 100 ms adverts (master-down ~0.36 s), a one-strike
-#        nginx check; the cost is 10 adverts/s per pair.
-PROFILES: dict[str, dict[str, Any]] = {
-    "reference": {},
-    "fast": {"version": 3, "advertInt": 0.1, "authType": "none", "checkFall": 1, "checkInterval": 0.2},
-}
-
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
-DOMAIN_TYPES = ("auto", "kvm", "qemu")
-NETWORK_MODES = ("nat", "bridge")
-STATES = ("MASTER", "BACKUP")
-TRANSPORTS = ("unicast", "multicast")
-PERSISTENCE_RE = re.compile(r"^(none|ip_hash|cookie:[A-Za-z0-9_]{1,64})$")
+from . import grammar as g
+from .config import PROBLEMS, PROFILES, StackConfig  # noqa: F401 (PROFILES: part of this module's API)
 
 
 class SettingsError(ValueError):
@@ -119,20 +72,9 @@ class VrrpSettings:
     check_fall: int
     check_rise: int
     profile: str
-    check_interval: float = 0.5  # the health agent's round (s)
-    check_timeout: float = 2.0  # a local probe slower than this is "slow"
-    check_slow_fall: int = 10  # slow rounds in a row before slowness counts as failure
-
-
-@dataclass(frozen=True)
-class ActiveCheck:
-    """The balancers' active checks of the web nodes (the health agent ejects a failing node)."""
-
-    enabled: bool = True
-    interval: float = 0.5
-    timeout: float = 1.0
-    fall: int = 2
-    rise: int = 2
+    check_interval: float = 0.5
+    check_timeout: float = 2.0
+    check_slow_fall: int = 10
 
 
 @dataclass(frozen=True)
@@ -145,6 +87,15 @@ class Pool:
 class RouteRule:
     match: str
     pool: str
+
+
+@dataclass(frozen=True)
+class ActiveCheck:
+    enabled: bool
+    interval: float
+    timeout: float
+    fall: int
+    rise: int
 
 
 @dataclass(frozen=True)
@@ -163,7 +114,7 @@ class NginxSettings:
     pools: tuple[Pool, ...]  # always at least the default pool
     rules: tuple[RouteRule, ...]
     default_pool: str
-    active_check: ActiveCheck = ActiveCheck()
+    active_check: ActiveCheck = ActiveCheck(True, 0.5, 1.0, 2, 2)
 
 
 @dataclass(frozen=True)
@@ -191,6 +142,7 @@ class VerifySettings:
     enabled: bool
     failover_drill: bool
     timeout: int
+    load_drills: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,111 +196,9 @@ def resolve_domain_type(setting: str, uri: str, host: HostFacts) -> str:
     For a remote hypervisor we cannot look, and real hypervisors have KVM: `kvm`."""
     if setting != "auto":
         return setting
-    local = uri.split("://", 1)[-1].startswith("/")
-    if not local:
+    if not g.uri_is_local(uri):
         return "kvm"
     return "kvm" if host.kvm_device and host.hardware_kvm_module else "qemu"
-
-
-# --------------------------------------------------------------------------------------------------
-# Parsing helpers: each records a problem instead of raising, so all problems come out together.
-# --------------------------------------------------------------------------------------------------
-class _Checker:
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def bad(self, key: str, value: Any, allowed: str) -> None:
-        self.problems.append(f"{key} = {value!r}: {allowed}")
-
-    def keys(self, key: str, value: Any, known: Mapping[str, Any]) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.bad(key, value, "must be an object with keys " + ", ".join(sorted(known)))
-            return {}
-        for k in value:
-            if k not in known:
-                self.bad(f"{key}.{k}", value[k], "unknown key (typo?); allowed keys: " + ", ".join(sorted(known)))
-        return dict(value)
-
-    def int_(self, key: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        if not ok and isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
-            value, ok = int(value), True
-        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-            self.bad(key, value, f"must be an integer {rng}" if lo is not None else "must be an integer")
-            return lo if lo is not None else 0
-        return value
-
-    def num(self, key: str, value: Any, lo: float = 0.0, hi: float | None = None) -> float:
-        allowed = f"must be a number of seconds {lo:g}..{hi:g}" if hi is not None else "must be a number of seconds > 0"
-        try:
-            f = float(value)
-            if isinstance(value, bool) or f != f or f in (float("inf"), float("-inf")):
-                raise ValueError
-        except (TypeError, ValueError):
-            self.bad(key, value, allowed)
-            return max(lo, 1.0) if hi is None else lo
-        if f <= 0 or f < lo or (hi is not None and f > hi):
-            self.bad(key, value, allowed)
-            return max(lo, 1.0) if hi is None else lo
-        return f
-
-    def bool_(self, key: str, value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        self.bad(key, value, "must be true or false")
-        return False
-
-    def choice(self, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-        if value not in allowed:
-            self.bad(key, value, "must be one of " + ", ".join(allowed))
-            return allowed[0]
-        return value
-
-    def name(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not NAME_RE.match(value):
-            self.bad(key, value, "must be a lowercase hostname: a letter, then letters, digits or '-', at most 31")
-            return "invalid"
-        return value
-
-    def str_(self, key: str, value: Any, pattern: re.Pattern | None = None, allowed: str = "") -> str:
-        if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
-            self.bad(key, value, allowed or "must be a non-empty string")
-            return ""
-        return value
-
-    def list_(self, key: str, value: Any) -> list:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.bad(key, value, "must be a list")
-            return []
-        return value
-
-    def ip(self, key: str, value: Any) -> ipaddress.IPv4Address | None:
-        try:
-            return ipaddress.IPv4Address(str(value).strip()) if isinstance(value, str) else _raise()
-        except (ValueError, TypeError):
-            self.bad(key, value, "must be an IPv4 address like 192.168.81.100")
-            return None
-
-
-def _raise():
-    raise ValueError
-
-
-def _merge(default: Any, value: Any) -> Any:
-    """Overlay a user object on the default object (one level per object, recursively)."""
-    if isinstance(default, dict) and isinstance(value, Mapping):
-        out = dict(default)
-        for k, v in value.items():
-            out[k] = _merge(default.get(k), v) if k in default else v
-        return out
-    return default if value is None else value
 
 
 def mac_for(ip: str) -> str:
@@ -357,313 +207,196 @@ def mac_for(ip: str) -> str:
     return f"52:54:00:{b:02x}:{c:02x}:{d:02x}"
 
 
+
+
 # --------------------------------------------------------------------------------------------------
-def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
-         host: HostFacts | None = None) -> Settings:
-    """Validate the raw stack config (keys without the `hacluster:` prefix)."""
-    c = _Checker()
-    for k in raw:
-        if k not in DEFAULTS:
-            c.bad(k, raw[k], "unknown setting (typo?); known settings: " + ", ".join(sorted(DEFAULTS)))
-    cfg = {k: _merge(DEFAULTS[k], raw.get(k)) for k in DEFAULTS}
-    root = Path(project_root)
+# Error lines: `key = value: what is allowed`
+# --------------------------------------------------------------------------------------------------
+SECRET_KEYS = ("vrrpAuthPass",)
 
-    # ---- network ------------------------------------------------------------------------------
-    n = c.keys("network", cfg["network"], DEFAULTS["network"])
-    mode = c.choice("network.mode", n.get("mode"), NETWORK_MODES)
-    try:
-        net = ipaddress.IPv4Network(str(n.get("cidr")), strict=True)
-    except ValueError as e:
-        c.bad("network.cidr", n.get("cidr"), f"must be an IPv4 network like 192.168.81.0/24 ({e})")
-        net = ipaddress.IPv4Network("192.168.81.0/24")
-    if net.prefixlen > 29:
-        c.bad("network.cidr", n.get("cidr"), "needs room for 4 nodes, a VIP and a gateway: /29 or larger")
-    gw = c.ip("network.gateway", n["gateway"]) if n.get("gateway") else next(net.hosts())
-    if gw is not None and gw not in net:
-        c.bad("network.gateway", str(gw), f"must be inside network.cidr {net}")
-    elif mode == "nat" and gw is not None and gw != next(net.hosts()):
-        c.bad("network.gateway", str(gw), f"in nat mode libvirt's bridge is the gateway: {next(net.hosts())} (or unset)")
-    bridge = n.get("bridge")
-    if mode == "bridge" and not bridge:
-        c.bad("network.bridge", bridge, "required when network.mode is bridge: the name of an existing host bridge")
-    dns = tuple(str(c.ip(f"network.dns[{i}]", v)) for i, v in enumerate(c.list_("network.dns", n.get("dns"))))
-    netname = n.get("name") or f"hacluster-{stack}"
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", netname):
-        c.bad("network.name", netname, "letters, digits, '.', '_' or '-', at most 64")
-    network = NetworkSettings(mode, str(net), net.prefixlen, str(gw), netname, bridge, dns)
 
-    taken: dict[str, str] = {}  # ip -> key that uses it
+def _key(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
-    def in_subnet(key: str, value: Any) -> str:
-        ip = c.ip(key, value)
-        if ip is None:
-            return str(value)
-        if ip not in net or ip in (net.network_address, net.broadcast_address):
-            c.bad(key, str(ip), f"must be a host address inside network.cidr {net}")
-        elif gw is not None and ip == gw:
-            c.bad(key, str(ip), f"must differ from the gateway {gw}")
-        elif str(ip) in taken:
-            c.bad(key, str(ip), f"duplicate address: already used by {taken[str(ip)]}")
-        taken[str(ip)] = key
-        return str(ip)
 
-    # ---- vm defaults ---------------------------------------------------------------------------
-    v = c.keys("vm", cfg["vm"], DEFAULTS["vm"])
-    vcpus = c.int_("vm.vcpus", v.get("vcpus"), 1, 64)
-    memory = c.int_("vm.memory", v.get("memory"), 256, 262144)
+def _show(key: str, value: Any) -> str:
+    if key.split(".")[0].split("[")[0] in SECRET_KEYS:
+        return "[secret]"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:100] + f"...' ({len(str(value))} characters)"
 
-    named: dict[str, str] = {}  # node name -> key that uses it
 
-    def node_common(key: str, d: Mapping[str, Any], known: Mapping[str, Any]) -> dict:
-        d = c.keys(key, d, known)
-        name = c.name(f"{key}.name", d.get("name"))
-        if name == d.get("name"):  # a valid name
-            if name in named:
-                c.bad(f"{key}.name", name, f"duplicate node name: already used by {named[name]}")
-            named.setdefault(name, f"{key}.name")
-        return {"name": name,
-                "ip": in_subnet(f"{key}.ip", d.get("ip")),
-                "vcpus": c.int_(f"{key}.vcpus", d.get("vcpus", vcpus), 1, 64),
-                "memory": c.int_(f"{key}.memory", d.get("memory", memory), 256, 262144)}
-
-    # ---- balancers -----------------------------------------------------------------------------
-    lb_known = {"name": 0, "ip": 0, "state": 0, "priority": 0, "routerId": 0, "vcpus": 0, "memory": 0}
-    lbs_raw = c.list_("balancers", cfg["balancers"])
-    if len(lbs_raw) != 2:
-        c.bad("balancers", f"{len(lbs_raw)} entries", "exactly two balancers (one MASTER, one BACKUP)")
-    vr = c.keys("vrrp", cfg["vrrp"], DEFAULTS["vrrp"])
-    profile = c.choice("vrrp.profile", vr.get("profile"), tuple(PROFILES))
-    explicit = raw.get("vrrp") if isinstance(raw.get("vrrp"), Mapping) else {}
-    vr = {**vr, **PROFILES[profile], **explicit}  # defaults < profile < what the stack sets
-    nopreempt = c.bool_("vrrp.nopreempt", vr.get("nopreempt"))
-    balancers = []
-    for i, b in enumerate(lbs_raw[:2]):
-        key = f"balancers[{i}]"
-        common = node_common(key, b, lb_known)
-        b = b if isinstance(b, Mapping) else {}
-        state = c.choice(f"{key}.state", b.get("state"), STATES)
-        prio = c.int_(f"{key}.priority", b.get("priority"), 1, 254)
-        rid = c.str_(f"{key}.routerId", b.get("routerId", common["name"]),
-                     re.compile(r"^[A-Za-z0-9_.-]{1,64}$"), "letters, digits, '.', '_' or '-'")
-        balancers.append(Node(role="lb", mac=mac_for(common["ip"]) if "." in common["ip"] else "",
-                              state=state, priority=prio, router_id=rid, **common))
-    if len(balancers) == 2 and not any(p.startswith("balancers[") for p in c.problems):
-        a, b = balancers
-        if a.priority == b.priority:
-            c.bad("balancers[1].priority", b.priority, f"must differ from balancers[0].priority ({a.priority})")
-        if not nopreempt:
-            if {a.state, b.state} != {"MASTER", "BACKUP"}:
-                c.bad("balancers[1].state", b.state, "one balancer must be MASTER and the other BACKUP")
-            elif (a.priority or 0) != (b.priority or 0):
-                m = a if a.state == "MASTER" else b
-                o = b if m is a else a
-                if (m.priority or 0) < (o.priority or 0):
-                    c.bad(f"balancers[{balancers.index(m)}].priority", m.priority,
-                          f"the MASTER needs the higher priority (BACKUP {o.name} has {o.priority})")
-        elif a.state != "BACKUP" or b.state != "BACKUP":
-            c.bad("balancers[0].state", a.state,
-                  "with vrrp.nopreempt both balancers must be BACKUP (keepalived ignores nopreempt on MASTER)")
-        if a.router_id == b.router_id:
-            c.bad("balancers[1].routerId", b.router_id, "duplicate routerId: must differ from balancers[0]")
-
-    # ---- web nodes -----------------------------------------------------------------------------
-    web_known = {"name": 0, "ip": 0, "weight": 0, "vcpus": 0, "memory": 0}
-    webs_raw = c.list_("webNodes", cfg["webNodes"])
-    if not webs_raw:
-        c.bad("webNodes", webs_raw, "at least one web node is required")
-    up = c.keys("nginx.upstream", _merge(DEFAULTS["nginx"]["upstream"], (cfg["nginx"] or {}).get("upstream")),
-                DEFAULTS["nginx"]["upstream"])
-    default_weight = c.int_("nginx.upstream.weight", up.get("weight"), 1, 1000)
-    ac = c.keys("nginx.upstream.activeCheck", _merge(DEFAULTS["nginx"]["upstream"]["activeCheck"], up.get("activeCheck")),
-                DEFAULTS["nginx"]["upstream"]["activeCheck"])
-    active_check = ActiveCheck(
-        enabled=c.bool_("nginx.upstream.activeCheck.enabled", ac.get("enabled")),
-        interval=c.num("nginx.upstream.activeCheck.interval", ac.get("interval"), 0.1, 10),
-        timeout=c.num("nginx.upstream.activeCheck.timeout", ac.get("timeout"), 0.1, 30),
-        fall=c.int_("nginx.upstream.activeCheck.fall", ac.get("fall"), 1, 10),
-        rise=c.int_("nginx.upstream.activeCheck.rise", ac.get("rise"), 1, 10))
-    web_nodes = []
-    for i, w in enumerate(webs_raw):
-        key = f"webNodes[{i}]"
-        common = node_common(key, w, web_known)
-        w = w if isinstance(w, Mapping) else {}
-        weight = c.int_(f"{key}.weight", w.get("weight", default_weight), 1, 1000)
-        web_nodes.append(Node(role="web", mac=mac_for(common["ip"]) if "." in common["ip"] else "",
-                              weight=weight, **common))
-    vip = in_subnet("vip", cfg["vip"])  # after the nodes: a clash names the VIP
-
-    # ---- vrrp ----------------------------------------------------------------------------------
-    version = c.int_("vrrp.version", vr.get("version"), 2, 3)
-    advert = c.num("vrrp.advertInt", vr.get("advertInt"))
-    if version == 2 and advert != int(advert):
-        c.bad("vrrp.advertInt", vr.get("advertInt"), "VRRPv2 needs whole seconds (1..255); use vrrp.version 3 for sub-second")
-    if version == 3 and not (0.01 <= advert <= 40.95):
-        c.bad("vrrp.advertInt", vr.get("advertInt"), "VRRPv3 allows 0.01..40.95 seconds")
-    if version == 2 and not (1 <= advert <= 255):
-        c.bad("vrrp.advertInt", vr.get("advertInt"), "VRRPv2 allows 1..255 seconds")
-    auth_type = vr.get("authType")
-    if version == 3:
-        if auth_type not in (None, "", "none"):
-            c.bad("vrrp.authType", auth_type, "VRRPv3 (RFC 5798) has no authentication: set it to none, or use vrrp.version 2")
-        auth_type = None
-    else:
-        auth_type = c.choice("vrrp.authType", auth_type, ("PASS",))
-    auth_pass = cfg["vrrpAuthPass"]
-    if auth_pass is not None:
-        if version == 3:
-            c.bad("vrrpAuthPass", "[secret]", "VRRPv3 has no authentication: remove vrrpAuthPass or use vrrp.version 2")
-        elif not isinstance(auth_pass, str) or not (1 <= len(auth_pass) <= 8):
-            c.bad("vrrpAuthPass", "[secret]",
-                  f"must be 1..8 characters (VRRP PASS silently truncates longer ones); got {len(str(auth_pass))}")
-        elif not re.fullmatch(r"[\x21-\x7e]+", auth_pass) or '"' in auth_pass:
-            c.bad("vrrpAuthPass", "[secret]", "printable ASCII without spaces or quotes")
-    vrrp = VrrpSettings(
-        virtual_router_id=c.int_("vrrp.virtualRouterId", vr.get("virtualRouterId"), 1, 255),
-        advert_int=advert if version == 3 else int(advert),
-        version=version, auth_type=auth_type,
-        transport=c.choice("vrrp.transport", vr.get("transport"), TRANSPORTS),
-        interface=c.str_("vrrp.interface", vr.get("interface"), re.compile(r"^[a-zA-Z0-9_.-]{1,15}$"),
-                         "an interface name like eth0"),
-        nopreempt=nopreempt,
-        preempt_delay=c.int_("vrrp.preemptDelay", vr.get("preemptDelay"), 0, 1000),
-        garp_master_refresh=c.int_("vrrp.garpMasterRefresh", vr.get("garpMasterRefresh"), 0, 86400),
-        health_check=c.bool_("vrrp.healthCheck", vr.get("healthCheck")),
-        check_fall=c.int_("vrrp.checkFall", vr.get("checkFall"), 1, 10),
-        check_rise=c.int_("vrrp.checkRise", vr.get("checkRise"), 1, 10),
-        profile=profile,
-        check_interval=c.num("vrrp.checkInterval", vr.get("checkInterval"), 0.1, 10),
-        check_timeout=c.num("vrrp.checkTimeout", vr.get("checkTimeout"), 0.1, 30),
-        check_slow_fall=c.int_("vrrp.checkSlowFall", vr.get("checkSlowFall"), 1, 100),
-    )
-
-    # ---- nginx ---------------------------------------------------------------------------------
-    ng = c.keys("nginx", cfg["nginx"], DEFAULTS["nginx"])
-    px = c.keys("nginx.proxy", ng.get("proxy"), DEFAULTS["nginx"]["proxy"])
-    persistence = c.str_("nginx.persistence", ng.get("persistence"), PERSISTENCE_RE,
-                         "must be none, ip_hash or cookie:<name>")
-    pools, rules, default_pool = _routing(c, ng.get("routing"), [w.name for w in web_nodes])
-    nginx = NginxSettings(
-        server_name=c.str_("nginx.serverName", ng.get("serverName"), re.compile(r"^[A-Za-z0-9*_.-]+( [A-Za-z0-9*_.-]+)*$"),
-                           "host names separated by spaces"),
-        client_max_body_size=c.str_("nginx.clientMaxBodySize", ng.get("clientMaxBodySize"), SIZE_RE,
-                                    "a size like 200m, 1g or 512k"),
-        max_fails=c.int_("nginx.upstream.maxFails", up.get("maxFails"), 0, 1000),
-        fail_timeout=c.int_("nginx.upstream.failTimeout", up.get("failTimeout"), 1, 86400),
-        connect_timeout=c.int_("nginx.proxy.connectTimeout", px.get("connectTimeout"), 1, 75),
-        send_timeout=c.int_("nginx.proxy.sendTimeout", px.get("sendTimeout"), 1, 3600),
-        read_timeout=c.int_("nginx.proxy.readTimeout", px.get("readTimeout"), 1, 3600),
-        buffering=c.bool_("nginx.proxy.buffering", px.get("buffering")),
-        buffer_size=c.str_("nginx.proxy.bufferSize", px.get("bufferSize"), SIZE_RE, "a size like 256k"),
-        buffers=c.str_("nginx.proxy.buffers", px.get("buffers"), re.compile(r"^[0-9]+ [0-9]+[kKmM]?$"),
-                       "'<count> <size>' like '4 256k'"),
-        persistence=persistence, pools=pools, rules=rules, default_pool=default_pool,
-        active_check=active_check,
-    )
-
-    # ---- vm ------------------------------------------------------------------------------------
-    def path_or_url(key: str, value: Any, optional: bool) -> str | None:
-        if value in (None, "") and optional:
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class that the (alias) path `loc` points into."""
+    cls: Any = StackConfig
+    for part in loc:
+        if isinstance(part, int) or part == "[key]":
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
             return None
-        s = c.str_(key, value, allowed="a file path (relative to the project) or an http(s) URL")
-        if s and not re.match(r"^https?://", s) and not os.path.isabs(s):
-            s = str((root / s).resolve())
-        return s or None
-
-    dt_setting = c.choice("vm.domainType", v.get("domainType"), DOMAIN_TYPES)
-    uri = c.str_("vm.libvirtUri", v.get("libvirtUri"), re.compile(r"^[a-z+]+://"),
-                 "a libvirt URI like qemu:///system or qemu+ssh://user@host/system")
-    kernel = path_or_url("vm.kernel", v.get("kernel"), True)
-    initrd = path_or_url("vm.initrd", v.get("initrd"), True)
-    if bool(kernel) != bool(initrd):
-        c.bad("vm.initrd" if kernel else "vm.kernel", None,
-              "vm.kernel and vm.initrd go together: set both (direct kernel boot) or neither")
-    vm = VmSettings(
-        image=path_or_url("vm.image", v.get("image"), False) or "",
-        kernel=kernel, initrd=initrd,
-        domain_type=resolve_domain_type(dt_setting, uri or "", host or HostFacts.probe()),
-        domain_type_setting=dt_setting, libvirt_uri=uri,
-        pool_path=c.str_("vm.poolPath", v.get("poolPath"), re.compile(r"^/"), "an absolute directory path on the hypervisor"),
-        install_packages=c.bool_("vm.installPackages", v.get("installPackages")),
-        admin_user=c.name("vm.adminUser", v.get("adminUser")),
-    )
-
-    ve = c.keys("verify", cfg["verify"], DEFAULTS["verify"])
-    verify = VerifySettings(enabled=c.bool_("verify.enabled", ve.get("enabled")),
-                            failover_drill=c.bool_("verify.failoverDrill", ve.get("failoverDrill")),
-                            timeout=c.int_("verify.timeout", ve.get("timeout"), 30, 7200))
-
-    fw = c.keys("firewall", cfg["firewall"], DEFAULTS["firewall"])
-    ssh_from = fw.get("sshFrom")
-    if ssh_from is None:  # the deploy side: the lab host's bridge address (nat), else the whole subnet
-        ssh_from = [f"{gw}/32"] if mode == "nat" else [str(net)]
-    def cidrs(key: str, values: Any) -> tuple[str, ...]:
-        out = []
-        for i, v in enumerate(c.list_(key, values)):
-            try:
-                out.append(str(ipaddress.IPv4Network(str(v), strict=False)))
-            except ValueError:
-                c.bad(f"{key}[{i}]", v, "an IPv4 address or CIDR like 10.0.0.0/24")
-        return tuple(out)
-
-    nets = cidrs("firewall.sshFrom", ssh_from)
-    if not nets:
-        c.bad("firewall.sshFrom", ssh_from, "at least one address or CIDR (or the verifier cannot log in)")
-    firewall = FirewallSettings(enabled=c.bool_("firewall.enabled", fw.get("enabled")), ssh_from=nets,
-                                web_http_from=cidrs("firewall.webHttpFrom", fw.get("webHttpFrom")))
-
-    netns = cfg["labNetns"] or None
-    if netns is not None and not re.match(r"^[A-Za-z0-9_-]{1,32}$", str(netns)):
-        c.bad("labNetns", netns, "a network namespace name (letters, digits, '_' or '-'), or empty for a real hypervisor")
-    keys = tuple(c.list_("sshAuthorizedKeys", cfg["sshAuthorizedKeys"]))
-    for i, k in enumerate(keys):
-        if not isinstance(k, str) or not re.match(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-\S+) \S+", k):
-            c.bad(f"sshAuthorizedKeys[{i}]", k, "an OpenSSH public key line (ssh-ed25519 AAAA... comment)")
-
-    if c.problems:
-        raise SettingsError(c.problems)
-    return Settings(stack=stack, vip=vip, network=network, balancers=(balancers[0], balancers[1]),
-                    web_nodes=tuple(web_nodes), vrrp=vrrp, nginx=nginx, vm=vm, verify=verify,
-                    firewall=firewall, lab_netns=netns, ssh_authorized_keys=keys, vrrp_auth_pass=auth_pass)
+        field_ = next((f for n, f in cls.model_fields.items() if (f.alias or n) == part), None)
+        if field_ is None:
+            return None
+        cls = _inner_model(field_.annotation)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _routing(c: _Checker, routing: Any, web_names: list[str]):
-    """User-Agent routing: named pools of web nodes and ordered {match, pool} rules."""
-    if routing in (None, {}):
-        return (Pool("web", tuple(web_names)),), (), "web"
-    known = {"pools": 0, "rules": 0, "default": 0}
-    r = c.keys("nginx.routing", routing, known)
-    pools_raw = r.get("pools") or {}
-    pools = []
-    if not isinstance(pools_raw, Mapping) or not pools_raw:
-        c.bad("nginx.routing.pools", pools_raw, "an object: pool name -> list of web node names")
-        pools_raw = {}
-    for pname, members in pools_raw.items():
-        key = f"nginx.routing.pools.{pname}"
-        if not re.match(r"^[a-z][a-z0-9_]{0,30}$", str(pname)):
-            c.bad(key, pname, "pool names: lowercase letters, digits, '_'")
-        members = c.list_(key, members)
-        if not members:
-            c.bad(key, members, "a pool needs at least one web node")
-        for m in members:
-            if m not in web_names:
-                c.bad(key, m, "unknown web node; known: " + ", ".join(web_names))
-        pools.append(Pool(str(pname), tuple(members)))
-    names = [p.name for p in pools]
-    default = r.get("default", "default")
-    if default not in names:
-        c.bad("nginx.routing.default", default, "must name a pool; pools: " + ", ".join(names))
-    rules = []
-    for i, rule in enumerate(c.list_("nginx.routing.rules", r.get("rules"))):
-        key = f"nginx.routing.rules[{i}]"
-        rule = c.keys(key, rule, {"match": 0, "pool": 0})
-        m = rule.get("match")
+def _inner_model(tp: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _aliases(cls: type[BaseModel]) -> list[str]:
+    return sorted(f.alias or n for n, f in cls.model_fields.items())
+
+
+def _lines(err: ValidationError) -> tuple[list[str], set[str]]:
+    """Every problem as one line, and the top-level keys that failed field validation."""
+    lines: list[str] = []
+    failed: set[str] = set()
+    for e in err.errors(include_url=False):
+        loc, kind = tuple(e["loc"]), e["type"]
+        if kind == PROBLEMS:
+            prefix = _key(loc)
+            for rel, value, allowed in e["ctx"]["problems"]:
+                key = f"{prefix}.{rel}" if prefix else rel
+                lines.append(f"{key} = {_show(key, value)}: {allowed}")
+            continue
+        key = _key(loc)
+        if loc:
+            failed.add(str(loc[0]))
+        value = e.get("input")
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            if len(loc) == 1:
+                msg = "unknown setting (typo?); known settings: " + ", ".join(_aliases(StackConfig))
+            else:
+                msg = "unknown key (typo?); allowed keys: " + ", ".join(_aliases(parent) if parent else [])
+        elif kind == "missing":
+            msg, value = "required", None
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            m = _model_at(loc)
+            msg = "must be an object" + (" with keys " + ", ".join(_aliases(m)) if m else "")
+        elif kind == "list_type":
+            msg = "must be a list"
+        elif kind in ("too_short", "too_long"):
+            msg = e["msg"].replace("List", "list").replace("Dictionary", "object")
+        else:
+            msg = e["msg"]
+        lines.append(f"{key} = {_show(key, value)}: {msg}")
+    return lines, failed
+
+
+# --------------------------------------------------------------------------------------------------
+DEFAULTS: dict[str, Any] = {
+    (f.alias or n): (f.get_default(call_default_factory=True)) for n, f in StackConfig.model_fields.items()}
+DEFAULTS = {k: ([m.model_dump(by_alias=True, exclude_none=True) for m in v] if isinstance(v, list) and v
+                and isinstance(v[0], BaseModel) else v.model_dump(by_alias=True) if isinstance(v, BaseModel) else v)
+            for k, v in DEFAULTS.items()}
+"""The reference design (192.168.81.0/24, lb01 MASTER .210, lb02 BACKUP .220, web .230/.240), from the models."""
+
+
+def _exists(path: str) -> bool:
+    return os.path.isfile(path)
+
+
+def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
+         host: HostFacts | None = None, path_exists: Callable[[str], bool] = _exists) -> Settings:
+    """Validate the raw stack config (keys without the `hacluster:` prefix).
+
+    `path_exists` answers whether a local image/kernel/initrd file exists (tests inject one). Files under
+    the project's own `.images/` are the output of `make image`, which every target that deploys runs
+    first: they may be missing on a fresh clone, so only paths outside it must exist now."""
+    problems: list[str] = []
+    if not isinstance(stack, str) or not g.STACK.fullmatch(stack):
+        problems.append(f"(stack name) = {stack!r}: letters, digits, '_', '.' or '-', at most 100")
+    # A top-level null means "unset" (the model's default), except labNetns, where null is refused on lab
+    # stacks like "" (it would turn the sandbox off).
+    data = {k: v for k, v in raw.items() if v is not None or k == "labNetns"}
+    try:
+        cfg = StackConfig.model_validate(data)
+    except ValidationError as e:
+        lines, failed = _lines(e)
+        problems += lines
+        # The cross-field rules did not run (a field failed): run those that read only valid keys.
+        rest = {k: v for k, v in data.items() if k not in failed}
         try:
-            if not isinstance(m, str) or not m or '"' in m or "\\\\" in m:
-                raise re.error("must be a non-empty string without double quotes")
-            re.compile(m)
-        except re.error as e:
-            c.bad(f"{key}.match", m, f"must be a valid case-insensitive regex ({e})")
-        if rule.get("pool") not in names:
-            c.bad(f"{key}.pool", rule.get("pool"), "unknown pool; pools: " + ", ".join(names))
-        rules.append(RouteRule(str(m), str(rule.get("pool"))))
-    return tuple(pools), tuple(rules), str(default)
+            StackConfig.model_validate(rest, context={"skip": failed})
+        except ValidationError as e2:
+            problems += [ln for ln in _lines(e2)[0] if ln not in problems]
+        raise SettingsError(problems) from None
+    root = Path(project_root).resolve()
+    s = _settings(cfg, stack, root, host or HostFacts.probe())
+    images = root / ".images"
+    for key, path in (("vm.image", s.vm.image), ("vm.kernel", s.vm.kernel), ("vm.initrd", s.vm.initrd)):
+        if path and not g.URL.fullmatch(path) and not Path(path).is_relative_to(images) and not path_exists(path):
+            problems.append(f"{key} = {path!r}: no such file on the deploy host (the image is uploaded from there)")
+    if problems:
+        raise SettingsError(problems)
+    return s
+
+
+def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settings:
+    """The resolved view of a valid config."""
+    net = ipaddress.IPv4Network(c.network.cidr)
+    gw = c.network.gateway or str(next(net.hosts()))
+    network = NetworkSettings(c.network.mode, str(net), net.prefixlen, gw, c.network.name or f"hacluster-{stack}",
+                              c.network.bridge, tuple(c.network.dns))
+    vm = c.vm
+    balancers = tuple(Node(name=b.name, role="lb", ip=b.ip, mac=mac_for(b.ip), vcpus=b.vcpus or vm.vcpus,
+                           memory=b.memory or vm.memory, state=b.state, priority=b.priority,
+                           router_id=b.router_id or b.name) for b in c.balancers)
+    up = c.nginx.upstream
+    web_nodes = tuple(Node(name=w.name, role="web", ip=w.ip, mac=mac_for(w.ip), vcpus=w.vcpus or vm.vcpus,
+                           memory=w.memory or vm.memory, weight=w.weight or up.weight) for w in c.web_nodes)
+    v = c.vrrp
+    vrrp = VrrpSettings(
+        virtual_router_id=v.virtual_router_id, advert_int=v.advert_int if v.version == 3 else int(v.advert_int),
+        version=v.version, auth_type=None if v.version == 3 else v.auth_type, transport=v.transport,
+        interface=v.interface, nopreempt=v.nopreempt, preempt_delay=v.preempt_delay,
+        garp_master_refresh=v.garp_master_refresh, health_check=v.health_check, check_fall=v.check_fall,
+        check_rise=v.check_rise, profile=v.profile, check_interval=v.check_interval,
+        check_timeout=v.check_timeout, check_slow_fall=v.check_slow_fall)
+    ng, px, r = c.nginx, c.nginx.proxy, c.nginx.routing
+    if r is None:
+        pools, rules, default_pool = (Pool("web", tuple(w.name for w in web_nodes)),), (), "web"
+    else:
+        pools = tuple(Pool(p, tuple(m)) for p, m in r.pools.items())
+        rules, default_pool = tuple(RouteRule(x.match, x.pool) for x in r.rules), r.default
+    ac = up.active_check
+    nginx = NginxSettings(
+        server_name=ng.server_name, client_max_body_size=ng.client_max_body_size, max_fails=up.max_fails,
+        fail_timeout=up.fail_timeout, connect_timeout=px.connect_timeout, send_timeout=px.send_timeout,
+        read_timeout=px.read_timeout, buffering=px.buffering, buffer_size=px.buffer_size, buffers=px.buffers,
+        persistence=ng.persistence, pools=pools, rules=rules, default_pool=default_pool,
+        active_check=ActiveCheck(ac.enabled, ac.interval, ac.timeout, ac.fall, ac.rise))
+
+    def path(p: str | None) -> str | None:
+        if not p:
+            return None
+        return p if g.URL.fullmatch(p) or os.path.isabs(p) else str((root / p).resolve())
+
+    vms = VmSettings(image=path(vm.image) or "", kernel=path(vm.kernel), initrd=path(vm.initrd),
+                     domain_type=resolve_domain_type(vm.domain_type, vm.libvirt_uri, host),
+                     domain_type_setting=vm.domain_type, libvirt_uri=vm.libvirt_uri, pool_path=vm.pool_path,
+                     install_packages=vm.install_packages, admin_user=vm.admin_user)
+    verify = VerifySettings(c.verify.enabled, c.verify.failover_drill, c.verify.timeout, c.verify.load_drills)
+    fw = c.firewall
+    ssh_from = fw.ssh_from if fw.ssh_from is not None else ([f"{gw}/32"] if network.mode == "nat" else [str(net)])
+    firewall = FirewallSettings(enabled=fw.enabled,
+                                ssh_from=tuple(str(ipaddress.IPv4Network(x, strict=False)) for x in ssh_from),
+                                web_http_from=tuple(str(ipaddress.IPv4Network(x, strict=False)) for x in fw.web_http_from))
+    return Settings(stack=stack, vip=c.vip, network=network, balancers=(balancers[0], balancers[1]),
+                    web_nodes=web_nodes, vrrp=vrrp, nginx=nginx, vm=vms, verify=verify, firewall=firewall,
+                    lab_netns=c.lab_netns or None, ssh_authorized_keys=tuple(c.ssh_authorized_keys),
+                    vrrp_auth_pass=c.vrrp_auth_pass)

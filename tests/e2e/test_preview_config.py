@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ssh_key
 
+KEY = ssh_key("e2e")
 CASES = [
     (["--path", "balancers[0].priority", "300"], "balancers[0].priority = 300"),
     (["--path", "balancers[1].priority", "150"], "balancers[1].priority = 150"),
@@ -22,6 +23,23 @@ CASES = [
     (["--secret", "vrrpAuthPass", "toolongpass"], "vrrpAuthPass"),
     (["--path", "nginx.upstrem.weight", "2"], "nginx.upstrem"),
     (["--path", "webNodes[0].weight", "0"], "webNodes[0].weight = 0"),
+    # issue 13: one per class of injection / silent no-effect value
+    (["--path", "sshAuthorizedKeys[0]", KEY + "\n- name: evil\n  sudo: ALL=(ALL) NOPASSWD:ALL"], "sshAuthorizedKeys[0] = "),
+    (["--path", "sshAuthorizedKeys[0]", "ssh-ed25519 QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"], "sshAuthorizedKeys[0] = "),
+    (["--secret", "vrrpAuthPass", "ab}{cd"], "vrrpAuthPass = [secret]"),
+    (["--path", "vm.adminUser", "www-data"], "vm.adminUser = 'www-data'"),
+    (["--path", "nginx.persistence", "ip_hash\n"], "nginx.persistence = 'ip_hash\\n'"),
+    (["--path", "nginx.clientMaxBodySize", "99999999999g"], "nginx.clientMaxBodySize = '99999999999g'"),
+    (["--path", "nginx.proxy.buffers", "4 8k"], "nginx.proxy.buffers = '4 8k'"),
+    (["--path", "nginx.serverName", "*"], "nginx.serverName = '*'"),
+    (["--path", "network.bridge", "br0; reboot"], "network.bridge = 'br0; reboot'"),
+    (["--path", "vm.libvirtUri", "http://x"], "vm.libvirtUri = 'http://x'"),
+    (["--path", "vrrp.advertInt", "nan"], "vrrp.advertInt = 'nan'"),
+    (["labNetns", ""], "labNetns = ''"),
+    (["--path", "vrrp.preemptDelay", "30"], "vrrp.preemptDelay = 30"),
+    (["--path", "vrrp.interface", "lo"], "vrrp.interface = 'lo'"),
+    (["--path", "vm.image", "/nonexistent/disk.qcow2"], "vm.image = '/nonexistent/disk.qcow2'"),
+    (["--path", "vm.poolPath", "/"], "vm.poolPath = '/'"),
 ]
 
 
@@ -45,7 +63,7 @@ def stack():
         (ROOT / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("setting, message", CASES, ids=[c[1].split(" ")[0] for c in CASES])
+@pytest.mark.parametrize("setting, message", CASES, ids=[f"{i}-{c[1].split(' ')[0]}" for i, c in enumerate(CASES)])
 def test_bad_value_fails_preview_before_any_resource(stack, setting, message):
     config_file = ROOT / f"Pulumi.{stack}.yaml"
     config_file.write_text((ROOT / "Pulumi.dev.yaml").read_text())

@@ -4,10 +4,10 @@ import pulumi
 import pytest
 
 from model.settings import HostFacts, load
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ssh_key
 
-FAKE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nMOCKKEY\n-----END OPENSSH PRIVATE KEY-----\n"
-            "ssh-ed25519 AAAAMOCKPUBLIC hacluster-t\n")
+PUBLIC = ssh_key("hacluster-t", fill=9)
+FAKE_KEY = f"-----BEGIN OPENSSH PRIVATE KEY-----\nMOCKKEY\n-----END OPENSSH PRIVATE KEY-----\n{PUBLIC}\n"
 
 
 class MockLibvirt(pulumi.runtime.Mocks):
@@ -108,8 +108,8 @@ def test_secrets_stay_secret_and_user_data_carries_only_the_public_key(mocks):
         lb, web = seeds["lb01-seed"], seeds["web01-seed"]
         assert lb != unsecret(lb), "balancer user-data (VRRP password inside) must be a secret"
         for user_data in (unsecret(lb), unsecret(web)):
-            assert "ssh-ed25519 AAAAMOCKPUBLIC" in user_data and "PRIVATE KEY" not in user_data
-        assert "auth_pass Ab3dEf9h" in unsecret(lb)
+            assert PUBLIC in user_data and "PRIVATE KEY" not in user_data
+        assert 'auth_pass "Ab3dEf9h"' in unsecret(lb)
         assert private_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
         keygen = next(c for c in of(mocks, "command:local:Command") if "ssh-keygen" in c.inputs["create"])
         assert keygen.inputs["logging"] == "none"
@@ -119,7 +119,8 @@ def test_secrets_stay_secret_and_user_data_carries_only_the_public_key(mocks):
 
 @pulumi.runtime.test
 def test_bridge_mode_makes_no_network_and_attaches_to_the_bridge(mocks):
-    cluster = build({"network": {"mode": "bridge", "bridge": "br0", "gateway": "192.168.81.254"}, "labNetns": ""})
+    cluster = build({"network": {"mode": "bridge", "bridge": "br0", "gateway": "192.168.81.254"}, "labNetns": "",
+                     "vm": {"libvirtUri": "qemu+unix:///system"}})
 
     def check(_):
         assert of(mocks, "libvirt:index:Network") == []

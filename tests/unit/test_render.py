@@ -11,7 +11,7 @@ import yaml
 
 from model import render
 from model.settings import HostFacts, load
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ssh_key
 
 TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
 ROUTING = {"pools": {"iphone": ["web01"], "android": ["web02"], "chrome": ["web01"], "firefox": ["web02"],
@@ -80,16 +80,19 @@ def test_routing_uses_map_and_variable_proxy_pass():
 def test_user_data_is_valid_cloud_config_without_private_material():
     s = settings()
     for node in s.nodes:
-        text = render.user_data(s, node, "pw123456", ["ssh-ed25519 AAAATEST test"])
+        text = render.user_data(s, node, "pw123456", [ssh_key()])
         assert text.startswith("#cloud-config\n")
         doc = yaml.safe_load(text)
         assert doc["hostname"] == node.name and doc["ssh_pwauth"] is False
-        assert doc["users"][0]["ssh_authorized_keys"] == ["ssh-ed25519 AAAATEST test"]
+        assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key()]
+        assert [u["name"] for u in doc["users"]] == (["ops", "keepalived_script"] if node.role == "lb" else ["ops"])
+        assert doc["users"][0]["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
+        assert doc["runcmd"][-1][-1].startswith("systemctl enable keepalived" if node.role == "lb" else "systemctl daemon-reload")
         paths = {f["path"]: f["content"] for f in doc["write_files"]}
         assert paths["/etc/nginx/nginx.conf"] == render.nginx_conf(s, node)
         assert "PRIVATE KEY" not in text
         if node.role == "lb":
-            assert "auth_pass pw123456" in paths["/etc/keepalived/keepalived.conf"]
+            assert 'auth_pass "pw123456"' in paths["/etc/keepalived/keepalived.conf"]
         net = yaml.safe_load(render.network_config(s, node))
         assert net["config"][0]["subnets"][0]["address"] == f"{node.ip}/24"
         assert net["config"][0]["mac_address"] == node.mac
@@ -167,11 +170,41 @@ def test_keepalived_config_test_really_rejects_a_bad_config(scratch, netns):
 
 
 def test_nginx_config_test_really_rejects_a_bad_config(scratch):
-    s = settings({"nginx": {"proxy": {"buffers": "4 8k"}}})  # busy buffers (2 x 256k) > all buffers - one
+    s = settings()
     paths = write_node(s, s.balancers[0], f"{scratch}/badnginx/lb01")
+    text = open(paths.nginx_conf).read().replace("proxy_buffers 4 256k;", "proxy_buffers 4 8k;")
+    with open(paths.nginx_conf, "w") as fh:
+        fh.write(text)
     r = subprocess.run(["nginx", "-t", "-q", "-p", f"{scratch}/badnginx/lb01", "-c", paths.nginx_conf],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "proxy_busy_buffers_size" in r.stderr
+
+
+# (bufferSize, buffers): the settings' busy-buffers arithmetic must agree with nginx's own check.
+BUFFER_CASES = [("256k", "4 256k"), ("256k", "4 8k"), ("256k", "3 256k"), ("256k", "2 256k"), ("8k", "2 8k"),
+                ("4k", "3 4k"), ("16k", "3 8k"), ("1m", "4 256k"), ("1m", "9 256k"), ("512k", "5 256k"),
+                ("8k", "8 4k"), ("64k", "3 64k"), ("64m", "3 64m"), ("1k", "2 1k")]
+
+
+@pytest.mark.parametrize("buffer_size, buffers", BUFFER_CASES)
+def test_busy_buffers_rule_agrees_with_nginx(buffer_size, buffers, scratch, netns):
+    from model.settings import SettingsError
+    try:
+        settings({"nginx": {"proxy": {"bufferSize": buffer_size, "buffers": buffers}}})
+        accepted = True
+    except SettingsError as e:
+        assert all(p.startswith("nginx.proxy.buffer") for p in e.problems), e.problems
+        accepted = False
+    s = settings()
+    prefix = f"{scratch}/busy/{buffer_size}-{buffers.replace(' ', '-')}"
+    paths = write_node(s, s.balancers[0], prefix)
+    text = open(paths.nginx_conf).read().replace("proxy_buffers 4 256k;", f"proxy_buffers {buffers};").replace(
+        "proxy_buffer_size 256k;", f"proxy_buffer_size {buffer_size};")
+    with open(paths.nginx_conf, "w") as fh:
+        fh.write(text)
+    r = subprocess.run(["ip", "netns", "exec", netns, "nginx", "-t", "-q", "-p", prefix, "-c", paths.nginx_conf],
+                       capture_output=True, text=True)
+    assert accepted == (r.returncode == 0), (buffer_size, buffers, accepted, r.stderr)
 
 
 def test_firewall_rules_pass_nft_check_and_say_who_may_connect(netns):

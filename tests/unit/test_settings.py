@@ -72,7 +72,7 @@ def test_dev_stack_file_loads_and_matches_the_reference():
     ({"vrrp": {"advertInt": 0.5}}, "vrrp.advertInt"),
     ({"vrrp": {"version": 3, "authType": "PASS"}}, "vrrp.authType"),
     ({"vrrp": {"transport": "broadcast"}}, "vrrp.transport"),
-    ({"vrrpAuthPass": ""}, "vrrpAuthPass"),
+    ({"vrrpAuthPass": "a b"}, "vrrpAuthPass"),
     ({"vrrpAuthPass": "123456789"}, "vrrpAuthPass"),
     ({"webNodes": []}, "webNodes"),
     ({"nginx": {"upstream": {"weight": 0}}}, "nginx.upstream.weight"),
@@ -160,14 +160,30 @@ def test_relative_image_paths_resolve_against_the_project():
     assert ok({"vm": {"image": "https://example.org/x.qcow2", "kernel": "", "initrd": ""}}).vm.kernel is None
 
 
-def test_pulumi_yaml_defaults_match_settings_defaults():
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    declared = project.get("config", {})
+def test_pulumi_yaml_config_is_the_models_in_both_directions():
+    """Every model key is declared (type, description, default) and nothing else is: regenerate with
+    `python -m model.schema` after changing model/config.py."""
+    from model.config import StackConfig
+    from model.schema import pulumi_config, render_pulumi_yaml
+    text = (ROOT / "Pulumi.yaml").read_text()
+    declared = yaml.safe_load(text)["config"]
+    assert set(declared) == {f"hacluster:{f.alias}" for f in StackConfig.model_fields.values()}
+    assert declared == pulumi_config()
+    assert text == render_pulumi_yaml(text), "Pulumi.yaml is stale: run `venv/bin/python -m model.schema`"
     for key, spec in declared.items():
-        name = key.split(":", 1)[-1]
-        assert name in DEFAULTS, f"Pulumi.yaml declares unknown key {key}"
-        if "default" in spec:
-            assert spec["default"] == DEFAULTS[name], key
+        name = key.split(":", 1)[1]
+        assert name in DEFAULTS and spec["description"], key
+        # Pulumi hands every default to the program when the stack does not set the key: it must load as
+        # the model's own default.
+    assert ok({k.split(":", 1)[1]: v["default"] for k, v in declared.items()}) == ok()
+
+
+def test_every_object_option_is_described_in_pulumi_yaml():
+    from model.config import NginxConfig, VrrpConfig
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    for key, model in (("hacluster:vrrp", VrrpConfig), ("hacluster:nginx", NginxConfig)):
+        for f in model.model_fields.values():
+            assert f"{f.alias}:" in declared[key]["description"], (key, f.alias)
 
 
 def test_fast_profile_sets_v3_subsecond_no_auth_and_explicit_keys_still_win():
