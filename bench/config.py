@@ -11,7 +11,8 @@ import yaml
 DEV_PREFIX = "192.168.81."
 # One subnet per bench profile: neither dev (81) nor e2e (91).
 SUBNETS = {"reference": "192.168.101", "fast": "192.168.102"}
-KINDS = ("keepalived", "nginx_kill", "hard", "poweroff", "switchover")
+KINDS = ("keepalived", "nginx_kill", "hard", "poweroff", "switchover",
+         "web_freeze", "web_poweroff", "lb_starve", "vrrp_cut")
 # A powered-off master boots again (~40 s under TCG) before it takes the VIP back: steps may take this long.
 STEP_TIMEOUT = 240
 

@@ -9,7 +9,25 @@ from .stats import TARGET_BY_KEY, TARGETS, Verdict, fmt, summary, verdict
 KIND_TITLES = {"keepalived": "keepalived stopped (graceful)", "nginx": "nginx stopped",
                "nginx_kill": "nginx killed (kill -9), then started", "hard": "master paused (virsh suspend/resume)",
                "poweroff": "master powered off (virsh destroy/start)",
-               "switchover": "planned switchover (priority + reload, restored)"}
+               "switchover": "planned switchover (priority + reload, restored)",
+               "web_freeze": "web01 frozen 20 s (virsh suspend), then resumed",
+               "web_poweroff": "web01 powered off 20 s (virsh destroy), then started",
+               "lb_starve": "both balancers starved (vcpu_quota 10%) for 60 s",
+               "vrrp_cut": "VRRP cut on the MASTER for 15 s, then healed"}
+# The same failures before the health agent (2026-12-01, reported in the issue on HA under load, 10 req/s).
+BEFORE = {"web_freeze": "75 of 400 requests failed, p99 10 s", "web_poweroff": "238 of 400 requests failed",
+          "lb_starve": "both balancers FAULT: no holder", "vrrp_cut": "no holder at the end, 7.7 s dark after the heal",
+          "poweroff": "returning MASTER: 14.6 s dark (225 failed probes)",
+          "nginx_kill": "2.10 s (reference), no holder at the end"}
+LOAD_FIELDS = ("failed_requests", "requests", "max_latency_s", "p99_latency_s", "no_holder_s", "two_holders_s",
+               "failed_probes_after_heal", "rejoined_after_s")
+LOAD_TARGETS = {"web_freeze": ("web_freeze_failed", "web_freeze_latency"),
+                "web_poweroff": ("web_poweroff_failed", "web_poweroff_latency"),
+                "lb_starve": ("starve_no_holder", "starve_two_holders"), "vrrp_cut": ("cut_heal_failed",)}
+LOAD_TARGET_FIELD = {"web_freeze_failed": "failed_requests", "web_freeze_latency": "max_latency_s",
+                     "web_poweroff_failed": "failed_requests", "web_poweroff_latency": "max_latency_s",
+                     "starve_no_holder": "no_holder_s", "starve_two_holders": "two_holders_s",
+                     "cut_heal_failed": "failed_probes_after_heal"}
 PROFILE_TARGETS = {("fast", "hard"): "fast_hard", ("fast", "poweroff"): "fast_poweroff",
                    ("fast", "keepalived"): "fast_keepalived", ("reference", "nginx_kill"): "reference_nginx_kill",
                    ("fast", "nginx_kill"): "fast_nginx_kill", ("reference", "switchover"): "reference_switchover",
@@ -47,10 +65,19 @@ def guest_text(guests: dict[str, dict[str, float]] | None) -> str:
 def failover_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per drill kind: the break step's and the restore step's gap, failed probes, moved/served times."""
     out: dict[str, Any] = {}
+    loads: dict[str, list[dict]] = {}
     for r in rounds:
         for step in r["steps"].values():
+            if step["role"] == "load":
+                loads.setdefault(step["kind"], []).append(step)
+                continue
             k = out.setdefault(step["kind"], {"break": [], "restore": []})
             k[step["role"]].append(step)
+    return {**{kind: {"load": {f: summary(s.get(f) for s in steps) for f in LOAD_FIELDS}} for kind, steps in loads.items()},
+            **_pairs(out)}
+
+
+def _pairs(out: dict[str, Any]) -> dict[str, Any]:
     return {kind: {role: {"gap_s": summary(s["gap_s"] for s in steps),
                           "failed_probes": summary(s["failed_probes"] for s in steps),
                           "moved_after_s": summary(s.get("moved_after_s") for s in steps),
@@ -84,6 +111,15 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
         brk = (((results.get("failover") or {}).get(profile) or {}).get("summary") or {}).get(kind, {}).get("break")
         field = "failed_probes" if t.unit == "probes" else "gap_s"
         values[key] = (brk or {}).get(field, {}).get(t.stat) if brk else None
+    for profile in ("reference", "fast"):
+        fs = (((results.get("failover") or {}).get(profile) or {}).get("summary") or {})
+        pw = (fs.get("poweroff") or {}).get("restore")
+        values[f"{profile}_return"] = (pw or {}).get("failed_probes", {}).get("max") if pw else None
+        for kind, keys in LOAD_TARGETS.items():
+            load = (fs.get(kind) or {}).get("load") or {}
+            for key in keys:
+                t = TARGET_BY_KEY[f"{profile}_{key}"]
+                values[t.key] = (load.get(LOAD_TARGET_FIELD[key]) or {}).get(t.stat)
     values["rps_ratio"] = ((results.get("overhead") or {}).get("summary") or {}).get("ratio")
     mems = [m.get("max_mib") for m in (results.get("memory") or {}).values() if m.get("max_mib") is not None]
     values["vm_memory"] = round(max(mems) / 1024, 3) if mems else None
@@ -177,6 +213,38 @@ def render(results: dict[str, Any]) -> str:
                                _s((b.get("served_after_s") or {}).get("median")),
                                f"{_s(rg.get('median'))} / {_s(rg.get('max'))} ({_n(rf.get('max'))})",
                                str(g.get("n", 0)), v.detail if v else "", _mark(v)]))
+    lines.append("")
+
+    # drills under load
+    lines += ["### Drills under load (10 requests/s through the VIP, each allowed 10 s; the numbers before the "
+              "health agent are from the issue, same machine kind)", ""]
+    lines.append(_row(["Profile", "Failure", "failed requests median / max (of)", "max latency median / max",
+                       "no holder / two holders (s, median)", "node back after repair (median)", "n", "before",
+                       "target", "verdict"]))
+    lines.append(_row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---", "---", "---"]))
+    for profile in ("reference", "fast"):
+        fs = (fo.get(profile) or {}).get("summary") or {}
+        for kind in ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut"):
+            ld = (fs.get(kind) or {}).get("load")
+            if not ld:
+                continue
+            md = lambda f, ld=ld: (ld.get(f) or {}).get("median")  # noqa: E731
+            mx = lambda f, ld=ld: (ld.get(f) or {}).get("max")  # noqa: E731
+            vs = [verdicts.get(f"{profile}_{key}") for key in LOAD_TARGETS[kind]]
+            failed = (f"{_n(md('failed_probes_after_heal'))} / {_n(mx('failed_probes_after_heal'))} probes after the heal"
+                      if kind == "vrrp_cut" else f"{_n(md('failed_requests'))} / {_n(mx('failed_requests'))} "
+                                                 f"(of {_n(md('requests'))})")
+            lines.append(_row([profile, KIND_TITLES[kind], failed, f"{_s(md('max_latency_s'))} / {_s(mx('max_latency_s'))}",
+                               f"{_s(md('no_holder_s'))} / {_s(md('two_holders_s'))}" if kind == "lb_starve" else "",
+                               _s(md("rejoined_after_s")) if kind.startswith("web_") else "",
+                               str((ld.get("max_latency_s") or {}).get("n", 0)), BEFORE.get(kind, ""),
+                               "; ".join(v.detail for v in vs if v), " ".join(_mark(v) for v in vs if v)]))
+        for kind in ("nginx_kill", "poweroff"):
+            if kind in fs:
+                v = verdicts.get(f"{profile}_return") if kind == "poweroff" else verdicts.get(
+                    PROFILE_TARGETS.get((profile, kind), ""))
+                lines.append(_row([profile, KIND_TITLES[kind] + (" — the MASTER's return" if kind == "poweroff" else ""),
+                                   "", "", "", "", "", BEFORE[kind], v.detail if v else "", _mark(v)]))
     lines.append("")
 
     # overhead

@@ -40,7 +40,17 @@ def verifier_spec(s: Settings) -> dict:
         "drill": s.verify.failover_drill, "timeout": s.verify.timeout,
         # Pausing the MASTER through libvirt is part of the drill on lab stacks only.
         "hardFailure": s.verify.failover_drill and s.lab_netns is not None,
+        **(LOAD_DRILLS if s.verify.failover_drill and s.verify.load_drills and s.lab_netns is not None else {}),
     }
+
+
+# verify.loadDrills on a lab stack: every drill, the ones under client load in their quick form (the bench
+# runs them at full length). Powered-off VMs boot again within the step timeout.
+LOAD_DRILLS = {
+    "drillKinds": ["keepalived", "nginx", "nginx_kill", "hard", "poweroff",
+                   "web_freeze", "web_poweroff", "lb_starve", "vrrp_cut"],
+    "webFreezeSeconds": 8, "starveSeconds": 20, "cutSeconds": 8, "stepTimeout": 240, "rejoinTimeout": 300,
+}
 
 
 class HaCluster(pulumi.ComponentResource):

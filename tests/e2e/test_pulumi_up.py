@@ -35,6 +35,9 @@ def stack_config(name: str) -> dict:
     text = (ROOT / "Pulumi.dev.yaml").read_text().replace("192.168.81.", f"{SUBNET}.")
     config = yaml.safe_load(text)["config"]
     config["hacluster:network"]["name"] = f"hacluster-{name}"
+    # The drill includes the drills under load (quick form): frozen and powered-off web node, starved
+    # balancers, VRRP cut and healed, nginx SIGKILLed and the MASTER powered off.
+    config["hacluster:verify"]["loadDrills"] = True
     return config
 
 
@@ -113,6 +116,14 @@ def test_up_verify_break_noop_destroy(stack):
     assert all(c["passed"] for c in report["checks"])
     assert report["holder"] == "lb01"
     assert {"keepalived_stop", "nginx_stop"} <= set(report["gaps"])
+    # The drills under load: what a frozen / powered-off web node, starved balancers and a healed VRRP cut
+    # cost the clients (10 requests/s through the VIP).
+    gaps = report["gaps"]
+    for kind in ("web_freeze", "web_poweroff"):
+        assert gaps[kind]["failed_requests"] <= 1 and gaps[kind]["rejoined_after_s"] is not None, gaps[kind]
+    assert gaps["lb_starve"]["no_holder_s"] == 0 and gaps["lb_starve"]["two_holders_s"] == 0, gaps["lb_starve"]
+    assert gaps["vrrp_cut"]["failed_probes_after_heal"] <= 1, gaps["vrrp_cut"]
+    assert gaps["poweron"]["failed_probes"] <= 1, gaps["poweron"]  # the returning MASTER takes the VIP back
 
     # Independently of the verifier: the VIP answers from inside the lab, both web nodes behind it.
     seen = set()
@@ -181,10 +192,12 @@ def test_up_verify_break_noop_destroy(stack):
         assert "client_max_body_size 100m;" in conf.stdout, conf
 
     # A change nginx refuses on the node: `up` fails saying why, the old config keeps serving.
+    # (The stack settings refuse it before anything is planned; the node's own refusal of a file nginx
+    # rejects is tested with the real nginx -t in tests/unit/test_day2_apply.py.)
     edit_config(name, lambda c: c["hacluster:nginx"]["proxy"].update(buffers="4 8k"))
     with pytest.raises(auto.CommandError) as refused:
         st.up(on_output=print, color="never")
-    assert "refused" in str(refused.value) and "nginx" in str(refused.value)
+    assert "nginx.proxy.buffers" in str(refused.value) and "nginx refuses it" in str(refused.value)
     r = lab_exec("curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"http://{vip}/")
     assert r.stdout == "200"
     conf = node_ssh(outputs, "lb02", "grep -c 'proxy_buffers 4 256k' /etc/nginx/nginx.conf", keyfile)
