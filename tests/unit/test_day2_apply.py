@@ -65,3 +65,27 @@ def test_good_change_is_swapped_and_reloaded_bad_change_is_refused(node_dir):
     assert open(conf).read() == before
     assert not os.path.exists(conf + ".hacluster-new")
     assert open(log).read().count("reloaded") == 2
+
+
+def test_agent_and_unit_changes_reload_units_first_then_restart_the_agent(node_dir):
+    """A changed health agent config is checked (it must parse), and a unit file change makes systemd reload
+    its units before the agent restarts: COMMANDS order, whatever the order of the files."""
+    log = f"{node_dir}/reloads"
+    cmds = {"units": {"match": ["hacluster-health.service", "10-hacluster.conf"], "check": ["true"],
+                      "reload": ["sh", "-c", f"echo units >> {log}"]},
+            "agent": {"match": ["health.json", "health.py"],
+                      "check": ["python3", "-c", "import json, sys; json.load(open(sys.argv[1]))", "{staged}"],
+                      "reload": ["sh", "-c", f"echo agent >> {log}"]}}
+    files = [{"path": f"{node_dir}/health.json", "content": '{"node": "lb01"}\n', "mode": "0644"},
+             {"path": f"{node_dir}/hacluster-health.service", "content": "[Service]\n", "mode": "0644"}]
+    env = {**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds)}
+    r = subprocess.run([sys.executable, APPLY], input=json.dumps({"node": "lb01", "files": files}),
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["reloaded"] == ["units", "agent"]
+    assert open(log).read().split() == ["units", "agent"]
+    bad = [{**files[0], "content": "{not json"}]
+    r = subprocess.run([sys.executable, APPLY], input=json.dumps({"node": "lb01", "files": bad}),
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "refused" in json.loads(r.stdout)["error"]
+    assert open(f"{node_dir}/health.json").read() == '{"node": "lb01"}\n'
