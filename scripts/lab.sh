@@ -198,7 +198,27 @@ cmd_exec_libvirtd() {
     umount -l /dev                  # only in this namespace: it is a slave, nothing propagates back
     mount --move "$stage" /dev
   fi
+  mount_cgroups
   exec libvirtd --daemon --pid-file "$LIBVIRTD_PID"
+}
+
+# `ip netns exec` remounts /sys for the namespace, which hides the host's cgroup mounts: libvirtd then
+# cannot set a domain's CPU quota (`virsh schedinfo ... vcpu_quota`, used by the starved-balancer drill).
+# Mount the cpu controllers again, in this mount namespace only (cgroup v1 hosts: cpu and cpuacct, the
+# rest stays as it is; cgroup v2 hosts: the unified hierarchy).
+mount_cgroups() {
+  [[ -e /sys/fs/cgroup/cpu/cpu.cfs_quota_us || -e /sys/fs/cgroup/cgroup.controllers ]] && return 0
+  if awk '$1 == "cpu" && $2 != 0 { found = 1 } END { exit !found }' /proc/cgroups; then
+    mount -t tmpfs -o mode=755,nosuid,nodev,noexec hacluster-lab-cgroup /sys/fs/cgroup || return 0
+    local c
+    for c in cpu cpuacct; do
+      mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" ||
+        lab_log "note: cgroup controller $c not mounted for libvirtd (CPU quota drills unavailable)"
+    done
+  else
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup ||
+      lab_log "note: cgroup2 not mounted for libvirtd (CPU quota drills unavailable)"
+  fi
 }
 
 cmd_down() {

@@ -460,8 +460,8 @@ class Verifier:
             return self.check(f"drill_{name}", False, f"{what}: the VIP is on {where} {s.step_timeout:g} s later"
                                                       + ("" if served else " and no request through it got HTTP 200"))
         self.holder = now[0]
-        return self.check(f"drill_{name}", True, f"{what}: the VIP serves again (through {served[2]}), "
-                                                 f"{now[0]} alone holds it")
+        return self.check(f"drill_{name}", True, f"{what}: the VIP served again {served[0] - t0:.2f} s after it "
+                                                 f"(first through {served[2]}); {now[0]} alone holds it now")
 
     def _probes(self) -> list[tuple[float, bool, str | None]]:
         p = self._prober
