@@ -208,7 +208,14 @@ def user_data(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str
 
 
 def network_config(s: Settings, node: Node) -> str:
-    return render("network-config.yaml.j2", **_ctx(s, node, VM_PATHS))
+    """cloud-init network-config v1: the node's static address, matched by MAC; dumped from data (an
+    interface named `0` stays a string)."""
+    subnet = {"type": "static", "address": f"{node.ip}/{s.network.prefixlen}", "gateway": s.network.gateway}
+    if s.network.dns:
+        subnet["dns_nameservers"] = list(s.network.dns)
+    doc = {"version": 1, "config": [{"type": "physical", "name": s.vrrp.interface, "mac_address": node.mac,
+                                     "subnets": [subnet]}]}
+    return "# cloud-init network-config v1: static address, matched by MAC.\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
 def meta_data(s: Settings, node: Node) -> str:

@@ -17,20 +17,10 @@ import yaml
 from pydantic import BaseModel
 
 from .config import StackConfig
-from .settings import DEFAULTS
+from .settings import DEFAULTS, inner_model
 
 PROJECT = "hacluster"
 PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
-
-
-def _model(tp: Any) -> type[BaseModel] | None:
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return tp
-    for a in typing.get_args(tp):
-        m = _model(a)
-        if m is not None:
-            return m
-    return None
 
 
 def _is_list(tp: Any) -> bool:
@@ -42,7 +32,7 @@ def _keys(model: type[BaseModel]) -> str:
     """{key: default, nested: {...}} of a model, for the description."""
     parts = []
     for f in model.model_fields.values():
-        sub = _model(f.annotation)
+        sub = inner_model(f.annotation)
         if sub is not None and not _is_list(f.annotation) and f.default is None and f.default_factory is None:
             parts.append(f"{f.alias}: {_keys(sub)} | null")
         elif sub is not None and not _is_list(f.annotation):
@@ -59,7 +49,7 @@ def pulumi_config() -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name, f in StackConfig.model_fields.items():
         key = f"{PROJECT}:{f.alias}"
-        sub = _model(f.annotation)
+        sub = inner_model(f.annotation)
         desc = f.description or name
         if _is_list(f.annotation):
             spec: dict[str, Any] = {"type": "array", "items": {"type": "object" if sub else "string"}}

@@ -242,15 +242,15 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         field_ = next((f for n, f in cls.model_fields.items() if (f.alias or n) == part), None)
         if field_ is None:
             return None
-        cls = _inner_model(field_.annotation)
+        cls = inner_model(field_.annotation)
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _inner_model(tp: Any) -> Any:
+def inner_model(tp: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp
     for arg in typing.get_args(tp):
-        found = _inner_model(arg)
+        found = inner_model(arg)
         if found is not None:
             return found
     return None

@@ -3,7 +3,6 @@ named; the few legitimate look-alikes render into files that still parse."""
 
 import os
 import subprocess
-import uuid
 
 import pytest
 import yaml
@@ -153,15 +152,6 @@ def test_user_data_refuses_a_key_that_does_not_parse():
         render.user_data(s, s.web_nodes[0], None, [ssh_key() + "\nruncmd: [reboot]"])
 
 
-@pytest.fixture(scope="module")
-def netns():
-    name = f"hcinj-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_keepalived_reads_the_quoted_password_as_its_bare_characters(netns, tmp_path_factory):

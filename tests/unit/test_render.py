@@ -4,7 +4,6 @@ import difflib
 import os
 import shutil
 import subprocess
-import uuid
 
 import pytest
 import yaml
@@ -12,6 +11,7 @@ import yaml
 from model import render
 from model.settings import HostFacts, load
 from tests.conftest import ROOT, ssh_key
+from tests.unit.conftest import write_node
 
 TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
 ROUTING = {"pools": {"iphone": ["web01"], "android": ["web02"], "chrome": ["web01"], "firefox": ["web02"],
@@ -113,17 +113,6 @@ def scratch():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def netns():
-    """A namespace of the test's own with an eth0: keepalived -t checks interfaces where it runs."""
-    name = f"hcunit-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        # (no dummy driver on every kernel: a veth pair that never leaves the namespace does the same)
-        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def keepalived_config_test(netns: str, conf: str) -> tuple[bool, str]:
@@ -135,15 +124,6 @@ def keepalived_config_test(netns: str, conf: str) -> tuple[bool, str]:
     return r.returncode in (0, -15) and not out.strip(), f"rc={r.returncode} {out}"
 
 
-def write_node(s, node, prefix) -> render.Paths:
-    paths = render.VM_PATHS.under(prefix)
-    for d in (prefix, paths.log_dir, paths.temp_dir, paths.webroot):
-        os.makedirs(d, mode=0o755, exist_ok=True)
-    for f in render.node_files(s, node, "pw" if s.vrrp.auth_type else None, paths):
-        with open(f.path, "w") as fh:
-            fh.write(f.content)
-        os.chmod(f.path, int(f.mode, 8))
-    return paths
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

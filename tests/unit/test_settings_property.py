@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from model import render
 from model.settings import HostFacts, SettingsError, load
 from tests.conftest import ROOT, ssh_key
+from tests.unit.conftest import write_node
 
 TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
 ROUTING = {"pools": {"default": ["web01", "web02"], "mobile": ["web01"]},
@@ -137,13 +138,7 @@ def check_renders(s, lab, seen: set) -> None:
     ns, d = lab
     for node in (s.balancers[0], s.web_nodes[0]):
         prefix = f"{d}/{ToolBudget.left}/{node.name}"
-        paths = render.VM_PATHS.under(prefix)
-        for sub in (prefix, paths.log_dir, paths.temp_dir, paths.webroot):
-            os.makedirs(sub, mode=0o755, exist_ok=True)
-        for f in render.node_files(s, node, "pw" if s.vrrp.auth_type else None, paths):
-            with open(f.path, "w") as fh:
-                fh.write(f.content)
-            os.chmod(f.path, int(f.mode, 8))
+        paths = write_node(s, node, prefix)
         r = subprocess.run(["ip", "netns", "exec", ns, "nginx", "-t", "-q", "-p", prefix, "-c", paths.nginx_conf],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
