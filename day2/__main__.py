@@ -134,7 +134,7 @@ def guarded() -> int:
     try:
         return main()
     except KeyboardInterrupt:
-        log("interrupted")
+        log(f"{node_name()}: interrupted (the deployment was cancelled or ended early)")
         return 130
     except Exception as e:  # the user sees one line, whatever went wrong
         log(f"{node_name()}: internal error: {type(e).__name__}: {e}")

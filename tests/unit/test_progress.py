@@ -236,3 +236,29 @@ def test_verifier_cli_never_shows_a_traceback(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert json.loads(out)["checks"][0]["detail"] == "the verifier failed: RuntimeError: unexpected"
     assert "Traceback" not in err and err.strip() == "FAILED internal: the verifier failed: RuntimeError: unexpected"
+
+
+def test_the_program_leaves_quietly_when_the_engine_interrupts_it(monkeypatch):
+    import signal
+
+    from components import quiet
+
+    exits = []
+    monkeypatch.setattr(quiet.os, "_exit", exits.append)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        quiet.install()
+        assert signal.getsignal(signal.SIGINT) is quiet.leave_quietly
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert exits == [quiet.ALREADY_REPORTED] == [32]
+
+
+def test_day2_interrupted_is_one_line(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(day2, "main", interrupted)
+    monkeypatch.setenv("HACLUSTER_DAY2_SPEC", json.dumps({"node": "lb01"}))
+    assert day2.guarded() == 130
+    assert capsys.readouterr().err == "day2: lb01: interrupted (the deployment was cancelled or ended early)\n"
