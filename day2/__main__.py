@@ -46,7 +46,9 @@ def node_name() -> str:
 PROBE = ("cat /run/cloud-init/status.json 2>/dev/null; echo; echo @@result@@; "
          "cat /run/cloud-init/result.json 2>/dev/null; true")
 POLL_S = 4.0
-SSH_TIMEOUT_S = 30.0
+RARE_PROBE_S = 30.0
+SSH_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 30.0
 
 
 def probe(node: str, ssh: list[str]) -> str | None:
@@ -64,6 +66,16 @@ def probe(node: str, ssh: list[str]) -> str | None:
     return stage
 
 
+def should_probe(have_console: bool, stage: str | None, now: float, last_probe: float | None) -> bool:
+    """Whether to look at the node over SSH now: always without a console to follow; with one,
+    from the last cloud-init stage on (that is when result.json appears), else every RARE_PROBE_S."""
+    if not have_console or last_probe is None:
+        return True
+    if progress.rank(stage) >= progress.rank("cloud-init modules:final"):
+        return True
+    return now - last_probe >= RARE_PROBE_S
+
+
 def wait_booted(spec: dict, ssh: list[str]) -> str | None:
     """Wait for cloud-init to finish on the node while its boot makes progress; None when done, else
     the one line saying where it is stuck and what to do."""
@@ -74,10 +86,17 @@ def wait_booted(spec: dict, ssh: list[str]) -> str | None:
         hint=(f"what to do: {where}, check the host's CPU load (a busy host makes boots slow), then run "
               f"`pulumi up` again; raise hacluster:verify.timeout (now {spec.get('timeout', 600)} s) to wait "
               "longer for a boot that makes no progress"))
-    best = None
+    best, last_probe = None, None
     while True:
         size, text = progress.read_console(console)
-        best = progress.best_stage(progress.console_stage(text), probe(node, ssh), best)
+        seen = progress.console_stage(text)
+        # Every SSH login costs the booting guest CPU (key exchange, a session, a shell): with a
+        # console to follow, ask over SSH only once the console shows the last stage (or rarely).
+        now = time.monotonic()
+        stage = None
+        if should_probe(size is not None, progress.best_stage(seen, best), now, last_probe):
+            stage, last_probe = probe(node, ssh), now
+        best = progress.best_stage(seen, stage, best)
         verdict = follower.observe(time.monotonic(), best, size, progress.tail_lines(text))
         if verdict.line and verdict.status != "stuck":
             log(verdict.line)
@@ -86,6 +105,40 @@ def wait_booted(spec: dict, ssh: list[str]) -> str | None:
         if verdict.status == "stuck":
             return verdict.line
         time.sleep(POLL_S)
+
+
+def apply(spec: dict, ssh: list[str], files: str) -> subprocess.CompletedProcess | None:
+    """Run apply.py on the node. SSH failures to connect (exit 255 without an answer: a loaded node
+    can take long to show its banner) are retried for up to `timeout` seconds; staging is idempotent.
+    None (after one line saying why) when it never got through."""
+    code = base64.b64encode(APPLY.encode()).decode()
+    payload = json.dumps({"node": spec["node"], "files": json.loads(files)})
+    stall = float(spec.get("timeout", 600))
+    start = time.monotonic()
+    while True:
+        try:
+            r = subprocess.run([*ssh, f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{code}'))\""],
+                               input=payload, capture_output=True, text=True, timeout=APPLY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log(f"{spec['node']}: applying the config did not finish within {APPLY_TIMEOUT_S:.0f} s; the node is "
+                "up but overloaded or hung: check the host's load, then run `pulumi up` again")
+            return None
+        if not (r.returncode == 255 and not r.stdout.strip()):
+            return r
+        why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "ssh exit 255"
+        if time.monotonic() - start >= stall:
+            log(f"{spec['node']}: ssh {spec['ip']} kept failing for {stall:.0f} s ({why}); the node booted but "
+                "does not take logins: check the host's load and the node's console, then run `pulumi up` again")
+            return None
+        log(f"{spec['node']}: ssh did not get through ({why}); retrying")
+        time.sleep(POLL_S)
+
+
+def day2_ssh(user: str, ip: str, key: str) -> list[str]:
+    """ssh_argv with a longer connect timeout: a booting, starved node can take tens of seconds to
+    send its banner (ssh takes the first value of an option, so it is replaced, not appended)."""
+    return [f"ConnectTimeout={CONNECT_TIMEOUT_S:.0f}" if a.startswith("ConnectTimeout=") else a
+            for a in ssh_argv(user, ip, key)]
 
 
 def main() -> int:
@@ -102,20 +155,14 @@ def main() -> int:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(os.environ["HACLUSTER_SSH_KEY"].rstrip("\n") + "\n")
-        ssh = [*prefix, *ssh_argv(spec["sshUser"], spec["ip"], key)]
+        ssh = [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key)]
         # First boot: let cloud-init finish writing and starting things before anything is compared.
         stuck = wait_booted(spec, ssh)
         if stuck:
             log(stuck)
             return 2
-        code = base64.b64encode(APPLY.encode()).decode()
-        payload = json.dumps({"node": spec["node"], "files": json.loads(files)})
-        try:
-            r = subprocess.run([*ssh, f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{code}'))\""],
-                               input=payload, capture_output=True, text=True, timeout=APPLY_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log(f"{spec['node']}: applying the config did not finish within {APPLY_TIMEOUT_S:.0f} s; the node is "
-                "up but overloaded or hung: check the host's load, then run `pulumi up` again")
+        r = apply(spec, ssh, files)
+        if r is None:
             return 2
     finally:
         Path(key).unlink(missing_ok=True)

@@ -180,14 +180,12 @@ def clock(monkeypatch):
     return c
 
 
-def test_day2_wait_follows_the_stages_and_prints_them(monkeypatch, clock, capsys, tmp_path):
-    console = tmp_path / "serial0.log"
-    console.write_text("[    0.000000] Linux version 6.1.0\n")
+def test_day2_wait_follows_the_stages_and_prints_them(monkeypatch, clock, capsys):
     stages = iter([None, None, "cloud-init init", "cloud-init modules:config", "cloud-init modules:final", DONE])
     monkeypatch.setattr(day2, "probe", lambda node, ssh: next(stages))
-    assert day2.wait_booted({"node": "lb02", "timeout": 60, "console": str(console)}, ["ssh"]) is None
+    assert day2.wait_booted({"node": "lb02", "timeout": 60, "console": None}, ["ssh"]) is None
     err = capsys.readouterr().err.splitlines()
-    assert err == ["day2: lb02: kernel (0 s)", "day2: lb02: cloud-init init (8 s)",
+    assert err == ["day2: lb02: booting (0 s)", "day2: lb02: cloud-init init (8 s)",
                    "day2: lb02: cloud-init modules:config (12 s)", "day2: lb02: cloud-init modules:final (16 s)",
                    "day2: lb02: cloud-init done (20 s)"]
 
@@ -262,3 +260,51 @@ def test_day2_interrupted_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("HACLUSTER_DAY2_SPEC", json.dumps({"node": "lb01"}))
     assert day2.guarded() == 130
     assert capsys.readouterr().err == "day2: lb01: interrupted (the deployment was cancelled or ended early)\n"
+
+
+def test_day2_asks_over_ssh_rarely_while_the_console_shows_an_early_stage(monkeypatch, clock, tmp_path):
+    console = tmp_path / "serial0.log"
+    console.write_text("[    0.000000] Linux version 6.1.0\nWelcome to Debian!\n")
+    probes = []
+
+    def probe(node, ssh):
+        probes.append(clock.t)
+        if clock.t >= 60:
+            console.write_text(console.read_text() + "Cloud-init v. 22.4 running 'modules:final' at x.\n")
+        return DONE if clock.t >= 72 else None
+    monkeypatch.setattr(day2, "probe", probe)
+    assert day2.wait_booted({"node": "web01", "timeout": 300, "console": str(console)}, ["ssh"]) is None
+    # every 30 s while the console shows systemd; every poll (4 s) from modules:final on
+    assert probes == [0, 32, 64, 68, 72]
+
+
+def test_should_probe():
+    assert day2.should_probe(False, "kernel", 10, 9)  # no console: every poll
+    assert day2.should_probe(True, "kernel", 10, None)  # the first look
+    assert not day2.should_probe(True, "cloud-init init", 20, 0)
+    assert day2.should_probe(True, "cloud-init init", 30, 0)
+    assert day2.should_probe(True, "cloud-init modules:final", 21, 20)
+    assert day2.should_probe(True, progress.CONSOLE_DONE, 21, 20)
+
+
+def test_day2_apply_retries_a_node_slow_to_take_logins(monkeypatch, clock, capsys):
+    answers = iter([subprocess.CompletedProcess([], 255, "", "Connection timed out during banner exchange\n"),
+                    subprocess.CompletedProcess([], 0, '{"node": "lb02", "changed": [], "reloaded": []}\n', "")])
+    monkeypatch.setattr(day2.subprocess, "run", lambda *a, **kw: next(answers))
+    r = day2.apply({"node": "lb02", "ip": "192.168.120.220", "timeout": 60}, ["ssh"], "[]")
+    assert r.returncode == 0
+    assert capsys.readouterr().err == ("day2: lb02: ssh did not get through (Connection timed out during banner "
+                                       "exchange); retrying\n")
+
+
+def test_day2_apply_gives_up_after_the_stall_window(monkeypatch, clock, capsys):
+    monkeypatch.setattr(day2.subprocess, "run",
+                        lambda *a, **kw: subprocess.CompletedProcess([], 255, "", "Connection refused\n"))
+    assert day2.apply({"node": "lb02", "ip": "192.168.120.220", "timeout": 20}, ["ssh"], "[]") is None
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("day2: lb02: ssh 192.168.120.220 kept failing for 20 s (Connection refused)")
+
+
+def test_day2_ssh_waits_longer_for_the_banner():
+    argv = day2.day2_ssh("ops", "192.168.120.220", "/k")
+    assert "ConnectTimeout=30" in argv and not any(a == "ConnectTimeout=5" for a in argv)
