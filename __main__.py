@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pulumi
 
-from components import HaCluster, HaClusterArgs
+from components import HaCluster, HaClusterArgs, quiet
 from model.settings import SettingsError, load
 
 PROJECT = pulumi.get_project()
+quiet.install()  # the engine's interrupt at an early end: no KeyboardInterrupt traceback
 
 
 def raw_config() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from dataclasses import dataclass
 
@@ -31,12 +32,24 @@ class TierArgs:
     """Its private half (a secret): NodeConfig logs in with it to apply day-2 changes."""
 
 
+# Where templates/domain-tcg.xsl has libvirt keep each guest's serial console (its log_dir default).
+CONSOLE_LOG_DIR = "/var/log/libvirt/qemu"
+
+
+def console_log(s: Settings, node: Node) -> str | None:
+    """The node's serial console log when this host can read it: the XSLT adds the log (TCG domains)
+    and libvirt runs here (a local URI). The day-2 wait follows the boot through it."""
+    if s.vm.domain_type != "qemu" or not re.match(r"^[a-z]+(\+unix)?:///", s.vm.libvirt_uri):
+        return None
+    return f"{CONSOLE_LOG_DIR}/{s.stack}-{node.name}-serial0.log"
+
+
 def _node_config(parent, s: Settings, node: Node, vm: VirtualMachine, files: pulumi.Output,
                  private_key: pulumi.Input[str], after: list[pulumi.Resource]) -> local.Command:
     """Pushes the node's rendered files over SSH; the node validates, swaps and reloads (day2/).
     Runs again when a file changes (environment -> update) or the VM is replaced (trigger)."""
     spec = Day2Spec(node=node.name, ip=node.ip, ssh_user=s.vm.admin_user, netns=s.lab_netns,
-                    timeout=s.verify.timeout)
+                    timeout=s.verify.timeout, console=console_log(s, node))
     return local.Command(
         f"{node.name}-config",
         create=f"{sys.executable} -m day2",

@@ -1,8 +1,13 @@
 """Deploy side of a day-2 change: `python -m day2` (run by each node's config command resource).
 
-Env: HACLUSTER_DAY2_SPEC = {"node", "ip", "sshUser", "netns", "timeout"}, HACLUSTER_NODE_FILES =
-[{"path", "content", "mode"}] (a secret: it can hold the VRRP password), HACLUSTER_SSH_KEY (secret).
-Waits (bounded) for the node's SSH, then runs day2/apply.py on it as root with the files on stdin.
+Env: HACLUSTER_DAY2_SPEC = {"node", "ip", "sshUser", "netns", "timeout", "console"?, "limit"?},
+HACLUSTER_NODE_FILES = [{"path", "content", "mode"}] (a secret: it can hold the VRRP password),
+HACLUSTER_SSH_KEY (secret).
+Waits for cloud-init to finish on the node for as long as its boot makes progress (verifier/progress.py:
+the stage, read over SSH and from the serial console log "console", changes, or the log grows):
+"timeout" is the longest stretch without progress, "limit" an optional cap on the whole wait. Each
+stage is printed as it is reached ("lb02: cloud-init modules:config (212 s)"). Then it runs
+day2/apply.py on the node as root with the files on stdin.
 For lab stacks every connection starts inside the lab namespace (`ip netns exec`), never from the
 root one. Prints the node's JSON answer; exit 2 with the reason when the node refused the change.
 """
@@ -18,15 +23,125 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from day2.spec import Day2Spec
-from verifier import netns
+from verifier import netns, progress
 from verifier.actions import ssh_argv
 
+APPLY_TIMEOUT_S = 180.0
 APPLY = (Path(__file__).resolve().parent / "apply.py").read_text()
 
 
 def log(msg: str) -> None:
     print(f"day2: {msg}", file=sys.stderr, flush=True)
+
+
+def node_name() -> str:
+    try:
+        return str(json.loads(os.environ.get("HACLUSTER_DAY2_SPEC", "{}")).get("node", "?"))
+    except (ValueError, AttributeError):
+        return "?"
+
+
+# One cheap look at the node per poll: `cat`s only (`cloud-init status` is a Python process of its own,
+# seconds of CPU on a starved guest).
+PROBE = ("cat /run/cloud-init/status.json 2>/dev/null; echo; echo @@result@@; "
+         "cat /run/cloud-init/result.json 2>/dev/null; true")
+POLL_S = 4.0
+RARE_PROBE_S = 30.0
+SSH_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 30.0
+
+
+def probe(node: str, ssh: list[str]) -> str | None:
+    """The node's cloud-init stage over SSH, or None when SSH does not answer (yet)."""
+    try:
+        r = subprocess.run([*ssh, PROBE], capture_output=True, text=True, timeout=SSH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
+    if r.returncode != 0 or "@@result@@" not in r.stdout:
+        return None
+    status, _, result = r.stdout.partition("@@result@@")
+    stage, errors = progress.status_stage(status, result)
+    if errors:
+        log(f"{node}: cloud-init reported errors: {'; '.join(errors)[:300]}")
+    return stage
+
+
+def should_probe(have_console: bool, stage: str | None, now: float, last_probe: float | None) -> bool:
+    """Whether to look at the node over SSH now: always without a console to follow; with one,
+    from the last cloud-init stage on (that is when result.json appears), else every RARE_PROBE_S."""
+    if not have_console or last_probe is None:
+        return True
+    if progress.rank(stage) >= progress.rank("cloud-init modules:final"):
+        return True
+    return now - last_probe >= RARE_PROBE_S
+
+
+def wait_booted(spec: dict, ssh: list[str]) -> str | None:
+    """Wait for cloud-init to finish on the node while its boot makes progress; None when done, else
+    the one line saying where it is stuck and what to do."""
+    node, console = spec["node"], spec.get("console")
+    where = f"read {console}" if console else "look at the VM's serial console (virsh console)"
+    follower = progress.Follower(
+        node=node, stall=float(spec.get("timeout", 600)), limit=spec.get("limit"),
+        hint=(f"what to do: {where}, check the host's CPU load (a busy host makes boots slow), then run "
+              f"`pulumi up` again; raise hacluster:verify.timeout (now {spec.get('timeout', 600)} s) to wait "
+              "longer for a boot that makes no progress"))
+    best, last_probe = None, None
+    while True:
+        size, text = progress.read_console(console)
+        seen = progress.console_stage(text)
+        # Every SSH login costs the booting guest CPU (key exchange, a session, a shell): with a
+        # console to follow, ask over SSH only once the console shows the last stage (or rarely).
+        now = time.monotonic()
+        stage = None
+        if should_probe(size is not None, progress.best_stage(seen, best), now, last_probe):
+            stage, last_probe = probe(node, ssh), now
+        best = progress.best_stage(seen, stage, best)
+        verdict = follower.observe(time.monotonic(), best, size, progress.tail_lines(text))
+        if verdict.line and verdict.status != "stuck":
+            log(verdict.line)
+        if verdict.status == "done":
+            return None
+        if verdict.status == "stuck":
+            return verdict.line
+        time.sleep(POLL_S)
+
+
+def apply(spec: dict, ssh: list[str], files: str) -> subprocess.CompletedProcess | None:
+    """Run apply.py on the node. SSH failures to connect (exit 255 without an answer: a loaded node
+    can take long to show its banner) are retried for up to `timeout` seconds; staging is idempotent.
+    None (after one line saying why) when it never got through."""
+    code = base64.b64encode(APPLY.encode()).decode()
+    payload = json.dumps({"node": spec["node"], "files": json.loads(files)})
+    stall = float(spec.get("timeout", 600))
+    start = time.monotonic()
+    while True:
+        try:
+            r = subprocess.run([*ssh, f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{code}'))\""],
+                               input=payload, capture_output=True, text=True, timeout=APPLY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log(f"{spec['node']}: applying the config did not finish within {APPLY_TIMEOUT_S:.0f} s; the node is "
+                "up but overloaded or hung: check the host's load, then run `pulumi up` again")
+            return None
+        if not (r.returncode == 255 and not r.stdout.strip()):
+            return r
+        why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "ssh exit 255"
+        if time.monotonic() - start >= stall:
+            log(f"{spec['node']}: ssh {spec['ip']} kept failing for {stall:.0f} s ({why}); the node booted but "
+                "does not take logins: check the host's load and the node's console, then run `pulumi up` again")
+            return None
+        log(f"{spec['node']}: ssh did not get through ({why}); retrying")
+        time.sleep(POLL_S)
+
+
+def day2_ssh(user: str, ip: str, key: str) -> list[str]:
+    """ssh_argv with a longer connect timeout: a booting, starved node can take tens of seconds to
+    send its banner (ssh takes the first value of an option, so it is replaced, not appended)."""
+    return [f"ConnectTimeout={CONNECT_TIMEOUT_S:.0f}" if a.startswith("ConnectTimeout=") else a
+            for a in ssh_argv(user, ip, key)]
 
 
 def main() -> int:
@@ -43,22 +158,15 @@ def main() -> int:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(os.environ["HACLUSTER_SSH_KEY"].rstrip("\n") + "\n")
-        ssh = [*prefix, *ssh_argv(spec["sshUser"], spec["ip"], key)]
-        deadline = time.monotonic() + float(spec.get("timeout", 600))
-        while subprocess.run([*ssh, "true"], capture_output=True, timeout=30).returncode != 0:
-            if time.monotonic() > deadline:
-                log(f"{spec['node']}: ssh {spec['ip']} did not answer within {spec.get('timeout', 600)} s")
-                return 2
-            time.sleep(3)
+        ssh = [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key)]
         # First boot: let cloud-init finish writing and starting things before anything is compared.
-        left = max(10.0, deadline - time.monotonic())
-        r = subprocess.run([*ssh, "cloud-init status --wait >/dev/null; cloud-init status"], capture_output=True,
-                           text=True, timeout=left)
-        log(f"{spec['node']}: {r.stdout.strip() or r.stderr.strip()}")
-        code = base64.b64encode(APPLY.encode()).decode()
-        payload = json.dumps({"node": spec["node"], "files": json.loads(files)})
-        r = subprocess.run([*ssh, f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{code}'))\""],
-                           input=payload, capture_output=True, text=True, timeout=180)
+        stuck = wait_booted(spec, ssh)
+        if stuck:
+            log(stuck)
+            return 2
+        r = apply(spec, ssh, files)
+        if r is None:
+            return 2
     finally:
         Path(key).unlink(missing_ok=True)
     answer = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
@@ -71,5 +179,21 @@ def main() -> int:
     return 0
 
 
+def guarded() -> int:
+    """main(), with every unexpected failure as one line (never a traceback) and exit 2."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        log(f"{node_name()}: interrupted (the deployment was cancelled or ended early)")
+        return 130
+    except ValidationError as e:
+        why = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        log(f"{node_name()}: invalid day-2 spec (HACLUSTER_DAY2_SPEC): {why}")
+        return 2
+    except Exception as e:  # the user sees one line, whatever went wrong
+        log(f"{node_name()}: internal error: {type(e).__name__}: {' '.join(str(e).split())}")
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded())

@@ -11,7 +11,8 @@
 #
 # Recipe: debootstrap --variant=minbase with image/packages.txt, then without mounting anything:
 # image/rootfs/ copied over the tree, empty machine-id, no ssh host keys (cloud-init makes them on
-# first boot), nginx's default site disabled, apt timers masked, `mkfs.ext4 -d` into a raw file,
+# first boot), nginx's default site disabled, unused units masked, nftables enabled, SysV scripts of
+# native units removed, a virtio-only initramfs, Python bytecode compiled, `mkfs.ext4 -d` into a raw file,
 # `qemu-img convert` to qcow2.
 #
 # Cache: the recipe hash is the sha256 over every file under image/. Built artifacts live in
@@ -182,9 +183,39 @@ rm -f "$ROOTFS"/etc/ssh/ssh_host_*                   # cloud-init generates host
 rm -f "$ROOTFS/etc/nginx/sites-enabled/default"      # the project's cloud-init writes its sites
 rm -f "$ROOTFS/etc/resolv.conf"                      # do not ship the build host's resolver
 install -m 644 /dev/null "$ROOTFS/etc/resolv.conf"
-# No mirror is reachable from the lab; e2scrub only serves LVM and costs ~15 s of CPU at boot.
-for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service; do
+# Units the nodes never use, masked: every unit started costs CPU that 4 booting VMs share.
+#   apt timers: no mirror is reachable from the lab; e2scrub only serves LVM (~15 s of CPU at boot);
+#   cloud-config.service: the 'config' stage is folded into 'init' and 'final' (90_hacluster.cfg);
+#   hotplug, binfmt, fuse, debug/tracing fs, hugepages, pstore, fstrim, dpkg backup, man-db: unused.
+MASKED=(apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service
+  cloud-config.service cloud-init-hotplugd.socket cloud-init-hotplugd.service
+  systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount
+  sys-fs-fuse-connections.mount sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount
+  systemd-pstore.service fstrim.timer dpkg-db-backup.timer man-db.timer
+  modprobe@drm.service modprobe@fuse.service modprobe@efi_pstore.service modprobe@dm_mod.service
+  modprobe@loop.service)
+for unit in "${MASKED[@]}"; do
   ln -sf /dev/null "$ROOTFS/etc/systemd/system/$unit"
+done
+rm -f "$ROOTFS/etc/systemd/system/timers.target.wants/"{apt-daily,apt-daily-upgrade,dpkg-db-backup,e2scrub_all,fstrim}.timer \
+  "$ROOTFS/etc/systemd/system/sysinit.target.wants/systemd-pstore.service" \
+  "$ROOTFS/etc/systemd/system/cloud-init.target.wants/"{cloud-config.service,cloud-init-hotplugd.socket} \
+  "$ROOTFS/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service"
+# Units the nodes run, enabled here rather than by cloud-init at first boot: nginx and keepalived are
+# enabled by their packages already, nftables is not (its rules come from cloud-init's write_files;
+# until then the package's accept-all default). Their SysV scripts go: with /etc/init.d/NAME present,
+# every `systemctl enable NAME` runs systemd-sysv-install (perl update-rc.d), 60 s on a loaded node.
+install -d "$ROOTFS/etc/systemd/system/sysinit.target.wants"
+ln -sf /lib/systemd/system/nftables.service "$ROOTFS/etc/systemd/system/sysinit.target.wants/nftables.service"
+for unit in nginx keepalived ssh qemu-guest-agent; do
+  [[ -e "$ROOTFS/lib/systemd/system/$unit.service" ]] || continue
+  rm -f "$ROOTFS/etc/init.d/$unit" \
+    "$ROOTFS"/etc/rc[0-6S].d/[SK][0-9][0-9]"$unit"
+done
+for unit in nginx.service keepalived.service ssh.service nftables.service; do
+  # -L: the links are absolute (they point into the image, not at this host)
+  [[ -L "$ROOTFS/etc/systemd/system/multi-user.target.wants/$unit" ||
+     -L "$ROOTFS/etc/systemd/system/sysinit.target.wants/$unit" ]] || die "$unit is not enabled in the image"
 done
 rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* \
   "$ROOTFS"/var/log/*.log "$ROOTFS"/var/cache/debconf/*-old "$ROOTFS"/tmp/* "$ROOTFS/debootstrap"
@@ -193,6 +224,16 @@ rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* \
 KERNEL=$(find "$ROOTFS/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -n 1)
 [[ -n "$KERNEL" ]] || die "no kernel in $ROOTFS/boot"
 KVER=${KERNEL#vmlinuz-}
+# In the chroot (own network and mount namespace, /proc mounted inside only): a small initramfs with
+# just the virtio drivers (image/rootfs/etc/initramfs-tools), and bytecode for every Python module
+# (cloud-init runs three Python processes on first boot; none should compile anything).
+unshare --net --mount --propagation private --fork sh -c '
+  mount -t proc proc "$1/proc" &&
+  chroot "$1" update-initramfs -u -k "$2" &&
+  { chroot "$1" python3 -m compileall -q /usr/lib/python3/dist-packages >/dev/null || echo "compileall: some files did not compile"; };
+  rc=$?; umount "$1/proc"; exit $rc' sh "$ROOTFS" "$KVER" >"$WORK/chroot.log" 2>&1 ||
+  { tail -n 30 "$WORK/chroot.log" >&2; die "initramfs/compileall in the chroot failed"; }
+log "initramfs $(du -h "$ROOTFS/boot/initrd.img-$KVER" | cut -f1) (virtio drivers only), bytecode compiled"
 [[ -s "$ROOTFS/boot/initrd.img-$KVER" ]] || die "no initrd.img-$KVER in $ROOTFS/boot"
 install -m 644 "$ROOTFS/boot/$KERNEL" "$WORK/vmlinuz"
 install -m 644 "$ROOTFS/boot/initrd.img-$KVER" "$WORK/initrd.img"

@@ -435,7 +435,9 @@ class VerifyConfig(Model):
     load_drills: Bool = Field(False, description=(
         "lab stacks: add the drills under load (web node frozen / powered off, balancers starved, VRRP cut, "
         "MASTER powered off), in their quick form"))
-    timeout: Int(30, 7200) = Field(600, description="seconds to wait for the cluster")
+    timeout: Int(30, 7200) = Field(600, description=(
+        "how long a node's boot or the verifier's wait may go without progress (stage change, console output) "
+        "before it gives up"))
 
 
 class FirewallConfig(Model):

@@ -17,7 +17,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 NAME=${SMOKE_NAME:-hasmoke}
 SUBNET=${SMOKE_SUBNET:-192.168.81}
-VM_IP=$SUBNET.230
+VM_IP=$SUBNET.${SMOKE_HOST:-230}
+SSH_USER=debian
+HTTP_PATH=${SMOKE_HTTP_PATH:-/}
 GW=$SUBNET.1
 MAC=52:54:00:81:00:e6
 MEMORY_MIB=${SMOKE_MEMORY_MIB:-512}
@@ -107,6 +109,13 @@ cat >"$WORK/cidata/meta-data" <<EOF
 instance-id: $NAME-$(date +%s)
 local-hostname: $NAME
 EOF
+# SMOKE_NODE=web01|lb02: that dev-stack node's real user-data (its addresses moved to SUBNET) instead
+# of the minimal one below; log in as the stack's admin user.
+if [[ -n "${SMOKE_NODE:-}" ]]; then
+  "$ROOT/venv/bin/python" "$ROOT/scripts/smoke_user_data.py" "$SMOKE_NODE" "$SSH_KEY.pub" "$SUBNET" \
+    >"$WORK/cidata/user-data" 2>"$WORK/admin-user"
+  SSH_USER=$(<"$WORK/admin-user")
+else
 cat >"$WORK/cidata/user-data" <<EOF
 #cloud-config
 ssh_authorized_keys:
@@ -125,6 +134,7 @@ write_files:
 runcmd:
   - [systemctl, restart, nginx]
 EOF
+fi
 # SMOKE_NETCFG=v2 (default) or v1: network-config version. With v2, SMOKE_GATEWAY=gateway4
 # (default) or routes says how the default route is given.
 if [[ "${SMOKE_NETCFG:-v2}" == v1 ]]; then
@@ -223,7 +233,7 @@ t0=$EPOCHREALTIME
 virsh_ start "$NAME" >/dev/null
 code=000
 while :; do
-  code=$(lab_exec curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$VM_IP/" || true)
+  code=$(lab_exec curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$VM_IP$HTTP_PATH" || true)
   [[ "$code" == 200 ]] && break
   elapsed=$(since "$t0")
   if ((${elapsed%.*} > BOOT_TIMEOUT)); then
@@ -233,7 +243,7 @@ while :; do
   sleep 0.5
 done
 boot_s=$(since "$t0")
-body=$(lab_exec curl -s --max-time 2 "http://$VM_IP/")
+body=$(lab_exec curl -s --max-time 2 "http://$VM_IP$HTTP_PATH")
 
 qemu_pid=$(cat "/run/libvirt/qemu/$NAME.pid")
 rss_kib=$(ps -o rss= -p "$qemu_pid" | tr -d ' ')
@@ -241,14 +251,14 @@ rss_kib=$(ps -o rss= -p "$qemu_pid" | tr -d ' ')
 ssh_opts=(-i "$SSH_KEY" -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
   -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=10)
 # sshd starts after cloud-init made the host keys, often a little after nginx answers.
-until lab_exec ssh "${ssh_opts[@]}" "debian@$VM_IP" true 2>/dev/null; do
+until lab_exec ssh "${ssh_opts[@]}" "$SSH_USER@$VM_IP" true 2>/dev/null; do
   (($(since "$t0" | cut -d. -f1) < BOOT_TIMEOUT)) || lab_die "no ssh to $VM_IP after $BOOT_TIMEOUT s"
   sleep 1
 done
 ssh_s=$(since "$t0")
-lab_exec ssh "${ssh_opts[@]}" "debian@$VM_IP" 'cloud-init status --wait >/dev/null' || true
+lab_exec ssh "${ssh_opts[@]}" "$SSH_USER@$VM_IP" 'cloud-init status --wait >/dev/null' || true
 cloudinit_s=$(since "$t0")
-guest_report=$(lab_exec ssh "${ssh_opts[@]}" "debian@$VM_IP" '
+guest_report=$(lab_exec ssh "${ssh_opts[@]}" "$SSH_USER@$VM_IP" '
   set -x
   cloud-init status --long
   sudo cloud-init schema --system 2>&1 | tail -n 5
@@ -263,10 +273,22 @@ guest_report=$(lab_exec ssh "${ssh_opts[@]}" "debian@$VM_IP" '
   systemctl --failed --no-pager
   sudo cloud-init analyze blame | head -n 8
   ls /etc/nginx/sites-enabled; uname -r; free -m' 2>&1 || true)
+# SMOKE_REPORT_DIR: keep the full profiles (cloud-init analyze blame/show, systemd-analyze blame,
+# critical chain, the serial console) for before/after comparisons.
+if [[ -n "${SMOKE_REPORT_DIR:-}" ]]; then
+  mkdir -p "$SMOKE_REPORT_DIR"
+  lab_exec ssh "${ssh_opts[@]}" "$SSH_USER@$VM_IP" '
+    echo "== systemd-analyze"; systemd-analyze
+    echo "== systemd-analyze blame"; systemd-analyze blame --no-pager
+    echo "== systemd-analyze critical-chain"; systemd-analyze critical-chain --no-pager
+    echo "== cloud-init analyze show"; sudo cloud-init analyze show
+    echo "== cloud-init analyze blame"; sudo cloud-init analyze blame' >"$SMOKE_REPORT_DIR/profile.txt" 2>&1 || true
+  cp "/var/log/libvirt/qemu/$NAME-serial0.log" "$SMOKE_REPORT_DIR/serial.log" 2>/dev/null || true
+fi
 # Key only: password authentication must be refused by the server.
 if lab_exec ssh -o BatchMode=yes -o PreferredAuthentications=password -o PubkeyAuthentication=no \
   -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 \
-  "debian@$VM_IP" true 2>"$WORK/pw.err"; then
+  "$SSH_USER@$VM_IP" true 2>"$WORK/pw.err"; then
   pw_result="ACCEPTED (unexpected)"
 else
   pw_result="refused: $(tr -d '\r' <"$WORK/pw.err" | tail -n 1)"

@@ -103,13 +103,19 @@ build_one() { # <wrapper dir> <output name> <package> <ldflags> <version shown>
   tc="${!var:-$GOTOOLCHAIN}"
   t1=$(date +%s%N)
   log="$work/$out.log"
+  echo "toolchain: [$((++step))/$nsteps] building $out (toolchain/$dir) ..."
+  # A heartbeat while go builds (the CLI alone takes minutes on 2 cores, silently).
+  ( while sleep 30; do echo "toolchain:   ... still building $out ($(elapsed "$t1") s)"; done ) &
+  local beat=$!
   if ! (cd "$here/$dir" && GOTOOLCHAIN="$tc" go build -trimpath -ldflags "-s -w $ldflags" \
         -o "$work/bin/$out" "$pkg") >"$log" 2>&1; then
-    echo "toolchain: FAILED building $out in toolchain/$dir (GOTOOLCHAIN=$tc):" >&2
+    kill "$beat" 2>/dev/null; wait "$beat" 2>/dev/null || true
+    echo "toolchain: FAILED building $out in toolchain/$dir (GOTOOLCHAIN=$tc) after $(elapsed "$t1") s:" >&2
     tail -n 40 "$log" >&2
     exit 1
   fi
-  printf '  %-32s %-12s %4s MB  %6s s  (toolchain/%s, %s)\n' "$out" "${5:-}" \
+  kill "$beat" 2>/dev/null; wait "$beat" 2>/dev/null || true
+  printf '  done %-27s %-12s %4s MB  %6s s  (toolchain/%s, %s)\n' "$out" "${5:-}" \
     "$(( $(stat -c %s "$work/bin/$out") / 1048576 ))" "$(elapsed "$t1")" "$dir" \
     "$( [ "$tc" = local ] && echo "$local_go" || echo "$tc")"
 }
@@ -124,7 +130,9 @@ mod_dir() { # <wrapper dir> <module path>; downloads (verified against go.sum) w
 if [ -f "$cache/.complete" ]; then
   echo "toolchain: reusing $cache"
 else
-  echo "toolchain: building $hash into $cache (Go $go_used)"
+  echo "toolchain: building $hash into $cache (Go $go_used; 4 binaries, ~9 min on 2 cores when the Go caches are cold)"
+  step=0
+  nsteps=4
   work="$cache_root/.tmp.$hash.$$"
   rm -rf "$work"
   mkdir -p "$work/bin"

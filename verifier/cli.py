@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SpecError(f"no spec: pass --spec FILE or set {SPEC_ENV}")
         spec = parse(text)
         enter_netns(spec, argv)
-    except (SpecError, netns.NamespaceError, OSError) as e:
+    except (SpecError, netns.NamespaceError, OSError, ValueError) as e:
         return emit(failure("environment", str(e)), rc=2)
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         report = Verifier(spec, actions).run()
     except ActionError as e:
         return emit(failure("environment", str(e)), rc=2)
+    except KeyboardInterrupt:
+        return emit(failure("interrupted", "the verifier was interrupted"), rc=130)
+    except Exception as e:  # one line for the user, never a traceback
+        return emit(failure("internal", f"the verifier failed: {type(e).__name__}: {e}"), rc=2)
     finally:
         if actions is not None:
             actions.close()
