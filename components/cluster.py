@@ -31,7 +31,7 @@ def verifier_spec(s: Settings) -> dict:
         "stack": s.stack, "vip": s.vip, "serverName": s.nginx.server_name.split()[0],
         "netns": s.lab_netns, "libvirtUri": s.vm.libvirt_uri, "sshUser": s.vm.admin_user,
         "interface": s.vrrp.interface,
-        "balancers": [{**node(b), "state": b.state, "priority": b.priority} for b in s.balancers],
+        "balancers": [{**node(b), "state": b.state, "priority": b.priority, "mac": b.mac} for b in s.balancers],
         "webNodes": [{**node(w), "weight": w.weight} for w in s.web_nodes],
         "pools": {p.name: list(p.members) for p in s.nginx.pools},
         "rules": [{"match": r.match, "pool": r.pool} for r in s.nginx.rules],

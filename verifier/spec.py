@@ -3,7 +3,7 @@
 Keys (camelCase, as in the stack config):
 
   vip, serverName            the virtual IP and the Host header to send (required)
-  balancers                  [{name, ip, priority, state, domain}] x 2; the highest priority is the MASTER
+  balancers                  [{name, ip, priority, state, domain, mac}] x 2; the highest priority is the MASTER
   webNodes                   [{name, ip, weight, domain}]
   pools, rules, defaultPool  User-Agent routing: {pool: [web names]}, [{match, pool}] (first match,
                              case-insensitive regex), the pool for everything else
@@ -68,6 +68,7 @@ class Balancer:
     priority: int
     state: str = "BACKUP"
     domain: str = ""
+    mac: str = ""  # its NIC's MAC: who answers ARP for the VIP
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     vip, server_name = need("vip"), need("serverName")
     try:
         lbs = tuple(Balancer(name=str(b["name"]), ip=str(b["ip"]), priority=int(b.get("priority") or 0),
-                             state=str(b.get("state") or "BACKUP"), domain=str(b.get("domain") or ""))
+                             state=str(b.get("state") or "BACKUP"), domain=str(b.get("domain") or ""),
+                             mac=str(b.get("mac") or "").lower())
                     for b in need("balancers") or [])
     except (KeyError, TypeError, ValueError) as e:
         problems.append(f"balancers: each needs name, ip, priority ({e})")

@@ -91,3 +91,17 @@ def test_load_stats_and_holder_seconds():
     assert (st.requests, st.failed, st.max_latency_s) == (3, 1, 10.0) and st.errors == ["TimeoutError"]
     samples = [(0.0, ["lb01"]), (1.0, []), (1.5, ["lb01", "lb02"]), (2.5, None), (3.0, ["lb01"])]
     assert holder_seconds(samples, 4.0) == (0.5, 1.0, 1)
+
+
+def test_arp_request_and_reply_frames():
+    from verifier import arp
+    own = bytes.fromhex("525400a851d2")
+    req = arp.request(own, "192.168.81.1", "192.168.81.100")
+    assert req[:6] == b"\xff" * 6 and req[6:12] == own and len(req) == 42
+    # the reply a holder sends: op 2, sender = its MAC + the VIP
+    holder = bytes.fromhex("525400a851d2")
+    reply = (own + holder + b"\x08\x06" + bytes.fromhex("0001080006040002") + holder
+             + bytes([192, 168, 81, 100]) + own + bytes([192, 168, 81, 1]))
+    assert arp.parse_reply(reply, "192.168.81.100") == "52:54:00:a8:51:d2"
+    assert arp.parse_reply(reply, "192.168.81.101") is None
+    assert arp.parse_reply(req, "192.168.81.100") is None  # a request is not an answer
