@@ -49,9 +49,13 @@ def wait_for(cond, seconds: float, every: float = 0.2) -> bool:
     return cond()
 
 
-def agent_events(lab, host: str) -> list[str]:
+def agent_state(lab, host: str) -> dict:
     path = lab.hosts[host].prefix / "health-state.json"
-    return [e["what"] for e in json.loads(path.read_text())["events"]] if path.exists() else []
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def agent_events(lab, host: str) -> list[str]:
+    return [e["what"] for e in agent_state(lab, host).get("events", [])]
 
 
 def test_both_nginx_dead_keeps_the_vip(lab_factory):
@@ -80,6 +84,8 @@ def test_both_nginx_slow_keeps_the_vip_a_hung_master_loses_it(lab_factory):
     print("holders with nginx hung on both:", {tuple(h) for h in seen})
     assert all(h == ["lb01"] for h in seen), seen
     assert wait_for(lambda: lab.holders() == ["lb01"], 10)
+    # nginx was failing (slow) on both: wait until lb01's agent has seen it serve again (rise checks)
+    assert wait_for(lambda: agent_state(lab, "lb01").get("local") is True, 20)
 
     signal_nginx(lab, "lb01", signal.SIGSTOP)
     try:
