@@ -48,15 +48,17 @@ def log(msg: str) -> None:
     print(f"hacluster-health: {msg}", flush=True)
 
 
-def probe(ip: str, port: int, path: str, timeout: float, mark: int = 0) -> str:
+def probe(ip: str, port: int, path: str, timeout: float, mark: int = 0, connect_timeout: float | None = None) -> str:
     """One GET; OK on a 2xx status line, SLOW when nothing came back in time, DEAD otherwise. `mark`
-    (SO_MARK) lets the agent's own probes through the ejection rule."""
+    (SO_MARK) lets the agent's own probes through the ejection rule. `connect_timeout` bounds the TCP
+    handshake alone: a frozen or vanished node never completes it, a busy one does at once (its kernel
+    answers), so it can be shorter than the time a slow application may take to answer."""
     try:
         start = time.monotonic()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             if mark:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-            s.settimeout(timeout)
+            s.settimeout(min(timeout, connect_timeout or timeout))
             s.connect((ip, port))
             s.settimeout(max(0.05, timeout - (time.monotonic() - start)))
             s.sendall(f"GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: hacluster-health\r\n\r\n".encode())
@@ -220,6 +222,7 @@ class Agent:
     def upstream_loop(self) -> None:
         u = self.c["upstream"]
         interval, timeout, port = float(u["interval"]), float(u["timeout"]), int(u["port"])
+        connect_timeout = max(0.2, min(timeout, interval))  # a round lasts no longer than it must
         nodes = {n["name"]: n["ip"] for n in u["nodes"]}
         pools = [list(p) for p in u["pools"]]
         trackers = {n: Tracker(int(u["fall"]), int(u["rise"]), healthy=True) for n in nodes}
@@ -231,7 +234,7 @@ class Agent:
         results: dict[str, str] = {}
 
         def one(name: str) -> None:
-            results[name] = probe(nodes[name], port, u["path"], timeout, PROBE_MARK)
+            results[name] = probe(nodes[name], port, u["path"], timeout, PROBE_MARK, connect_timeout)
 
         while True:
             late = time.monotonic() - due > max(interval, 0.5)

@@ -105,3 +105,31 @@ def test_arp_request_and_reply_frames():
     assert arp.parse_reply(reply, "192.168.81.100") == "52:54:00:a8:51:d2"
     assert arp.parse_reply(reply, "192.168.81.101") is None
     assert arp.parse_reply(req, "192.168.81.100") is None  # a request is not an answer
+
+
+def test_probe_connect_timeout_bounds_the_handshake_only(monkeypatch):
+    """A node that never completes the handshake is given up after connect_timeout, not timeout."""
+    seen = []
+
+    class FakeSocket:
+        def __init__(self, *a):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def setsockopt(self, *a):
+            pass
+
+        def settimeout(self, t):
+            seen.append(t)
+
+        def connect(self, addr):
+            raise TimeoutError
+
+    monkeypatch.setattr(health.socket, "socket", FakeSocket)
+    assert health.probe("192.0.2.1", 80, "/healthz", 1.0, health.PROBE_MARK, 0.5) == health.SLOW
+    assert seen == [0.5]
