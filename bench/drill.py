@@ -55,7 +55,8 @@ def rounds(v: Verifier, kinds: list[str], n: int, timeline_round: int = 0) -> tu
             timeline = {"t0": 0.0, "probes": [[round(p.t - began, 3), p.ok, p.balancer, p.node, p.error]
                                               for p in v.timeline],
                         "marks": [{"step": s, "kind": d["kind"], "role": d["role"], "t": d["start_s"], "end": d["end_s"],
-                                   "gap_s": d["gap_s"], "failed_probes": d["failed_probes"]} for s, d in steps.items()]}
+                                   "gap_s": d["gap_s"], "failed_probes": d["failed_probes"]}
+                                  for s, d in steps.items() if d["role"] != "load"]}
         if sum(not c.passed for c in v.checks) > failed_before:
             break
     return out, timeline

@@ -214,10 +214,23 @@ def test_drill_rounds_record_every_step_and_one_timeline(monkeypatch):
     monkeypatch.setattr(run, "SETTLE_AFTER_STEP", 0.0)
     monkeypatch.setattr(run.time, "sleep", lambda _s: None)
     monkeypatch.setattr(bdrill, "progress", lambda _m: None)
+    class FakeLoads:  # a drill under load: one measurement, no break/restore pair
+        def __init__(self, verifier):
+            self.v = verifier
+
+        def web(self, kind):
+            self.v.gaps[kind] = {"requests": 100, "failed_requests": 0, "max_latency_s": 1.2}
+            return True
+
+    monkeypatch.setattr(run, "LoadDrills", FakeLoads)
     v = run.Verifier(spec, cluster, log=lambda _m: None)
     v.holder = "lb01"
-    out, timeline = bdrill.rounds(v, [k for k in bcfg.KINDS if k not in LOAD_KINDS], 2)
+    out, timeline = bdrill.rounds(v, [k for k in bcfg.KINDS if k not in LOAD_KINDS] + ["web_freeze"], 2)
     v._pool.shutdown()
+    assert out[0]["steps"]["web_freeze"] == {"requests": 100, "failed_requests": 0, "max_latency_s": 1.2,
+                                             "kind": "web_freeze", "role": "load"}
+    assert report.failover_summary(out)["web_freeze"]["load"]["failed_requests"]["n"] == 2
+    out = [{**r, "steps": {k: d for k, d in r["steps"].items() if d["role"] != "load"}} for r in out]
     assert [r["round"] for r in out] == [1, 2]
     assert set(out[1]["steps"]) == {s for k in bcfg.KINDS if k not in LOAD_KINDS
                                     for s in (run.KINDS[k].break_step, run.KINDS[k].restore_step)}
