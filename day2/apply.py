@@ -23,7 +23,8 @@ COMMANDS = {
               "check": ["python3", "-c", "import ast, json, sys; p = sys.argv[1]; t = open(p).read(); "
                         "json.loads(t) if p.split('.hacluster-new')[0].endswith('.json') else ast.parse(t)",
                         "{staged}"],
-              "reload": ["systemctl", "restart", "hacluster-health"]},
+              # enabled too: a node deployed before the agent existed gets it for its next boots as well
+              "reload": ["sh", "-c", "systemctl --no-reload enable hacluster-health && systemctl restart hacluster-health"]},
     "nginx": {"match": "nginx.conf", "check": ["nginx", "-t", "-q", "-c", "{staged}"],
               "reload": ["systemctl", "reload", "nginx"]},
     "keepalived": {"match": "keepalived.conf", "check": ["keepalived", "-t", "-f", "{staged}"],
