@@ -203,6 +203,8 @@ def render(results: dict[str, Any]) -> str:
     for profile in ("reference", "fast"):
         p = fo.get(profile) or {}
         for kind, roles in (p.get("summary") or {}).items():
+            if "load" in roles:
+                continue  # in the table of drills under load
             b, r = roles.get("break") or {}, roles.get("restore") or {}
             g, f = b.get("gap_s") or {}, b.get("failed_probes") or {}
             rg, rf = r.get("gap_s") or {}, r.get("failed_probes") or {}

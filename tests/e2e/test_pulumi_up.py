@@ -35,8 +35,8 @@ def stack_config(name: str) -> dict:
     text = (ROOT / "Pulumi.dev.yaml").read_text().replace("192.168.81.", f"{SUBNET}.")
     config = yaml.safe_load(text)["config"]
     config["hacluster:network"]["name"] = f"hacluster-{name}"
-    # The drill includes the drills under load (quick form): frozen and powered-off web node, starved
-    # balancers, VRRP cut and healed, nginx SIGKILLed and the MASTER powered off.
+    # The drill includes the drills under load (quick form): frozen and powered-off web node, VRRP cut
+    # and healed, nginx SIGKILLed and the MASTER powered off.
     config["hacluster:verify"]["loadDrills"] = True
     return config
 
@@ -116,12 +116,11 @@ def test_up_verify_break_noop_destroy(stack):
     assert all(c["passed"] for c in report["checks"])
     assert report["holder"] == "lb01"
     assert {"keepalived_stop", "nginx_stop"} <= set(report["gaps"])
-    # The drills under load: what a frozen / powered-off web node, starved balancers and a healed VRRP cut
-    # cost the clients (10 requests/s through the VIP).
+    # The drills under load: what a frozen / powered-off web node and a healed VRRP cut cost the clients
+    # (10 requests/s through the VIP). Starved balancers: `make bench` only (see components/cluster.py).
     gaps = report["gaps"]
     for kind in ("web_freeze", "web_poweroff"):
         assert gaps[kind]["failed_requests"] <= 1 and gaps[kind]["rejoined_after_s"] is not None, gaps[kind]
-    assert gaps["lb_starve"]["no_holder_s"] == 0 and gaps["lb_starve"]["two_holders_s"] == 0, gaps["lb_starve"]
     assert gaps["vrrp_cut"]["failed_probes_after_heal"] <= 1, gaps["vrrp_cut"]
     assert gaps["poweron"]["failed_probes"] <= 1, gaps["poweron"]  # the returning MASTER takes the VIP back
 
