@@ -118,9 +118,11 @@ FREEZE_RULES = (f"table inet {FREEZE_TABLE} {{\n"
                 "  chain out { type filter hook output priority -10; policy drop; }\n}\n")
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run(argv: list[str], timeout: float, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run `argv` (with `stdin` as its input, if given); a time-out or a missing program is an ActionError."""
+    feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **feed)
     except subprocess.TimeoutExpired as e:
         raise ActionError(f"{argv[0]} timed out after {timeout:g} s") from e
     except OSError as e:
@@ -154,8 +156,9 @@ class SshActions(Actions):
             raise ActionError("ssh actions need the private key in env HACLUSTER_SSH_KEY")
         self.spec, self.key_file = spec, key_file
 
-    def _ssh(self, lb: Balancer, command: str, timeout: float) -> subprocess.CompletedProcess:
-        return _run([*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command], timeout)
+    def _ssh(self, lb: Balancer, command: str, timeout: float, stdin: str | None = None) -> subprocess.CompletedProcess:
+        argv = [*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command]
+        return _run(argv, timeout) if stdin is None else _run(argv, timeout, stdin)
 
     def _ssh_ok(self, lb: Balancer, command: str, timeout: float) -> str:
         r = self._ssh(lb, command, timeout)
@@ -207,18 +210,11 @@ class SshActions(Actions):
 
     def vrrp_cut(self, lb: Balancer, cut: bool) -> None:
         if cut:
-            r = self._ssh_input(lb, "sudo -n nft -f -", CUT_RULES)
+            r = self._ssh(lb, "sudo -n nft -f -", 60, CUT_RULES)
         else:
             r = self._ssh(lb, f"sudo -n nft delete table inet {CUT_TABLE}", 60)
         if r.returncode != 0:
             raise ActionError(f"nft on {lb.name}: {_last_line(r.stderr)}")
-
-    def _ssh_input(self, lb: Balancer, command: str, stdin: str) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run([*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command], input=stdin,
-                                  capture_output=True, text=True, timeout=60)
-        except subprocess.TimeoutExpired as e:
-            raise ActionError(f"ssh {lb.name} timed out") from e
 
     def health_state(self, lb: Balancer) -> dict | None:
         try:
@@ -437,8 +433,7 @@ class NetnsActions(Actions):
         return h
 
     def _nft(self, ns: str, script: str) -> None:
-        r = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, capture_output=True,
-                           text=True, timeout=30)
+        r = _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], 30, script)
         if r.returncode != 0:
             raise ActionError(f"nft in {ns}: {_last_line(r.stderr)}")
 
