@@ -145,7 +145,8 @@ def check_renders(s, lab, seen: set) -> None:
         if node.role == "lb":
             iface = s.vrrp.interface
             if iface != "eth0":  # keepalived -t checks that the interface exists where it runs
-                subprocess.run(["ip", "-n", ns, "link", "add", iface, "type", "veth", "peer", "name",
+                # `name` spelled out: `ip link add n ...` reads a bare `n` as an abbreviation of `name`
+                subprocess.run(["ip", "-n", ns, "link", "add", "name", iface, "type", "veth", "peer", "name",
                                 f"p{uuid.uuid4().hex[:8]}"], capture_output=True)
             r = subprocess.run(["ip", "netns", "exec", ns, "keepalived", "-t", "-f", paths.keepalived_conf],
                                capture_output=True, text=True)
