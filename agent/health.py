@@ -6,7 +6,8 @@ Two jobs, each a thread probing over plain sockets (GET /healthz, HTTP/1.0):
 
 VRRP   Decides keepalived's track file (`track_file` with weight 1): 0 = stay as configured, -254 = FAULT
        (keepalived sends a priority-0 advert and the peer takes the VIP after its skew time only).
-       FAULT only when this balancer's own nginx is failing AND the peer's nginx serves. When both look
+       FAULT only when this balancer's own nginx is failing AND the peer's nginx serves (`rise` good
+       answers in a row, so one lucky answer from an equally starved peer is not enough). When both look
        unhealthy (load, a slow host, a shared upstream outage) the file says 0 on both and the VIP stays
        where it is: a health check never empties the VIP.
        - refused / reset / non-2xx: evidence that nginx is dead, counted toward `fall`;
@@ -93,6 +94,12 @@ class Tracker:
         return False
 
 
+def peer_tracker(rise: int) -> Tracker:
+    """Whether the peer serves: only after `rise` good answers in a row, no longer at its first miss. One
+    lucky answer from a balancer as starved as we are must not move the VIP onto it."""
+    return Tracker(1, rise, healthy=False)
+
+
 def local_verdict(result: str, slow_s: float, slow_for: float, late: bool) -> bool | None:
     """What a local probe result says about this balancer's nginx: True/False, or None (no evidence).
     Slow answers count as failing only once nginx has been slow `slow_for` seconds in a row, and never
@@ -168,6 +175,7 @@ class Agent:
         v = self.c["vrrp"]
         interval, timeout = float(v["interval"]), float(v["timeout"])
         local = Tracker(int(v["fall"]), int(v["rise"]))
+        peer_serves = peer_tracker(int(v["rise"]))
         slow_since, due = None, time.monotonic()
         slow_for = int(v["slowFall"]) * interval  # how long nginx may be slow before that counts as failing
         while True:
@@ -179,7 +187,8 @@ class Agent:
             verdict = local_verdict(mine, 0 if slow_since is None else time.monotonic() - slow_since, slow_for, late)
             if verdict is not None and local.feed(verdict):
                 self.event(f"local nginx {'serves' if local.healthy else 'fails'} ({mine})", local=local.healthy)
-            value = track_value(local.healthy, peer == OK)
+            peer_serves.feed(peer == OK)
+            value = track_value(local.healthy, peer_serves.healthy)
             if value is not None:
                 if value != self.state["track"]:
                     self.event(f"track file {value} ({'FAULT: the peer serves, we do not' if value else 'stay'})",

@@ -103,6 +103,10 @@ class Actions:
         """The health agent's state file on `lb` (None: not readable)."""
         return None
 
+    def vrrp_log(self, lb: Balancer, since: float) -> list[str]:
+        """keepalived's log lines on `lb` since the epoch time `since` (the last ones; [] when unknown)."""
+        return []
+
     def close(self) -> None:
         pass
 
@@ -222,6 +226,14 @@ class SshActions(Actions):
             return json.loads(r.stdout) if r.returncode == 0 else None
         except (ActionError, ValueError):
             return None
+
+    def vrrp_log(self, lb: Balancer, since: float) -> list[str]:
+        try:
+            r = self._ssh(lb, f"sudo -n journalctl -q -u keepalived -o short-unix --no-pager --since @{int(since)}"
+                              " | tail -n 40", 20)
+        except ActionError:
+            return []
+        return r.stdout.splitlines() if r.returncode == 0 else []
 
     def pause(self, lb: Balancer) -> None:
         self._virsh("suspend", lb)

@@ -55,6 +55,15 @@ def holder_seconds(samples: list[tuple[float, list[str] | None]], end: float) ->
     return round(none_s, 2), round(two_s, 2), unreadable
 
 
+def holder_changes(samples: list[tuple[float, list[str] | None]], t0: float) -> list[list]:
+    """The holder timeline from `samples`: [seconds after t0, holders (None: unreadable)] at each change."""
+    out: list[list] = []
+    for t, h in samples:
+        if not out or out[-1][1] != h:
+            out.append([round(t - t0, 2), h])
+    return out
+
+
 class LoadDrills:
     """Written once over `Actions`; `v` is the Verifier (spec, actions, checks, holder reads)."""
 
@@ -164,7 +173,7 @@ class LoadDrills:
         what = f"both balancers starved to {s.starve_quota / 1000:g}% of a CPU for {s.starve_seconds:g} s"
         with prober:
             time.sleep(BASELINE_S)
-            t0 = time.monotonic()
+            t0, wall0 = time.monotonic(), time.time()
             try:
                 a.starve(lbs, s.starve_quota)
                 try:
@@ -178,12 +187,22 @@ class LoadDrills:
         stats = load_stats(prober.snapshot(), t0, end)
         none_s, two_s, unreadable = holder_seconds(samples, end)
         self._record("lb_starve", stats, no_holder_s=none_s, two_holders_s=two_s, holder_samples=len(samples),
-                     unreadable_samples=unreadable)
+                     unreadable_samples=unreadable, holder_changes=holder_changes(samples, t0),
+                     **({} if none_s == 0 and two_s == 0 else {"evidence": self._evidence(lbs, wall0)}))
         ok = none_s == 0 and two_s == 0 and len(samples) > unreadable
         return self.v.check("drill_lb_starve", ok, (
             f"{what}: {none_s:g} s with no holder, {two_s:g} s with two ({len(samples) - unreadable} of "
             f"{len(samples)} holder samples, by ARP); {stats.failed} of {stats.requests} requests failed, "
             f"max latency {stats.max_latency_s:.2f} s (a starved balancer is slow, not absent)"))
+
+    def _evidence(self, lbs: list, since: float) -> dict:
+        """What each balancer saw since `since` (epoch): its health agent's events, keepalived's log."""
+        out = {}
+        for lb in lbs:
+            state = self.a.health_state(lb) or {}
+            out[lb.name] = {"agent": [e for e in state.get("events", []) if e.get("t", 0) >= since - 5],
+                            "keepalived": self.a.vrrp_log(lb, since - 5)}
+        return out
 
     def vrrp_cut(self) -> bool:
         """VRRP dropped on the MASTER (both then claim the VIP: expected while cut), healed: the MASTER

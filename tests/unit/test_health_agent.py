@@ -8,7 +8,7 @@ from model import render
 from model.settings import HostFacts, load
 from tests.conftest import ROOT
 from verifier.http import Probe
-from verifier.scenarios import holder_seconds, load_stats
+from verifier.scenarios import holder_changes, holder_seconds, load_stats
 
 _spec = importlib.util.spec_from_file_location("health", ROOT / "agent" / "health.py")
 health = importlib.util.module_from_spec(_spec)
@@ -34,6 +34,25 @@ def test_fault_only_while_the_peer_serves():
     assert health.track_value(True, False) == 0
     assert health.track_value(False, True) == health.FAULT == -254
     assert health.track_value(False, False) == 0  # both unhealthy: the VIP stays where it is
+
+
+def test_the_peer_serves_only_after_rise_good_answers_in_a_row():
+    peer = health.peer_tracker(rise=2)
+    assert peer.healthy is False
+    peer.feed(True)
+    assert peer.healthy is False  # one lucky answer from a starved peer: no FAULT yet
+    peer.feed(False)
+    peer.feed(True)
+    assert peer.healthy is False  # the run was broken
+    peer.feed(True)
+    assert peer.healthy is True
+    peer.feed(False)
+    assert peer.healthy is False  # the first miss ends it
+
+
+def test_holder_changes_keep_only_transitions():
+    samples = [(10.0, ["lb01"]), (11.0, ["lb01"]), (12.0, []), (13.0, ["lb02"]), (14.0, None), (15.0, ["lb02"])]
+    assert holder_changes(samples, 10.0) == [[0.0, ["lb01"]], [2.0, []], [3.0, ["lb02"]], [4.0, None], [5.0, ["lb02"]]]
 
 
 def test_slowness_counts_only_when_sustained_and_not_starved():
