@@ -30,6 +30,7 @@ from . import config as bcfg
 from . import drill as bdrill
 from .lab import (
     NETNS,
+    blame,
     cpu_snapshot,
     domains,
     lab_busy,
@@ -113,6 +114,16 @@ class Bench:
         return {d[len(name) + 1:]: boot_phases(cloud_init_stages(serial_log(d)))
                 for d in domains() if d.startswith(f"{name}-")}
 
+    def _blame(self, name: str, config: dict, outputs: dict) -> dict:
+        """Each guest's own boot profile (bench.lab.blame), read with the stack's SSH key."""
+        import tempfile
+
+        s = self._settings(name, config)
+        with tempfile.NamedTemporaryFile("w", prefix="bench-key-") as key:
+            key.write(outputs["sshPrivateKey"].value)
+            key.flush()
+            return blame({n.name: n.ip for n in s.nodes}, s.vm.admin_user, key.name)
+
     def _settings(self, name: str, config: dict):
         from model.settings import load
 
@@ -140,6 +151,7 @@ class Bench:
                 rec["noop_changes"] = {k: v for k, v in (again.summary.resource_changes or {}).items() if k != "same"}
                 rec["preview_s"] = st.preview()
                 if full:
+                    rec["blame"] = self._blame(name, config, up.outputs)
                     self.results["machine"] = machine(f"{name}-lb01")
                     self.overhead(name, config, up.outputs)
                     self.results["memory"]["reference"] = memory(name)

@@ -185,6 +185,31 @@ def serial_log(domain: str) -> str:
         return ""
 
 
+BLAME = ("systemd-analyze blame --no-pager 2>/dev/null | head -n {n}; echo '--- cloud-init'; "
+         "sudo -n cloud-init analyze blame 2>/dev/null | grep -E '^ +[0-9]' | head -n {n}")
+
+
+def blame(nodes: dict[str, str], user: str, key_file: str, n: int = 8) -> dict[str, dict[str, list[str]]]:
+    """Per node (name -> ip): the slowest systemd units and cloud-init steps of its boot, as the guest
+    itself measured them (`systemd-analyze blame`, `cloud-init analyze blame`), over SSH from inside
+    the lab namespace. A node that cannot be read gets an `error`."""
+    from verifier.actions import ssh_argv
+
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, ip in nodes.items():
+        try:
+            r = lab_exec([*ssh_argv(user, ip, key_file), BLAME.format(n=int(n))], timeout=180)
+        except (subprocess.TimeoutExpired, RuntimeError) as e:
+            out[name] = {"error": [f"{type(e).__name__}: {e}"]}
+            continue
+        systemd, _, ci = r.stdout.partition("--- cloud-init")
+        out[name] = {"systemd": [x.strip() for x in systemd.splitlines() if x.strip()],
+                     "cloud_init": [x.strip() for x in ci.splitlines() if x.strip()]}
+        if r.returncode != 0 and not r.stdout.strip():
+            out[name]["error"] = [r.stderr.strip()[-200:] or f"ssh exit {r.returncode}"]
+    return out
+
+
 def memory(stack: str) -> dict[str, Any]:
     per_vm = {d: qemu_rss_mib(d) for d in domains() if d.startswith(f"{stack}-")}
     known = [v for v in per_vm.values() if v is not None]

@@ -141,6 +141,21 @@ def _mark(v: Verdict | None) -> str:
     return "–" if v.met is None else ("**met**" if v.met else "**not met**")
 
 
+def blame_lines(blame: dict[str, dict[str, list[str]]] | None, top: int = 4) -> list[str]:
+    """The guests' own boot profile (cycle 1): the slowest systemd units and cloud-init steps per node."""
+    if not blame:
+        return []
+    out = ["", "Boot profile of cycle 1, as each guest measured it (slowest first; `systemd-analyze blame`, "
+           "`cloud-init analyze blame`):", ""]
+    for node, b in sorted(blame.items()):
+        if b.get("error"):
+            out.append(f"- {node}: not readable ({b['error'][0]})")
+            continue
+        out.append(f"- {node}: systemd {'; '.join(b.get('systemd', [])[:top]) or '?'} | cloud-init "
+                   f"{'; '.join(b.get('cloud_init', [])[:top]) or '?'}")
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     m = results.get("machine") or {}
     verdicts = {v.key: v for v in (Verdict(**d) for d in results.get("targets", []))} or {
@@ -182,6 +197,7 @@ def render(results: dict[str, Any]) -> str:
     dep_row("no-change `pulumi up`", ds.get("up_noop_s"), "noop_up")
     dep_row("`pulumi preview` (no changes)", ds.get("preview_s"))
     dep_row("`pulumi destroy`", ds.get("destroy_s"))
+    lines += blame_lines(next((c.get("blame") for c in cycles if c.get("blame")), None))
     changed = [c["cycle"] for c in cycles if c.get("noop_changes")]
     if changed:
         lines.append("")
