@@ -12,8 +12,9 @@ VRRP   Decides keepalived's track file (`track_file` with weight 1): 0 = stay as
        where it is: a health check never empties the VIP.
        - refused / reset / non-2xx: evidence that nginx is dead, counted toward `fall`;
        - no answer within `timeout` (slow): counted only once nginx has been slow for `slowFall` x
-         `interval` seconds in a row, and never in a round the agent itself started late (CPU
-         starvation makes every probe look slow);
+         `interval` seconds in a row without completing a single request (its access log did not
+         grow: busy is not stuck), and never in a round the agent itself started late (CPU starvation
+         makes every probe look slow);
        - `rise` good answers end a failure. Until the first answer the agent writes nothing: keepalived's
          `init_file -254` (the file lives in /run) keeps a booting balancer from claiming the VIP before
          its nginx serves.
@@ -100,6 +101,34 @@ def peer_tracker(rise: int) -> Tracker:
     return Tracker(1, rise, healthy=False)
 
 
+def log_mark(path: str | None) -> tuple[int, int] | None:
+    """(inode, size) of nginx's access log: it changes whenever nginx completes a request (or rotates)."""
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size) if st else None
+
+
+class Stuck:
+    """How long the local nginx has been slow AND completed no request. A busy nginx on a starved CPU
+    answers the probe late but still serves its clients (its access log grows): that is load, and the
+    VIP stays. A wedged one completes nothing."""
+
+    def __init__(self, access_log: str | None):
+        self.log, self.since, self.mark = access_log, None, None
+
+    def feed(self, result: str, now: float) -> float:
+        """Seconds stuck so far after this probe result (0 when not slow)."""
+        if result != SLOW:
+            self.since = None
+            return 0.0
+        mark = log_mark(self.log)
+        if self.since is None or (mark is not None and mark != self.mark):
+            self.since, self.mark = now, mark  # first slow round, or nginx completed requests since
+        return now - self.since
+
+
 def local_verdict(result: str, slow_s: float, slow_for: float, late: bool) -> bool | None:
     """What a local probe result says about this balancer's nginx: True/False, or None (no evidence).
     Slow answers count as failing only once nginx has been slow `slow_for` seconds in a row, and never
@@ -176,15 +205,14 @@ class Agent:
         interval, timeout = float(v["interval"]), float(v["timeout"])
         local = Tracker(int(v["fall"]), int(v["rise"]))
         peer_serves = peer_tracker(int(v["rise"]))
-        slow_since, due = None, time.monotonic()
+        stuck, due = Stuck(v.get("accessLog")), time.monotonic()
         slow_for = int(v["slowFall"]) * interval  # how long nginx may be slow before that counts as failing
         while True:
             late = time.monotonic() - due > max(interval, 0.5)  # we woke up late: starved of CPU
             started = time.monotonic()
             mine = probe(v["localIp"], int(v["port"]), v["path"], timeout)
             peer = probe(v["peerIp"], int(v["port"]), v["path"], timeout)
-            slow_since = (slow_since or started) if mine == SLOW else None
-            verdict = local_verdict(mine, 0 if slow_since is None else time.monotonic() - slow_since, slow_for, late)
+            verdict = local_verdict(mine, stuck.feed(mine, started), slow_for, late)
             if verdict is not None and local.feed(verdict):
                 self.event(f"local nginx {'serves' if local.healthy else 'fails'} ({mine})", local=local.healthy)
             peer_serves.feed(peer == OK)

@@ -56,6 +56,11 @@ class Paths:
     systemd_dir: str | None = "/etc/systemd/system"  # None: no init system (the namespace tier)
     require_netns: bool = False  # the agent refuses the root namespace (the namespace tier)
 
+    @property
+    def site_log(self) -> str:
+        """The balancer site's access log (the health agent watches it grow: nginx completes requests)."""
+        return f"{self.log_dir}/{SITE}.access.log"
+
     def under(self, prefix: str) -> Paths:
         """Every file below `prefix` (for nginx -p / keepalived in a namespace)."""
         return replace(self, pid=f"{prefix}/nginx.pid", log_dir=f"{prefix}/logs", temp_dir=f"{prefix}/tmp",
@@ -144,7 +149,7 @@ def health_conf(s: Settings, node: Node, paths: Paths = VM_PATHS) -> str:
         "vrrp": {"enabled": v.health_check, "trackFile": paths.track_file, "localIp": "127.0.0.1",
                  "peerIp": peer.ip, "port": 80, "path": "/healthz", "interval": v.check_interval,
                  "timeout": v.check_timeout, "fall": v.check_fall, "rise": v.check_rise,
-                 "slowFall": v.check_slow_fall},
+                 "slowFall": v.check_slow_fall, "accessLog": paths.site_log},
         "upstream": {"enabled": ac.enabled, "interval": ac.interval, "timeout": ac.timeout, "fall": ac.fall,
                      "rise": ac.rise, "port": 80, "path": "/healthz", "nftTable": EJECT_TABLE,
                      "nodes": [{"name": w.name, "ip": w.ip} for w in s.web_nodes],

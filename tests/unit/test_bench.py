@@ -311,3 +311,13 @@ def test_table_shows_guest_boot_and_cpu():
     assert "guests (median of 1, uptime): kernel + systemd 48.2 s" in md and "ready at 201.3 s" in md
     assert "| 600 | – | – | 1.95 of 2 cores | 2.50 ms (1.4 + 1.1) | 1 |" in md
     assert res["deploy"]["summary"]["guest_ready_s"]["median"] == 201.3
+
+
+def test_table_shows_each_guests_boot_profile():
+    res = sample_results()
+    res["deploy"]["cycles"][0]["blame"] = {
+        "lb01": {"systemd": ["12.1s cloud-init.service", "3.0s nginx.service"], "cloud_init": ["4.20s init-network/config-ssh"]},
+        "web01": {"error": ["ssh exit 255"]}}
+    md = report.render(res)
+    assert "- lb01: systemd 12.1s cloud-init.service; 3.0s nginx.service | cloud-init 4.20s init-network/config-ssh" in md
+    assert "- web01: not readable (ssh exit 255)" in md

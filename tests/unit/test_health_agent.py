@@ -50,6 +50,20 @@ def test_the_peer_serves_only_after_rise_good_answers_in_a_row():
     assert peer.healthy is False  # the first miss ends it
 
 
+def test_slow_but_serving_is_busy_not_stuck(tmp_path):
+    log = tmp_path / "site.access.log"
+    log.write_text("")
+    stuck = health.Stuck(str(log))
+    assert stuck.feed(health.SLOW, 100.0) == 0.0
+    assert stuck.feed(health.SLOW, 103.0) == 3.0  # slow and nothing completed: stuck for 3 s
+    with log.open("a") as f:
+        f.write("GET / 200\n")  # nginx completed a client request meanwhile: busy, the clock restarts
+    assert stuck.feed(health.SLOW, 104.0) == 0.0
+    assert stuck.feed(health.SLOW, 110.0) == 6.0
+    assert stuck.feed(health.OK, 111.0) == 0.0 and stuck.since is None
+    assert health.Stuck(str(tmp_path / "missing.log")).feed(health.SLOW, 1.0) == 0.0  # no log: plain slowness
+
+
 def test_holder_changes_keep_only_transitions():
     samples = [(10.0, ["lb01"]), (11.0, ["lb01"]), (12.0, []), (13.0, ["lb02"]), (14.0, None), (15.0, ["lb02"])]
     assert holder_changes(samples, 10.0) == [[0.0, ["lb01"]], [2.0, []], [3.0, ["lb02"]], [4.0, None], [5.0, ["lb02"]]]
