@@ -45,11 +45,10 @@ def verifier_spec(s: Settings) -> dict:
 
 
 # verify.loadDrills on a lab stack: the drills under client load in their quick form (the bench runs them
-# at full length). Powered-off VMs boot again within the step timeout. The starved-balancer drill is the
-# bench's only: in 1 of 2 bench rounds the pair flapped once under 10% CPU (not yet reliable, see #10).
+# at full length). Powered-off VMs boot again within the step timeout.
 LOAD_DRILLS = {
     "drillKinds": ["keepalived", "nginx", "nginx_kill", "hard", "poweroff",
-                   "web_freeze", "web_poweroff", "vrrp_cut"],
+                   "web_freeze", "web_poweroff", "lb_starve", "vrrp_cut"],
     "webFreezeSeconds": 8, "starveSeconds": 20, "cutSeconds": 8, "stepTimeout": 240, "rejoinTimeout": 300,
 }
 

@@ -19,6 +19,7 @@ from .logic import holders_of
 
 BASELINE_S = 2.0
 AFTER_S = 3.0
+ARP_CONFIRM_S = 3.0
 
 
 @dataclass
@@ -80,6 +81,10 @@ class LoadDrills:
         names = {b.mac: b.name for b in self.s.balancers if b.mac}
         try:
             macs = arp.who_has(self.s.vip, 1.0)
+            if not macs:
+                # A starved holder's kernel may answer ARP late (seen here: 0 failed requests, no VRRP
+                # transition, one silent window): ask again, longer, before calling it "no holder".
+                macs = arp.who_has(self.s.vip, ARP_CONFIRM_S)
         except OSError:
             return False
         samples.append((time.monotonic(), sorted(names.get(m, m) for m in macs)))
