@@ -143,7 +143,8 @@ def ssh_argv(user: str, ip: str, key_file: str) -> list[str]:
     return ["ssh", "-F", "/dev/null", "-i", key_file, "-o", "IdentitiesOnly=yes",
             "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2",
+            # A loaded host makes a guest slow to answer, not gone: 15 s to connect, 30 s of silence.
+            "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
             "-o", "LogLevel=ERROR", f"{user}@{ip}"]
 
 
@@ -213,12 +214,18 @@ class SshActions(Actions):
             self._virsh("schedinfo", lb, "--live", "--set", f"vcpu_quota={q}", "vcpu_period=100000")
 
     def vrrp_cut(self, lb: Balancer, cut: bool) -> None:
-        if cut:
-            r = self._ssh(lb, "sudo -n nft -f -", 60, CUT_RULES)
-        else:
-            r = self._ssh(lb, f"sudo -n nft delete table inet {CUT_TABLE}", 60)
+        # Both are idempotent (the cut adds the same table; the heal succeeds once the table is gone),
+        # so a connection that ssh itself lost (exit 255, a loaded host) is tried once more.
+        for _ in range(2):
+            if cut:
+                r = self._ssh(lb, "sudo -n nft -f -", 60, CUT_RULES)
+            else:
+                r = self._ssh(lb, f"sudo -n nft delete table inet {CUT_TABLE} 2>/dev/null"
+                                  f" || ! sudo -n nft list table inet {CUT_TABLE} >/dev/null 2>&1", 60)
+            if r.returncode != 255:
+                break
         if r.returncode != 0:
-            raise ActionError(f"nft on {lb.name}: {_last_line(r.stderr)}")
+            raise ActionError(f"nft on {lb.name}: {_last_line(r.stderr) or f'ssh exit {r.returncode}'}")
 
     def health_state(self, lb: Balancer) -> dict | None:
         try:

@@ -233,7 +233,7 @@ def test_ssh_actions_use_the_key_only_and_no_host_key_bookkeeping(monkeypatch):
     argv = calls[-1]
     opts = " ".join(argv)
     for words in ("-i /tmp/key-mock", "BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
-                  "ConnectTimeout=5", "IdentitiesOnly=yes"):
+                  "ConnectTimeout=15", "IdentitiesOnly=yes"):
         assert words in opts
     assert argv[-2:] == ["ops@192.168.81.210", "sudo -n systemctl stop keepalived"]
     assert calls[0][-1] == "ip -o addr show dev eth0"
