@@ -2,14 +2,16 @@
 // Pulumi libvirt resource provider, for the PyPI SDK pulumi_libvirt==0.5.4.
 //
 // Why it exists: the upstream provider (github.com/pulumi/pulumi-libvirt/provider, a Terraform
-// bridge over terraform-provider-libvirt) is refused by the Go module proxy reachable here (HTTP 403
-// for every version). This one is written from scratch against the public resource-provider gRPC
-// contract in github.com/pulumi/pulumi/sdk/v3; it drives libvirt by running `virsh -c URI` with XML
-// it generates, `mkisofs` for cloud-init seeds and `xsltproc` for the domain `xml.xslt` hook.
+// bridge over terraform-provider-libvirt v0.8.1) is refused by the Go module proxy reachable here
+// (HTTP 403 for every version). This one is written from scratch against the public
+// resource-provider gRPC contract in github.com/pulumi/pulumi/sdk/v3, on the libraries upstream is
+// built on: github.com/digitalocean/go-libvirt (libvirt's RPC protocol, one connection per provider
+// process, see conn.go) and libvirt.org/go/libvirtxml (the XML documents). It runs `mkisofs` for
+// cloud-init seeds and `xsltproc` for the `xml.xslt` hook, as upstream does.
 //
 // Implemented (the subset the hacluster program uses; anything else fails Check with a message):
 //
-//	provider config  uri (default qemu:///system)
+//	provider config  uri (default qemu:///system; unix, ssh and tcp transports)
 //	Network          name, mode (nat|route|open|none|bridge), addresses, autostart, bridge, domain,
 //	                 mtu, dhcp.enabled, dns.enabled/localOnly, routes, xml.xslt
 //	Pool             name, type (dir), path
@@ -21,11 +23,15 @@
 //	                 (networkId|networkName|bridge, mac, hostname), consoles, bootDevices, kernel,
 //	                 initrd, cmdlines, autostart, running, qemuAgent, xml.xslt
 //
-// Semantics: every input change replaces the object (delete first: libvirt names are unique);
-// deleting a running domain asks the guest to shut down (ACPI) and powers it off after
-// PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once);
-// Read drops objects that are gone; deleting something already gone succeeds; preview does not
-// call Create (SupportsPreview false). Data sources (Invoke) are not implemented.
+// Ids as upstream: domain, network and pool UUIDs, the volume key, CloudInitDisk "key;uuid".
+// Read reports what libvirt holds (so `pulumi refresh` shows drift; a deleted object leaves the
+// state). Update changes in place what upstream changes in place: a domain's running and autostart
+// (a stopped domain is started again, same UUID), a network's autostart and DHCP (and it starts an
+// inactive network); any other change replaces the object, the old one first (libvirt names are
+// unique). Deleting a running domain asks the guest to shut down (ACPI) and powers it off after
+// PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). Deleting what is already gone
+// succeeds; preview does not call Create (SupportsPreview false). Data sources (Invoke) are not
+// implemented.
 package main
 
 import (
@@ -39,6 +45,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/digitalocean/go-libvirt"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/provider"
@@ -70,6 +77,8 @@ type libvirtProvider struct {
 	host *provider.HostClient
 	mu   sync.Mutex
 	uri  string
+	conn *libvirt.Libvirt // opened on first use, reopened only when it dropped
+	dials int             // connections opened (tests)
 }
 
 func newProvider(host *provider.HostClient) *libvirtProvider {
@@ -85,10 +94,18 @@ func newProvider(host *provider.HostClient) *libvirtProvider {
 	return &libvirtProvider{host: host, uri: uri}
 }
 
-func (p *libvirtProvider) virsh() virsh {
+// op gives a call the provider's one libvirt connection.
+func (p *libvirtProvider) op(urn string) (*op, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return virsh{uri: p.uri}
+	if p.conn == nil || !p.conn.IsConnected() {
+		l, err := dial(p.uri)
+		if err != nil {
+			return nil, err
+		}
+		p.conn, p.dials = l, p.dials+1
+	}
+	return &op{p: p, l: p.conn, urn: urn}, nil
 }
 
 // status shows a transient message in the resource's Info column (never user-data).
@@ -111,10 +128,8 @@ func (p *libvirtProvider) GetPluginInfo(context.Context, *pbempty.Empty) (*pulum
 }
 
 func (p *libvirtProvider) GetSchema(context.Context, *pulumirpc.GetSchemaRequest) (*pulumirpc.GetSchemaResponse, error) {
-	// The SDK is generated already (PyPI); a minimal package header is all the engine needs.
-	schema, _ := json.Marshal(map[string]any{"name": "libvirt", "version": version,
-		"description": "hacluster's own subset of pulumi-libvirt 0.5.4 (virsh-driven)"})
-	return &pulumirpc.GetSchemaResponse{Schema: string(schema)}, nil
+	schema, err := json.Marshal(packageSchema())
+	return &pulumirpc.GetSchemaResponse{Schema: string(schema)}, err
 }
 
 func (p *libvirtProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckRequest) (*pulumirpc.CheckResponse, error) {
@@ -252,12 +267,9 @@ func (p *libvirtProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 		return nil, err
 	}
 	if req.GetOldInputs() == nil {
-		// Old engines: compare against the outputs minus what this provider adds to them.
+		// Old engines: compare against the outputs.
 		if olds, err = unmarshal("olds", req.GetOlds()); err != nil {
 			return nil, err
-		}
-		for _, key := range k.computed {
-			delete(olds, resource.PropertyKey(key))
 		}
 	}
 	news, err := unmarshal("news", req.GetNews())
@@ -268,20 +280,25 @@ func (p *libvirtProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 	if len(changed) == 0 {
 		return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_NONE}, nil
 	}
+	var replaces []string
 	detailed := map[string]*pulumirpc.PropertyDiff{}
 	for _, key := range changed {
-		kind := pulumirpc.PropertyDiff_UPDATE_REPLACE
+		kind := pulumirpc.PropertyDiff_UPDATE
 		if olds[resource.PropertyKey(key)].IsNull() {
-			kind = pulumirpc.PropertyDiff_ADD_REPLACE
+			kind = pulumirpc.PropertyDiff_ADD
 		} else if news[resource.PropertyKey(key)].IsNull() {
-			kind = pulumirpc.PropertyDiff_DELETE_REPLACE
+			kind = pulumirpc.PropertyDiff_DELETE
+		}
+		if !contains(k.inPlace, key) {
+			kind++ // ADD_REPLACE, DELETE_REPLACE, UPDATE_REPLACE follow ADD, DELETE, UPDATE
+			replaces = append(replaces, key)
 		}
 		detailed[key] = &pulumirpc.PropertyDiff{Kind: kind, InputDiff: true}
 	}
 	// libvirt object names (and paths, subnets, MACs) are unique: the old one goes first.
 	return &pulumirpc.DiffResponse{
-		Changes: pulumirpc.DiffResponse_DIFF_SOME, Replaces: changed, Diffs: changed,
-		DeleteBeforeReplace: true, DetailedDiff: detailed, HasDetailedDiff: true,
+		Changes: pulumirpc.DiffResponse_DIFF_SOME, Replaces: replaces, Diffs: changed,
+		DeleteBeforeReplace: len(replaces) > 0, DetailedDiff: detailed, HasDetailedDiff: true,
 	}, nil
 }
 
@@ -306,8 +323,11 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 			return nil, err
 		}
 	}
-	op := &op{p: p, v: p.virsh(), urn: req.GetUrn()}
-	id, extra, err := k.create(ctx, op, args)
+	o, err := p.op(req.GetUrn())
+	if err != nil {
+		return nil, err
+	}
+	id, extra, err := k.create(ctx, o, args)
 	if err != nil {
 		return nil, err
 	}
@@ -315,14 +335,7 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 	for key, v := range extra {
 		outs[key] = v
 	}
-	if k.secretOutputs != nil {
-		for _, key := range k.secretOutputs {
-			if v, ok := outs[resource.PropertyKey(key)]; ok && !v.IsNull() && !v.IsSecret() {
-				outs[resource.PropertyKey(key)] = resource.MakeSecret(v)
-			}
-		}
-	}
-	props, err := marshal("outputs", outs)
+	props, err := marshal("outputs", k.secret(outs))
 	if err != nil {
 		return nil, err
 	}
@@ -337,18 +350,91 @@ func (p *libvirtProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) 
 	if req.GetId() == "" {
 		return &pulumirpc.ReadResponse{}, nil
 	}
-	exists, err := k.exists(ctx, p.virsh(), req.GetId())
+	olds, err := unmarshal("inputs", req.GetInputs())
 	if err != nil {
 		return nil, err
 	}
-	if !exists {
+	oldOuts, err := unmarshal("properties", req.GetProperties())
+	if err != nil {
+		return nil, err
+	}
+	o, err := p.op(req.GetUrn())
+	if err != nil {
+		return nil, err
+	}
+	seen, err := k.read(ctx, o, req.GetId(), olds)
+	if err != nil {
+		return nil, err
+	}
+	if seen == nil {
 		return &pulumirpc.ReadResponse{}, nil // gone: refresh drops it from the state
 	}
-	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: req.GetProperties(), Inputs: req.GetInputs()}, nil
+	inputs, outs := seen, seen.Copy() // import: all that libvirt says
+	if len(olds) > 0 {
+		inputs, outs = overlay(olds, seen), overlay(oldOuts, seen)
+	}
+	in, err := marshal("inputs", inputs)
+	if err != nil {
+		return nil, err
+	}
+	props, err := marshal("outputs", k.secret(outs))
+	if err != nil {
+		return nil, err
+	}
+	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: props, Inputs: in}, nil
 }
 
-func (p *libvirtProvider) Update(_ context.Context, req *pulumirpc.UpdateRequest) (*pulumirpc.UpdateResponse, error) {
-	return nil, fmt.Errorf("%s: in-place updates are not implemented (every change replaces the object)", req.GetUrn())
+// secret marks the outputs that are always secret.
+func (k *kind) secret(outs resource.PropertyMap) resource.PropertyMap {
+	for _, key := range k.secretOutputs {
+		if v, ok := outs[resource.PropertyKey(key)]; ok && !v.IsNull() && !v.IsSecret() {
+			outs[resource.PropertyKey(key)] = resource.MakeSecret(v)
+		}
+	}
+	return outs
+}
+
+// Update changes the in-place inputs (Diff sends nothing else here).
+func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*pulumirpc.UpdateResponse, error) {
+	k, err := p.kindOf(req.GetUrn())
+	if err != nil {
+		return nil, err
+	}
+	olds, err := unmarshal("olds", req.GetOldInputs())
+	if err != nil {
+		return nil, err
+	}
+	outs, err := unmarshal("olds", req.GetOlds())
+	if err != nil {
+		return nil, err
+	}
+	news, err := unmarshal("news", req.GetNews())
+	if err != nil {
+		return nil, err
+	}
+	args := k.newArgs()
+	if f := decodeArgs(news, args); f != nil {
+		return nil, fmt.Errorf("%s: %s", f.Property, f.Reason)
+	}
+	changed := changedKeys(olds, news, req.GetIgnoreChanges())
+	if k.update == nil {
+		return nil, fmt.Errorf("%s: no in-place update for %v", req.GetUrn(), changed)
+	}
+	o, err := p.op(req.GetUrn())
+	if err != nil {
+		return nil, err
+	}
+	if err := k.update(ctx, o, req.GetId(), args, changed); err != nil {
+		return nil, err
+	}
+	for _, key := range changed {
+		outs[resource.PropertyKey(key)] = news[resource.PropertyKey(key)]
+	}
+	props, err := marshal("outputs", k.secret(outs))
+	if err != nil {
+		return nil, err
+	}
+	return &pulumirpc.UpdateResponse{Properties: props}, nil
 }
 
 func (p *libvirtProvider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*pbempty.Empty, error) {
@@ -359,8 +445,11 @@ func (p *libvirtProvider) Delete(ctx context.Context, req *pulumirpc.DeleteReque
 	if req.GetId() == "" {
 		return &pbempty.Empty{}, nil
 	}
-	op := &op{p: p, v: p.virsh(), urn: req.GetUrn()}
-	if err := k.delete(ctx, op, req.GetId()); err != nil {
+	o, err := p.op(req.GetUrn())
+	if err != nil {
+		return nil, err
+	}
+	if err := k.delete(ctx, o, req.GetId()); err != nil {
 		return nil, err
 	}
 	return &pbempty.Empty{}, nil

@@ -166,3 +166,35 @@ func changedKeys(olds, news resource.PropertyMap, ignore []string) []string {
 	sort.Strings(changed)
 	return changed
 }
+
+// overlay writes what libvirt reports (seen) over stored properties, for the keys they hold:
+// objects key by key, lists of the same length element by element, and a list whose length changed
+// whole. So a refresh shows drift in what the program sets, and never adds what it leaves unset.
+// Strings that differ only in case (MAC addresses: libvirt lower-cases them) keep the stored form.
+func overlay(stored, seen resource.PropertyMap) resource.PropertyMap {
+	out := stored.Copy()
+	for k, s := range stored {
+		if v, ok := seen[k]; ok {
+			out[k] = overlayValue(s, v)
+		}
+	}
+	return out
+}
+
+func overlayValue(stored, seen resource.PropertyValue) resource.PropertyValue {
+	switch {
+	case stored.IsSecret():
+		return resource.MakeSecret(overlayValue(stored.SecretValue().Element, seen))
+	case stored.IsObject() && seen.IsObject():
+		return resource.NewObjectProperty(overlay(stored.ObjectValue(), seen.ObjectValue()))
+	case stored.IsArray() && seen.IsArray() && len(stored.ArrayValue()) == len(seen.ArrayValue()):
+		out := make([]resource.PropertyValue, len(seen.ArrayValue()))
+		for i, s := range stored.ArrayValue() {
+			out[i] = overlayValue(s, seen.ArrayValue()[i])
+		}
+		return resource.NewArrayProperty(out)
+	case stored.IsString() && seen.IsString() && strings.EqualFold(stored.StringValue(), seen.StringValue()):
+		return stored
+	}
+	return seen
+}

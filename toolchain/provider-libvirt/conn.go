@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+)
+
+// dial opens one libvirt RPC connection (go-libvirt) for a libvirt URI:
+//
+//	qemu:///system, qemu+unix:///system[?socket=PATH]  the local daemon's unix socket
+//	qemu+tcp://HOST[:PORT]/system                      plain TCP (libvirtd's listen_tcp, port 16509)
+//	qemu+ssh://[USER@]HOST[:PORT]/system[?keyfile=F&socket=PATH&no_verify=1]
+//	    the system `ssh` client runs `nc -U SOCKET` on HOST and carries the RPC over its stdio,
+//	    as libvirt's own client does (its netcat mode). So all of ~/.ssh/config and
+//	    /etc/ssh/ssh_config apply (HostName, User, Port, IdentityFile, ProxyJump, known hosts,
+//	    agent); the URI's user, port and keyfile override them. No password prompts (BatchMode).
+//	    HOST needs `nc` with -U (netcat-openbsd).
+//
+// Any other transport (tls, libssh, libssh2, ext) is refused with a message.
+func dial(uri string) (*libvirt.Libvirt, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return nil, fmt.Errorf("libvirt uri %q: %w", uri, err)
+	}
+	_, transport, _ := strings.Cut(u.Scheme, "+")
+	q := u.Query()
+	var d socket.Dialer
+	switch {
+	case (transport == "" || transport == "unix") && u.Host == "":
+		var opts []dialers.LocalOption
+		if s := q.Get("socket"); s != "" {
+			opts = append(opts, dialers.WithSocket(s))
+		}
+		d = dialers.NewLocal(opts...)
+	case transport == "tcp":
+		var opts []dialers.RemoteOption
+		if p := u.Port(); p != "" {
+			opts = append(opts, dialers.UsePort(p))
+		}
+		d = dialers.NewRemote(u.Hostname(), opts...)
+	case transport == "ssh":
+		d = sshDialer{u: u}
+	default:
+		return nil, fmt.Errorf("libvirt uri %q: transport %q is not supported by this pulumi-resource-libvirt "+
+			"(unix, ssh, tcp)", uri, transport)
+	}
+	l := libvirt.NewWithDialer(d)
+	if err := l.ConnectToURI(libvirt.RemoteURI(u)); err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", uri, err)
+	}
+	return l, nil
+}
+
+// sshDialer carries the libvirt RPC over a `ssh HOST nc -U SOCKET` process.
+type sshDialer struct{ u *url.URL }
+
+func (s sshDialer) Dial() (net.Conn, error) {
+	q := s.u.Query()
+	args := []string{"-T", "-e", "none", "-o", "BatchMode=yes"}
+	if p := s.u.Port(); p != "" {
+		args = append(args, "-p", p)
+	}
+	if user := s.u.User.Username(); user != "" {
+		args = append(args, "-l", user)
+	}
+	if k := q.Get("keyfile"); k != "" {
+		args = append(args, "-i", k)
+	}
+	if q.Get("no_verify") == "1" {
+		args = append(args, "-o", "StrictHostKeyChecking=no")
+	}
+	sock := q.Get("socket")
+	if sock == "" {
+		sock = "/var/run/libvirt/libvirt-sock"
+	}
+	cmd := exec.Command("ssh", append(args, "--", s.u.Hostname(), "nc", "-U", sock)...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	c := &cmdConn{cmd: cmd, w: stdin, r: stdout}
+	cmd.Stderr = &c.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	return c, nil
+}
+
+// cmdConn is a net.Conn over a child process's stdin and stdout.
+type cmdConn struct {
+	cmd    *exec.Cmd
+	w      io.WriteCloser
+	r      io.Reader
+	stderr bytes.Buffer
+}
+
+func (c *cmdConn) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if err == io.EOF && c.stderr.Len() > 0 { // say why ssh ended
+		err = fmt.Errorf("ssh: %s", strings.TrimSpace(c.stderr.String()))
+	}
+	return n, err
+}
+func (c *cmdConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+func (c *cmdConn) Close() error {
+	_ = c.w.Close()
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
+	return nil
+}
+func (c *cmdConn) LocalAddr() net.Addr              { return sshAddr{} }
+func (c *cmdConn) RemoteAddr() net.Addr             { return sshAddr{} }
+func (c *cmdConn) SetDeadline(time.Time) error      { return nil }
+func (c *cmdConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *cmdConn) SetWriteDeadline(time.Time) error { return nil }
+
+type sshAddr struct{}
+
+func (sshAddr) Network() string { return "ssh" }
+func (sshAddr) String() string  { return "ssh" }
+
+// ---- errors: libvirt's error numbers, never its (translated) messages ---------------------------
+
+func hasCode(err error, codes ...libvirt.ErrorNumber) bool {
+	var e libvirt.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	for _, c := range codes {
+		if e.Code == uint32(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// isNotFound: the object does not exist (any of the four kinds).
+func isNotFound(err error) bool {
+	return hasCode(err, libvirt.ErrNoDomain, libvirt.ErrNoNetwork, libvirt.ErrNoStoragePool, libvirt.ErrNoStorageVol)
+}
+
+// isNotActive: stopping something that is already stopped.
+func isNotActive(err error) bool { return hasCode(err, libvirt.ErrOperationInvalid) }
+
+// isBusy: the storage driver reports a volume in use or a pool with jobs running (another upload)
+// as VIR_ERR_INTERNAL_ERROR; callers retry it for a bounded time.
+func isBusy(err error) bool { return hasCode(err, libvirt.ErrInternalError) }
+
+// ignore returns nil for errors the caller tolerates (e.g. deleting what is already gone).
+func ignore(err error, ok ...func(error) bool) error {
+	if err == nil {
+		return nil
+	}
+	for _, f := range ok {
+		if f(err) {
+			return nil
+		}
+	}
+	return err
+}
+
+// retry runs f until it succeeds, fails with an error `transient` does not accept, or timeout passes.
+func retry(ctx context.Context, timeout time.Duration, transient func(error) bool, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil || !transient(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
