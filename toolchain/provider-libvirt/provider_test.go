@@ -118,3 +118,42 @@ func TestCheckDomainWithNetworkID(t *testing.T) {
 		t.Errorf("a NIC with only a networkId is valid: %v", err)
 	}
 }
+
+func TestDiffInPlaceOnlyForRunningAndAutostart(t *testing.T) {
+	p := newProvider(nil)
+	olds := resource.PropertyMap{"name": resource.NewStringProperty("d"), "running": resource.NewBoolProperty(false),
+		"autostart": resource.NewBoolProperty(false), "vcpu": resource.NewNumberProperty(1)}
+	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
+		o, _ := marshal("o", olds)
+		n, _ := marshal("n", news)
+		resp, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: domainURN, OldInputs: o, Olds: o, News: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	news := olds.Copy()
+	news["running"], news["autostart"] = resource.NewBoolProperty(true), resource.NewBoolProperty(true)
+	if r := diff(news); len(r.Replaces) != 0 || len(r.Diffs) != 2 || r.DeleteBeforeReplace ||
+		r.DetailedDiff["running"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("running/autostart change in place: %v", r)
+	}
+	news["vcpu"] = resource.NewNumberProperty(2)
+	if r := diff(news); !reflect.DeepEqual(r.Replaces, []string{"vcpu"}) || !r.DeleteBeforeReplace ||
+		r.DetailedDiff["vcpu"].Kind != pulumirpc.PropertyDiff_UPDATE_REPLACE {
+		t.Errorf("vcpu replaces: %v", r)
+	}
+}
+
+func TestOverlay(t *testing.T) {
+	stored := resource.NewPropertyMapFromMap(map[string]any{"running": true, "hostnameOnly": "x",
+		"nics": []any{map[string]any{"mac": "52:54:00:AA:BB:CC", "hostname": "web01"}}})
+	seen := resource.NewPropertyMapFromMap(map[string]any{"running": false, "extra": 1,
+		"nics": []any{map[string]any{"mac": "52:54:00:aa:bb:cc", "networkName": "n"}}})
+	got := overlay(stored, seen)
+	want := resource.NewPropertyMapFromMap(map[string]any{"running": false, "hostnameOnly": "x",
+		"nics": []any{map[string]any{"mac": "52:54:00:AA:BB:CC", "hostname": "web01"}}})
+	if !got.DeepEquals(want) {
+		t.Errorf("overlay = %v, want %v", got, want)
+	}
+}
