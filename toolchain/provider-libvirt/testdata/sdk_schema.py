@@ -88,7 +88,7 @@ def main() -> None:
     resources, types = {}, {}
     for obj in vars(lv).values():
         if isinstance(obj, type) and issubclass(obj, pulumi.CustomResource):
-            args = getattr(lv, obj.__name__ + "Args", None) or getattr(lv, "ProviderArgs")
+            args = getattr(lv, obj.__name__ + "Args")
             resources[token(obj)] = {"inputs": props(args), "outputs": props(obj)}
         elif isinstance(obj, type) and obj.__name__.endswith("Args") and not hasattr(lv, obj.__name__[:-4]):
             types[kind(obj).removeprefix("ref:")] = props(obj)
