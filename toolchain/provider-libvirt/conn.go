@@ -1,15 +1,16 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/digitalocean/go-libvirt"
@@ -63,7 +64,8 @@ func dial(uri string) (*libvirt.Libvirt, error) {
 	return l, nil
 }
 
-// sshDialer carries the libvirt RPC over a `ssh HOST nc -U SOCKET` process.
+// sshDialer carries the libvirt RPC over a `ssh HOST nc -U SOCKET` process, whose stdin and stdout
+// are one end of a socket pair; ssh's messages go to this plugin's stderr (the engine's log).
 type sshDialer struct{ u *url.URL }
 
 func (s sshDialer) Dial() (net.Conn, error) {
@@ -81,59 +83,22 @@ func (s sshDialer) Dial() (net.Conn, error) {
 	if q.Get("no_verify") == "1" {
 		args = append(args, "-o", "StrictHostKeyChecking=no")
 	}
-	sock := q.Get("socket")
-	if sock == "" {
-		sock = "/var/run/libvirt/libvirt-sock"
+	sock := cmp.Or(q.Get("socket"), "/var/run/libvirt/libvirt-sock")
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
 	}
+	theirs, ours := os.NewFile(uintptr(fds[0]), "ssh"), os.NewFile(uintptr(fds[1]), "libvirt")
+	defer theirs.Close()
+	defer ours.Close()
 	cmd := exec.Command("ssh", append(args, "--", s.u.Hostname(), "nc", "-U", sock)...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	c := &cmdConn{cmd: cmd, w: stdin, r: stdout}
-	cmd.Stderr = &c.stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = theirs, theirs, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("ssh: %w", err)
 	}
-	return c, nil
+	go func() { _ = cmd.Wait() }() // ssh ends when the connection closes (EOF on its stdin)
+	return net.FileConn(ours)
 }
-
-// cmdConn is a net.Conn over a child process's stdin and stdout.
-type cmdConn struct {
-	cmd    *exec.Cmd
-	w      io.WriteCloser
-	r      io.Reader
-	stderr bytes.Buffer
-}
-
-func (c *cmdConn) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	if err == io.EOF && c.stderr.Len() > 0 { // say why ssh ended
-		err = fmt.Errorf("ssh: %s", strings.TrimSpace(c.stderr.String()))
-	}
-	return n, err
-}
-func (c *cmdConn) Write(b []byte) (int, error) { return c.w.Write(b) }
-func (c *cmdConn) Close() error {
-	_ = c.w.Close()
-	_ = c.cmd.Process.Kill()
-	_ = c.cmd.Wait()
-	return nil
-}
-func (c *cmdConn) LocalAddr() net.Addr              { return sshAddr{} }
-func (c *cmdConn) RemoteAddr() net.Addr             { return sshAddr{} }
-func (c *cmdConn) SetDeadline(time.Time) error      { return nil }
-func (c *cmdConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *cmdConn) SetWriteDeadline(time.Time) error { return nil }
-
-type sshAddr struct{}
-
-func (sshAddr) Network() string { return "ssh" }
-func (sshAddr) String() string  { return "ssh" }
 
 // ---- errors: libvirt's error numbers, never its (translated) messages ---------------------------
 

@@ -134,7 +134,7 @@ func TestLiveDomainLifecycleOnTestDriver(t *testing.T) {
 	}
 	// Shut down out of band: refresh reports running=false, up starts it again in place.
 	o, _ := p.op(dom.urn)
-	d, err := lookupDomain(o.l, dom.id)
+	d, err := byUUID(dom.id, o.l.DomainLookupByUUID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestLiveDomainLifecycleOnTestDriver(t *testing.T) {
 	if running, _ := domainRunning(o.l, d); !running {
 		t.Error("up did not start the domain")
 	}
-	if d2, _ := lookupDomain(o.l, dom.id); d2.UUID != d.UUID {
+	if d2, _ := byUUID(dom.id, o.l.DomainLookupByUUID); d2.UUID != d.UUID {
 		t.Error("the UUID changed")
 	}
 	// Drift in a replace-only property: vcpu.
@@ -244,5 +244,35 @@ func TestLiveStorageOnSystem(t *testing.T) {
 	}
 	if p.dials != 1 {
 		t.Errorf("%d connections, want 1", p.dials)
+	}
+}
+
+// TestLiveSSHTransport runs the ssh dialer against a stand-in `ssh` (first on PATH) that records
+// its arguments and bridges to the local socket with socat, so no network is involved.
+func TestLiveSSHTransport(t *testing.T) {
+	live(t, "")
+	if _, err := exec.LookPath("socat"); err != nil {
+		t.Skip("socat not installed")
+	}
+	dir := t.TempDir()
+	script := "#!/bin/sh\necho \"$@\" >" + dir + "/args\nfor a; do sock=$a; done\nexec socat STDIO UNIX-CONNECT:$sock\n"
+	if err := os.WriteFile(filepath.Join(dir, "ssh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	l, err := dial("test+ssh://admin@hv1:2222/default?keyfile=/k/id&socket=/var/run/libvirt/libvirt-sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Disconnect()
+	if _, err := l.ConnectGetLibVersion(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.DomainLookupByName("p12-nope"); !isNotFound(err) {
+		t.Errorf("lookup of a missing domain: %v, want a typed not-found", err)
+	}
+	args, _ := os.ReadFile(filepath.Join(dir, "args"))
+	if got := strings.TrimSpace(string(args)); got != "-T -e none -o BatchMode=yes -p 2222 -l admin -i /k/id -- hv1 nc -U /var/run/libvirt/libvirt-sock" {
+		t.Errorf("ssh arguments: %s", got)
 	}
 }

@@ -1,37 +1,24 @@
-// Command pulumi-resource-libvirt is the hacluster project's own, minimal implementation of the
-// Pulumi libvirt resource provider, for the PyPI SDK pulumi_libvirt==0.5.4.
+// Command pulumi-resource-libvirt is the hacluster project's own implementation of the subset of
+// the Pulumi libvirt provider that the PyPI SDK pulumi_libvirt==0.5.4 exposes and the program uses.
 //
-// Why it exists: the upstream provider (github.com/pulumi/pulumi-libvirt/provider, a Terraform
-// bridge over terraform-provider-libvirt v0.8.1) is refused by the Go module proxy reachable here
-// (HTTP 403 for every version). This one is written from scratch against the public
-// resource-provider gRPC contract in github.com/pulumi/pulumi/sdk/v3, on the libraries upstream is
-// built on: github.com/digitalocean/go-libvirt (libvirt's RPC protocol, one connection per provider
-// process, see conn.go) and libvirt.org/go/libvirtxml (the XML documents). It runs `mkisofs` for
-// cloud-init seeds and `xsltproc` for the `xml.xslt` hook, as upstream does.
+// Why: the upstream provider (github.com/pulumi/pulumi-libvirt/provider, a Terraform bridge over
+// terraform-provider-libvirt v0.8.1) is refused by the Go module proxy here (HTTP 403). This one
+// speaks the resource-provider gRPC contract of github.com/pulumi/pulumi/sdk/v3 and is built on
+// what upstream is built on: github.com/digitalocean/go-libvirt (libvirt's RPC protocol, one
+// connection per provider process, see conn.go) and libvirt.org/go/libvirtxml. It runs `mkisofs`
+// for cloud-init seeds and `xsltproc` for the `xml.xslt` hook, as upstream does.
 //
-// Implemented (the subset the hacluster program uses; anything else fails Check with a message):
+// Resources and inputs: the structs of args.go (Check refuses anything else, with a message);
+// GetSchema serves them (schema.go), named and typed as in the SDK.
 //
-//	provider config  uri (default qemu:///system; unix, ssh and tcp transports)
-//	Network          name, mode (nat|route|open|none|bridge), addresses, autostart, bridge, domain,
-//	                 mtu, dhcp.enabled, dns.enabled/localOnly, routes, xml.xslt
-//	Pool             name, type (dir), path
-//	Volume           name, pool, format (qcow2|raw), source (path or http(s) URL), size,
-//	                 baseVolumeId | baseVolumeName+baseVolumePool, xml.xslt
-//	CloudInitDisk    name, pool, userData (secret), metaData, networkConfig
-//	Domain           name, description, type, vcpu, memory, arch, machine, emulator, firmware,
-//	                 cpu.mode, cloudinit, disks (volumeId|file|blockDevice), networkInterfaces
-//	                 (networkId|networkName|bridge, mac, hostname), consoles, bootDevices, kernel,
-//	                 initrd, cmdlines, autostart, running, qemuAgent, xml.xslt
-//
-// Ids as upstream: domain, network and pool UUIDs, the volume key, CloudInitDisk "key;uuid".
-// Read reports what libvirt holds (so `pulumi refresh` shows drift; a deleted object leaves the
-// state). Update changes in place what upstream changes in place: a domain's running and autostart
+// Semantics, as upstream: ids are domain, network and pool UUIDs, the volume key, and CloudInitDisk
+// "key;uuid". Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
+// leaves the state). Update changes in place what upstream does: a domain's running and autostart
 // (a stopped domain is started again, same UUID), a network's autostart and DHCP (and it starts an
 // inactive network); any other change replaces the object, the old one first (libvirt names are
 // unique). Deleting a running domain asks the guest to shut down (ACPI) and powers it off after
 // PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). Deleting what is already gone
-// succeeds; preview does not call Create (SupportsPreview false). Data sources (Invoke) are not
-// implemented.
+// succeeds. Not implemented: preview of Create (SupportsPreview false), data sources (Invoke).
 package main
 
 import (
@@ -39,6 +26,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +41,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	pbempty "google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // version is stamped by toolchain/build.sh (-X main.version=...); it must match the SDK's
@@ -149,32 +138,30 @@ func (p *libvirtProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckReq
 }
 
 func (p *libvirtProvider) DiffConfig(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
-	olds, err := unmarshal("olds", req.GetOldInputs())
+	m, err := unmarshalAll(oldInputsOf(req), req.GetNews())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetOldInputs() == nil {
-		if olds, err = unmarshal("olds", req.GetOlds()); err != nil {
-			return nil, err
+	uri := func(m resource.PropertyMap) resource.PropertyMap {
+		if m["uri"].IsNull() {
+			return resource.PropertyMap{"uri": resource.NewStringProperty(defaultURI)}
 		}
+		return resource.PropertyMap{"uri": m["uri"]}
 	}
-	news, err := unmarshal("news", req.GetNews())
-	if err != nil {
-		return nil, err
-	}
-	uri := func(m resource.PropertyMap) resource.PropertyValue {
-		v := m["uri"]
-		if v.IsNull() {
-			return resource.NewStringProperty(defaultURI)
-		}
-		return v
-	}
-	if changedKeys(resource.PropertyMap{"uri": uri(olds)}, resource.PropertyMap{"uri": uri(news)}, nil) == nil {
+	if changedKeys(uri(m[0]), uri(m[1]), nil) == nil {
 		return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_NONE}, nil
 	}
 	// Another hypervisor: the objects of the old one are not the new one's.
 	return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_SOME,
 		Replaces: []string{"uri"}, Diffs: []string{"uri"}}, nil
+}
+
+// oldInputsOf: the old inputs, or for old engines that send none, the old outputs.
+func oldInputsOf(req *pulumirpc.DiffRequest) *structpb.Struct {
+	if req.GetOldInputs() != nil {
+		return req.GetOldInputs()
+	}
+	return req.GetOlds()
 }
 
 func (p *libvirtProvider) Configure(_ context.Context, req *pulumirpc.ConfigureRequest) (*pulumirpc.ConfigureResponse, error) {
@@ -262,20 +249,11 @@ func (p *libvirtProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal("olds", req.GetOldInputs())
+	m, err := unmarshalAll(oldInputsOf(req), req.GetNews())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetOldInputs() == nil {
-		// Old engines: compare against the outputs.
-		if olds, err = unmarshal("olds", req.GetOlds()); err != nil {
-			return nil, err
-		}
-	}
-	news, err := unmarshal("news", req.GetNews())
-	if err != nil {
-		return nil, err
-	}
+	olds, news := m[0], m[1]
 	changed := changedKeys(olds, news, req.GetIgnoreChanges())
 	if len(changed) == 0 {
 		return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_NONE}, nil
@@ -289,7 +267,7 @@ func (p *libvirtProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 		} else if news[resource.PropertyKey(key)].IsNull() {
 			kind = pulumirpc.PropertyDiff_DELETE
 		}
-		if !contains(k.inPlace, key) {
+		if !slices.Contains(k.inPlace, key) {
 			kind++ // ADD_REPLACE, DELETE_REPLACE, UPDATE_REPLACE follow ADD, DELETE, UPDATE
 			replaces = append(replaces, key)
 		}
@@ -303,7 +281,7 @@ func (p *libvirtProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 }
 
 func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*pulumirpc.CreateResponse, error) {
-	k, err := p.kindOf(req.GetUrn())
+	k, o, err := p.begin(req.GetUrn())
 	if err != nil {
 		return nil, err
 	}
@@ -323,10 +301,6 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 			return nil, err
 		}
 	}
-	o, err := p.op(req.GetUrn())
-	if err != nil {
-		return nil, err
-	}
 	id, extra, err := k.create(ctx, o, args)
 	if err != nil {
 		return nil, err
@@ -336,52 +310,44 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 		outs[key] = v
 	}
 	props, err := marshal("outputs", k.secret(outs))
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.CreateResponse{Id: id, Properties: props}, nil
+	return &pulumirpc.CreateResponse{Id: id, Properties: props}, err
 }
 
+// begin resolves a request's resource kind and opens (or reuses) the libvirt connection.
+func (p *libvirtProvider) begin(urn string) (*kind, *op, error) {
+	k, err := p.kindOf(urn)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, err := p.op(urn)
+	return k, o, err
+}
+
+// Read reports the object as libvirt holds it: over the stored inputs and outputs (refresh), or
+// whole (import, which has none).
 func (p *libvirtProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) (*pulumirpc.ReadResponse, error) {
-	k, err := p.kindOf(req.GetUrn())
+	k, o, err := p.begin(req.GetUrn())
+	if err != nil || req.GetId() == "" {
+		return &pulumirpc.ReadResponse{}, err
+	}
+	m, err := unmarshalAll(req.GetInputs(), req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetId() == "" {
-		return &pulumirpc.ReadResponse{}, nil
+	seen, err := k.read(ctx, o, req.GetId(), m[0])
+	if err != nil || seen == nil {
+		return &pulumirpc.ReadResponse{}, err // gone: refresh drops it from the state
 	}
-	olds, err := unmarshal("inputs", req.GetInputs())
-	if err != nil {
-		return nil, err
-	}
-	oldOuts, err := unmarshal("properties", req.GetProperties())
-	if err != nil {
-		return nil, err
-	}
-	o, err := p.op(req.GetUrn())
-	if err != nil {
-		return nil, err
-	}
-	seen, err := k.read(ctx, o, req.GetId(), olds)
-	if err != nil {
-		return nil, err
-	}
-	if seen == nil {
-		return &pulumirpc.ReadResponse{}, nil // gone: refresh drops it from the state
-	}
-	inputs, outs := seen, seen.Copy() // import: all that libvirt says
-	if len(olds) > 0 {
-		inputs, outs = overlay(olds, seen), overlay(oldOuts, seen)
+	inputs, outs := seen, seen.Copy()
+	if len(m[0]) > 0 {
+		inputs, outs = overlay(m[0], seen), overlay(m[1], seen)
 	}
 	in, err := marshal("inputs", inputs)
 	if err != nil {
 		return nil, err
 	}
 	props, err := marshal("outputs", k.secret(outs))
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: props, Inputs: in}, nil
+	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: props, Inputs: in}, err
 }
 
 // secret marks the outputs that are always secret.
@@ -396,22 +362,15 @@ func (k *kind) secret(outs resource.PropertyMap) resource.PropertyMap {
 
 // Update changes the in-place inputs (Diff sends nothing else here).
 func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*pulumirpc.UpdateResponse, error) {
-	k, err := p.kindOf(req.GetUrn())
+	k, o, err := p.begin(req.GetUrn())
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal("olds", req.GetOldInputs())
+	m, err := unmarshalAll(req.GetOldInputs(), req.GetOlds(), req.GetNews())
 	if err != nil {
 		return nil, err
 	}
-	outs, err := unmarshal("olds", req.GetOlds())
-	if err != nil {
-		return nil, err
-	}
-	news, err := unmarshal("news", req.GetNews())
-	if err != nil {
-		return nil, err
-	}
+	olds, outs, news := m[0], m[1], m[2]
 	args := k.newArgs()
 	if f := decodeArgs(news, args); f != nil {
 		return nil, fmt.Errorf("%s: %s", f.Property, f.Reason)
@@ -420,10 +379,6 @@ func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 	if k.update == nil {
 		return nil, fmt.Errorf("%s: no in-place update for %v", req.GetUrn(), changed)
 	}
-	o, err := p.op(req.GetUrn())
-	if err != nil {
-		return nil, err
-	}
 	if err := k.update(ctx, o, req.GetId(), args, changed); err != nil {
 		return nil, err
 	}
@@ -431,26 +386,13 @@ func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 		outs[resource.PropertyKey(key)] = news[resource.PropertyKey(key)]
 	}
 	props, err := marshal("outputs", k.secret(outs))
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.UpdateResponse{Properties: props}, nil
+	return &pulumirpc.UpdateResponse{Properties: props}, err
 }
 
 func (p *libvirtProvider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*pbempty.Empty, error) {
-	k, err := p.kindOf(req.GetUrn())
-	if err != nil {
-		return nil, err
+	k, o, err := p.begin(req.GetUrn())
+	if err == nil && req.GetId() != "" {
+		err = k.delete(ctx, o, req.GetId())
 	}
-	if req.GetId() == "" {
-		return &pbempty.Empty{}, nil
-	}
-	o, err := p.op(req.GetUrn())
-	if err != nil {
-		return nil, err
-	}
-	if err := k.delete(ctx, o, req.GetId()); err != nil {
-		return nil, err
-	}
-	return &pbempty.Empty{}, nil
+	return &pbempty.Empty{}, err
 }

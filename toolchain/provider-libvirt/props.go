@@ -26,6 +26,18 @@ func unmarshal(label string, s *structpb.Struct) (resource.PropertyMap, error) {
 	return plugin.UnmarshalProperties(s, o)
 }
 
+// unmarshalAll unmarshals the property structs of one request.
+func unmarshalAll(structs ...*structpb.Struct) ([]resource.PropertyMap, error) {
+	out := make([]resource.PropertyMap, len(structs))
+	for i, s := range structs {
+		var err error
+		if out[i], err = unmarshal("properties", s); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 func marshal(label string, m resource.PropertyMap) (*structpb.Struct, error) {
 	o := marshalOpts
 	o.Label = label

@@ -1,15 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
-	"net"
+	"net/netip"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -113,12 +115,14 @@ var kinds = map[string]*kind{
 	},
 }
 
-func parseUUID(id string) (libvirt.UUID, error) {
+// byUUID looks a domain, network or pool up by its id.
+func byUUID[T any](id string, lookup func(libvirt.UUID) (T, error)) (T, error) {
 	u, err := uuid.Parse(id)
 	if err != nil {
-		return libvirt.UUID{}, fmt.Errorf("id %q is not a libvirt UUID: %w", id, err)
+		var none T
+		return none, fmt.Errorf("id %q is not a libvirt UUID: %w", id, err)
 	}
-	return libvirt.UUID(u), nil
+	return lookup(libvirt.UUID(u))
 }
 
 func uuidString(u libvirt.UUID) string { return uuid.UUID(u).String() }
@@ -130,11 +134,11 @@ func boolInt(b bool) int32 {
 	return 0
 }
 
-// props builds an observed PropertyMap from plain values (nil values are left out).
+// props builds an observed PropertyMap from plain values (nil and "" are left out: unset).
 func props(m map[string]any) resource.PropertyMap {
 	out := resource.PropertyMap{}
 	for k, v := range m {
-		if v != nil {
+		if v != nil && v != "" {
 			out[resource.PropertyKey(k)] = resource.NewPropertyValue(v)
 		}
 	}
@@ -147,19 +151,17 @@ func applyXSLT(ctx context.Context, doc interface{ Marshal() (string, error) }, 
 	if err != nil || strings.TrimSpace(xslt) == "" {
 		return s, err
 	}
-	dir, err := os.MkdirTemp("", "pulumi-libvirt-xslt-")
+	style, err := os.CreateTemp("", "pulumi-libvirt-*.xsl")
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
-	in, style := filepath.Join(dir, "in.xml"), filepath.Join(dir, "style.xsl")
-	if err := os.WriteFile(in, []byte(s), 0o600); err != nil {
-		return "", err
+	defer os.Remove(style.Name())
+	if _, err := style.WriteString(xslt); err != nil || style.Close() != nil {
+		return "", fmt.Errorf("xml.xslt: writing %s: %v", style.Name(), err)
 	}
-	if err := os.WriteFile(style, []byte(xslt), 0o600); err != nil {
-		return "", err
-	}
-	out, err := exec.CommandContext(ctx, "xsltproc", "--nonet", style, in).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "xsltproc", "--nonet", style.Name(), "-")
+	cmd.Stdin = strings.NewReader(s)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("xsltproc (xml.xslt): %v: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -220,16 +222,8 @@ func networkXML(l *libvirt.Libvirt, n libvirt.Network) (*libvirtxml.Network, err
 	return x, x.Unmarshal(doc)
 }
 
-func lookupNetwork(l *libvirt.Libvirt, id string) (libvirt.Network, error) {
-	u, err := parseUUID(id)
-	if err != nil {
-		return libvirt.Network{}, err
-	}
-	return l.NetworkLookupByUUID(u)
-}
-
 func readNetwork(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
-	n, err := lookupNetwork(o.l, id)
+	n, err := byUUID(id, o.l.NetworkLookupByUUID)
 	if err != nil {
 		return nil, ignore(err, isNotFound)
 	}
@@ -247,13 +241,8 @@ func readNetwork(_ context.Context, o *op, id string, _ resource.PropertyMap) (r
 	}
 	var addrs []string
 	for _, ip := range x.IPs {
-		if p := net.ParseIP(ip.Address); p != nil {
-			bits := 32
-			if p.To4() == nil {
-				bits = 128
-			}
-			addrs = append(addrs, (&net.IPNet{IP: p.Mask(net.CIDRMask(int(ip.Prefix), bits)),
-				Mask: net.CIDRMask(int(ip.Prefix), bits)}).String())
+		if p, err := ipPrefix(ip); err == nil {
+			addrs = append(addrs, p.Masked().String())
 		}
 		dhcp = dhcp || (ip.DHCP != nil && len(ip.DHCP.Ranges) > 0)
 	}
@@ -272,11 +261,15 @@ func readNetwork(_ context.Context, o *op, id string, _ resource.PropertyMap) (r
 	return props(m), nil
 }
 
+func ipPrefix(ip libvirtxml.NetworkIP) (netip.Prefix, error) {
+	return netip.ParsePrefix(fmt.Sprintf("%s/%d", ip.Address, ip.Prefix))
+}
+
 // updateNetwork (re)starts the network, as upstream does, and changes autostart and the DHCP
 // ranges live (net-update), so the domains on it stay attached.
 func updateNetwork(_ context.Context, o *op, id string, args any, changed []string) error {
 	a := *args.(*networkArgs)
-	n, err := lookupNetwork(o.l, id)
+	n, err := byUUID(id, o.l.NetworkLookupByUUID)
 	if err != nil {
 		return err
 	}
@@ -290,7 +283,7 @@ func updateNetwork(_ context.Context, o *op, id string, args any, changed []stri
 	if err := o.l.NetworkSetAutostart(n, boolInt(a.Autostart)); err != nil {
 		return err
 	}
-	if !contains(changed, "dhcp") {
+	if !slices.Contains(changed, "dhcp") {
 		return nil
 	}
 	x, err := networkXML(o.l, n)
@@ -298,8 +291,8 @@ func updateNetwork(_ context.Context, o *op, id string, args any, changed []stri
 		return err
 	}
 	for i, ip := range x.IPs {
-		_, ipnet, err := net.ParseCIDR(fmt.Sprintf("%s/%d", ip.Address, ip.Prefix))
-		want := dhcpRange(ipnet)
+		p, err := ipPrefix(ip)
+		want := dhcpRange(p)
 		if err != nil || want == nil {
 			continue
 		}
@@ -323,17 +316,8 @@ func updateNetwork(_ context.Context, o *op, id string, args any, changed []stri
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func deleteNetwork(_ context.Context, o *op, id string) error {
-	n, err := lookupNetwork(o.l, id)
+	n, err := byUUID(id, o.l.NetworkLookupByUUID)
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
@@ -371,16 +355,8 @@ func createPool(ctx context.Context, o *op, args any) (string, resource.Property
 	return id, nil, nil
 }
 
-func lookupPool(l *libvirt.Libvirt, id string) (libvirt.StoragePool, error) {
-	u, err := parseUUID(id)
-	if err != nil {
-		return libvirt.StoragePool{}, err
-	}
-	return l.StoragePoolLookupByUUID(u)
-}
-
 func readPool(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
-	p, err := lookupPool(o.l, id)
+	p, err := byUUID(id, o.l.StoragePoolLookupByUUID)
 	if err != nil {
 		return nil, ignore(err, isNotFound)
 	}
@@ -400,7 +376,7 @@ func readPool(_ context.Context, o *op, id string, _ resource.PropertyMap) (reso
 }
 
 func deletePool(ctx context.Context, o *op, id string) error {
-	p, err := lookupPool(o.l, id)
+	p, err := byUUID(id, o.l.StoragePoolLookupByUUID)
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
@@ -572,6 +548,7 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 	a := *args.(*volumeArgs)
 	format := a.Format
 	var v libvirt.StorageVol
+	var def *libvirtxml.StorageVolume // created from a definition (an upload creates its own)
 	switch {
 	case a.BaseVolumeID != "" || a.BaseVolumeName != "":
 		var base libvirt.StorageVol
@@ -594,12 +571,7 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 		if uint64(a.Size) > capacity {
 			capacity = uint64(a.Size)
 		}
-		format = "qcow2"
-		def, err := volumeDefinition(a.Name, format, capacity, bx.Target.Path, bx.Target.Format.Type)
-		if err != nil {
-			return "", nil, err
-		}
-		if v, err = createVolumeXML(ctx, o, a.Pool, def, xsltOf(a.Xml)); err != nil {
+		if def, err = volumeDefinition(a.Name, "qcow2", capacity, bx.Target.Path, bx.Target.Format.Type); err != nil {
 			return "", nil, err
 		}
 	case a.Source != "":
@@ -626,10 +598,9 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 			return "", nil, err
 		}
 	default:
-		if format == "" {
-			format = "qcow2"
-		}
-		def, _ := volumeDefinition(a.Name, format, uint64(a.Size), "", "")
+		def, _ = volumeDefinition(a.Name, cmp.Or(format, "qcow2"), uint64(a.Size), "", "")
+	}
+	if def != nil {
 		var err error
 		if v, err = createVolumeXML(ctx, o, a.Pool, def, xsltOf(a.Xml)); err != nil {
 			return "", nil, err
@@ -754,7 +725,7 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 	for i, nic := range a.NetworkInterfaces {
 		name := nic.NetworkName
 		if nic.NetworkID != "" {
-			n, err := lookupNetwork(o.l, nic.NetworkID)
+			n, err := byUUID(nic.NetworkID, o.l.NetworkLookupByUUID)
 			if err != nil {
 				return "", nil, fmt.Errorf("networkInterfaces[%d].networkId: %w", i, err)
 			}
@@ -791,14 +762,6 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 	return id, outs, nil
 }
 
-func lookupDomain(l *libvirt.Libvirt, id string) (libvirt.Domain, error) {
-	u, err := parseUUID(id)
-	if err != nil {
-		return libvirt.Domain{}, err
-	}
-	return l.DomainLookupByUUID(u)
-}
-
 func domainRunning(l *libvirt.Libvirt, d libvirt.Domain) (bool, error) {
 	state, _, err := l.DomainGetState(d, 0)
 	s := libvirt.DomainState(state)
@@ -807,7 +770,7 @@ func domainRunning(l *libvirt.Libvirt, d libvirt.Domain) (bool, error) {
 
 // readDomain: what the domain's persistent definition, state and autostart flag say.
 func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) (resource.PropertyMap, error) {
-	d, err := lookupDomain(o.l, id)
+	d, err := byUUID(id, o.l.DomainLookupByUUID)
 	if err != nil {
 		return nil, ignore(err, isNotFound)
 	}
@@ -827,10 +790,8 @@ func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) 
 	if err != nil {
 		return nil, err
 	}
-	m := map[string]any{"name": x.Name, "type": x.Type, "running": running, "autostart": auto == 1}
-	if x.Description != "" {
-		m["description"] = x.Description
-	}
+	m := map[string]any{"name": x.Name, "type": x.Type, "running": running, "autostart": auto == 1,
+		"description": x.Description}
 	if x.VCPU != nil {
 		m["vcpu"] = float64(x.VCPU.Value)
 	}
@@ -838,7 +799,7 @@ func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) 
 		m["memory"] = float64(scaleSize(x.Memory.Unit, uint64(x.Memory.Value)) >> 20)
 	}
 	if x.OS != nil {
-		m["kernel"], m["initrd"] = nonEmpty(x.OS.Kernel), nonEmpty(x.OS.Initrd)
+		m["kernel"], m["initrd"] = x.OS.Kernel, x.OS.Initrd
 	}
 	disks := []any{}
 	dev := x.Devices
@@ -883,16 +844,9 @@ func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) 
 	return props(m), nil
 }
 
-func nonEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 func updateDomain(ctx context.Context, o *op, id string, args any, changed []string) error {
 	a := *args.(*domainArgs)
-	d, err := lookupDomain(o.l, id)
+	d, err := byUUID(id, o.l.DomainLookupByUUID)
 	if err != nil {
 		return err
 	}
@@ -962,7 +916,7 @@ func stopDomain(ctx context.Context, o *op, d libvirt.Domain) error {
 }
 
 func deleteDomain(ctx context.Context, o *op, id string) error {
-	d, err := lookupDomain(o.l, id)
+	d, err := byUUID(id, o.l.DomainLookupByUUID)
 	if err != nil {
 		return ignore(err, isNotFound)
 	}

@@ -4,8 +4,10 @@ package main
 // Pure functions: no libvirt connection here, so they are unit-tested in xml_test.go.
 
 import (
+	"cmp"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,58 +15,41 @@ import (
 	"libvirt.org/go/libvirtxml"
 )
 
-// hostAddr returns the n-th address of a network (n may be negative: counted back from the
-// broadcast address, -1 being the broadcast itself).
-func hostAddr(ipnet *net.IPNet, n int) net.IP {
-	base := ipnet.IP.Mask(ipnet.Mask)
-	if v4 := base.To4(); v4 != nil {
-		base = v4
-	}
-	ip := make(net.IP, len(base))
-	copy(ip, base)
+// nthAddr is the n-th address of a prefix counted from its network address, or for n < 0 back from
+// its last address (-1 being the last itself).
+func nthAddr(p netip.Prefix, n int) netip.Addr {
+	a := p.Masked().Addr()
 	if n < 0 {
-		for i := range ip {
-			ip[i] |= ^ipnet.Mask[i]
+		b := a.AsSlice()
+		for i := p.Bits(); i < len(b)*8; i++ { // set the host bits
+			b[i/8] |= 0x80 >> (i % 8)
 		}
+		a, _ = netip.AddrFromSlice(b)
+		n++
 	}
-	carry := n + 1
-	if n >= 0 {
-		carry = n
+	for ; n > 0; n-- {
+		a = a.Next()
 	}
-	// add a (possibly negative) small offset to a big-endian number
-	for i := len(ip) - 1; i >= 0 && carry != 0; i-- {
-		v := int(ip[i]) + carry
-		carry = 0
-		for v > 255 {
-			v -= 256
-			carry++
-		}
-		for v < 0 {
-			v += 256
-			carry--
-		}
-		ip[i] = byte(v)
+	for ; n < 0; n++ {
+		a = a.Prev()
 	}
-	return ip
+	return a
 }
 
-// dhcpRange is what this provider serves by DHCP on an IPv4 CIDR (nil where there is no room).
-func dhcpRange(ipnet *net.IPNet) *libvirtxml.NetworkDHCP {
-	if ones, bits := ipnet.Mask.Size(); bits != 32 || ones > 29 {
+// dhcpRange is what this provider serves by DHCP on an IPv4 prefix (nil where there is no room).
+func dhcpRange(p netip.Prefix) *libvirtxml.NetworkDHCP {
+	if !p.Addr().Is4() || p.Bits() > 29 {
 		return nil
 	}
 	return &libvirtxml.NetworkDHCP{Ranges: []libvirtxml.NetworkDHCPRange{{
-		Start: hostAddr(ipnet, 2).String(), End: hostAddr(ipnet, -2).String()}}}
+		Start: nthAddr(p, 2).String(), End: nthAddr(p, -2).String()}}}
 }
 
 // networkDefinition builds the <network>: the bridge gets the first host address of each CIDR;
 // DHCP (when enabled, the default) serves the rest of an IPv4 range.
 func networkDefinition(a networkArgs) (*libvirtxml.Network, error) {
 	n := &libvirtxml.Network{Name: a.Name}
-	mode := a.Mode
-	if mode == "" {
-		mode = "nat"
-	}
+	mode := cmp.Or(a.Mode, "nat")
 	switch mode {
 	case "nat", "route", "open":
 		n.Forward = &libvirtxml.NetworkForward{Mode: mode}
@@ -96,33 +81,32 @@ func networkDefinition(a networkArgs) (*libvirtxml.Network, error) {
 		n.DNS = &libvirtxml.NetworkDNS{Enable: "no"}
 	}
 	for _, cidr := range a.Addresses {
-		_, ipnet, err := net.ParseCIDR(cidr)
+		p, err := netip.ParsePrefix(cidr)
 		if err != nil {
 			return nil, fmt.Errorf("network %q: address %q is not a CIDR: %v", a.Name, cidr, err)
 		}
-		ones, bits := ipnet.Mask.Size()
-		ip := libvirtxml.NetworkIP{Address: hostAddr(ipnet, 1).String(), Prefix: uint(ones)}
-		if bits == 128 {
-			ip.Family = "ipv6"
-		}
+		ip := libvirtxml.NetworkIP{Address: nthAddr(p, 1).String(), Prefix: uint(p.Bits()), Family: family(p)}
 		if dhcpEnabled(a) {
-			ip.DHCP = dhcpRange(ipnet)
+			ip.DHCP = dhcpRange(p)
 		}
 		n.IPs = append(n.IPs, ip)
 	}
 	for _, r := range a.Routes {
-		_, ipnet, err := net.ParseCIDR(r.Cidr)
+		p, err := netip.ParsePrefix(r.Cidr)
 		if err != nil {
 			return nil, fmt.Errorf("network %q: route %q is not a CIDR: %v", a.Name, r.Cidr, err)
 		}
-		ones, bits := ipnet.Mask.Size()
-		rt := libvirtxml.NetworkRoute{Address: ipnet.IP.String(), Prefix: uint(ones), Gateway: r.Gateway}
-		if bits == 128 {
-			rt.Family = "ipv6"
-		}
-		n.Routes = append(n.Routes, rt)
+		n.Routes = append(n.Routes, libvirtxml.NetworkRoute{Address: p.Masked().Addr().String(),
+			Prefix: uint(p.Bits()), Gateway: r.Gateway, Family: family(p)})
 	}
 	return n, nil
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is6() {
+		return "ipv6"
+	}
+	return ""
 }
 
 func dhcpEnabled(a networkArgs) bool { return a.Dhcp == nil || a.Dhcp.Enabled == nil || *a.Dhcp.Enabled }
@@ -223,10 +207,7 @@ func fileDisk(device, file, format string, target libvirtxml.DomainDiskTarget) l
 
 // domainDefinition renders the <domain> for a domainArgs with Check's defaults applied.
 func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error) {
-	typ := a.Type
-	if typ == "" {
-		typ = "kvm"
-	}
+	typ := cmp.Or(a.Type, "kvm")
 	if typ != "kvm" && typ != "qemu" {
 		return nil, fmt.Errorf("domain %q: type %q is not supported (kvm or qemu)", a.Name, typ)
 	}
@@ -234,8 +215,8 @@ func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error
 		Type:        typ,
 		Name:        a.Name,
 		Description: a.Description,
-		Memory:      &libvirtxml.DomainMemory{Unit: "MiB", Value: uint(orDefault(a.Memory, 512))},
-		VCPU:        &libvirtxml.DomainVCPU{Value: uint(orDefault(a.Vcpu, 1))},
+		Memory:      &libvirtxml.DomainMemory{Unit: "MiB", Value: uint(cmp.Or(a.Memory, 512))},
+		VCPU:        &libvirtxml.DomainVCPU{Value: uint(cmp.Or(a.Vcpu, 1))},
 		OS: &libvirtxml.DomainOS{
 			Type:    &libvirtxml.DomainOSType{Arch: a.Arch, Machine: a.Machine, Type: "hvm"},
 			Kernel:  a.Kernel,
@@ -269,18 +250,12 @@ func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error
 		virtio := libvirtxml.DomainDiskTarget{Dev: diskTarget("vd", i), Bus: "virtio"}
 		switch {
 		case disk.VolumeID != "":
-			if format == "" {
-				format = "qcow2"
-			}
-			dev.Disks = append(dev.Disks, fileDisk("disk", disk.VolumeID, format, virtio))
+			dev.Disks = append(dev.Disks, fileDisk("disk", disk.VolumeID, cmp.Or(format, "qcow2"), virtio))
 		case disk.File != "" && strings.HasSuffix(strings.ToLower(disk.File), ".iso"):
 			// hdc: hdd is cloud-init's
 			dev.Disks = append(dev.Disks, fileDisk("cdrom", disk.File, "raw", libvirtxml.DomainDiskTarget{Dev: "hdc", Bus: "ide"}))
 		case disk.File != "":
-			if format == "" {
-				format = "raw"
-			}
-			dev.Disks = append(dev.Disks, fileDisk("disk", disk.File, format, virtio))
+			dev.Disks = append(dev.Disks, fileDisk("disk", disk.File, cmp.Or(format, "raw"), virtio))
 		case disk.BlockDevice != "":
 			dev.Disks = append(dev.Disks, libvirtxml.DomainDisk{Device: "disk", Target: &virtio,
 				Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
@@ -321,10 +296,7 @@ func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error
 	// first one, the usual <console> alias of it; a virtio console is a <console> of its own.
 	aliased := false
 	for i, c := range a.Consoles {
-		typ := c.Type
-		if typ == "" {
-			typ = "pty"
-		}
+		typ := cmp.Or(c.Type, "pty")
 		src := &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
 		switch {
 		case typ == "file" && c.SourcePath == "":
@@ -372,11 +344,4 @@ func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error
 func cloudInitPath(id string) string {
 	path, _, _ := strings.Cut(id, ";")
 	return path
-}
-
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
