@@ -42,32 +42,32 @@ type engine struct {
 
 func (e *engine) check(news resource.PropertyMap) resource.PropertyMap {
 	e.t.Helper()
-	s, _ := marshal("n", news)
+	s, _ := marshal(news)
 	r, err := e.p.Check(context.Background(), &pulumirpc.CheckRequest{Urn: e.urn, News: s})
 	if err != nil || len(r.Failures) > 0 {
 		e.t.Fatalf("check %s: %v %v", e.urn, err, r.GetFailures())
 	}
-	m, _ := unmarshal("i", r.Inputs)
+	m, _ := unmarshal(r.Inputs)
 	return m
 }
 
 func (e *engine) create(news resource.PropertyMap) {
 	e.t.Helper()
 	in := e.check(news)
-	s, _ := marshal("i", in)
+	s, _ := marshal(in)
 	r, err := e.p.Create(context.Background(), &pulumirpc.CreateRequest{Urn: e.urn, Properties: s})
 	if err != nil {
 		e.t.Fatalf("create %s: %v", e.urn, err)
 	}
 	e.id, e.inputs = r.Id, in
-	e.outs, _ = unmarshal("o", r.Properties)
+	e.outs, _ = unmarshal(r.Properties)
 }
 
 // refresh is `pulumi refresh`: false when the object is gone.
 func (e *engine) refresh() bool {
 	e.t.Helper()
-	in, _ := marshal("i", e.inputs)
-	outs, _ := marshal("o", e.outs)
+	in, _ := marshal(e.inputs)
+	outs, _ := marshal(e.outs)
 	r, err := e.p.Read(context.Background(), &pulumirpc.ReadRequest{Urn: e.urn, Id: e.id, Inputs: in, Properties: outs})
 	if err != nil {
 		e.t.Fatalf("read %s: %v", e.urn, err)
@@ -75,8 +75,8 @@ func (e *engine) refresh() bool {
 	if r.Id == "" {
 		return false
 	}
-	e.inputs, _ = unmarshal("i", r.Inputs)
-	e.outs, _ = unmarshal("o", r.Properties)
+	e.inputs, _ = unmarshal(r.Inputs)
+	e.outs, _ = unmarshal(r.Properties)
 	return true
 }
 
@@ -84,9 +84,9 @@ func (e *engine) refresh() bool {
 func (e *engine) up(news resource.PropertyMap) *pulumirpc.DiffResponse {
 	e.t.Helper()
 	in := e.check(news)
-	olds, _ := marshal("o", e.inputs)
-	outs, _ := marshal("o", e.outs)
-	n, _ := marshal("n", in)
+	olds, _ := marshal(e.inputs)
+	outs, _ := marshal(e.outs)
+	n, _ := marshal(in)
 	d, err := e.p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: e.urn, Id: e.id, OldInputs: olds, Olds: outs, News: n})
 	if err != nil {
 		e.t.Fatal(err)
@@ -97,7 +97,7 @@ func (e *engine) up(news resource.PropertyMap) *pulumirpc.DiffResponse {
 			e.t.Fatalf("update %s: %v", e.urn, err)
 		}
 		e.inputs = in
-		e.outs, _ = unmarshal("o", r.Properties)
+		e.outs, _ = unmarshal(r.Properties)
 	}
 	return d
 }

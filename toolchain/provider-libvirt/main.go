@@ -26,8 +26,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,7 +122,7 @@ func (p *libvirtProvider) GetSchema(context.Context, *pulumirpc.GetSchemaRequest
 }
 
 func (p *libvirtProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckRequest) (*pulumirpc.CheckResponse, error) {
-	news, err := unmarshal("config", req.GetNews())
+	news, err := unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +130,7 @@ func (p *libvirtProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckReq
 	if v, ok := news["uri"]; ok && v.IsString() && v.StringValue() == "" {
 		failures = append(failures, &pulumirpc.CheckFailure{Property: "uri", Reason: "uri must not be empty"})
 	}
-	inputs, err := marshal("config", news)
+	inputs, err := marshal(news)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +167,7 @@ func oldInputsOf(req *pulumirpc.DiffRequest) *structpb.Struct {
 func (p *libvirtProvider) Configure(_ context.Context, req *pulumirpc.ConfigureRequest) (*pulumirpc.ConfigureResponse, error) {
 	uri := req.GetVariables()["libvirt:config:uri"]
 	if req.GetArgs() != nil {
-		args, err := unmarshal("config", req.GetArgs())
+		args, err := unmarshal(req.GetArgs())
 		if err != nil {
 			return nil, err
 		}
@@ -199,11 +199,7 @@ func (p *libvirtProvider) kindOf(urn string) (*kind, error) {
 	if k, ok := kinds[typ]; ok {
 		return k, nil
 	}
-	var known []string
-	for t := range kinds {
-		known = append(known, t)
-	}
-	sort.Strings(known)
+	known := slices.Sorted(maps.Keys(kinds))
 	return nil, fmt.Errorf("resource type %s is not implemented by this pulumi-resource-libvirt "+
 		"(hacluster's own subset: %s)", typ, strings.Join(known, ", "))
 }
@@ -213,12 +209,14 @@ func (p *libvirtProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 	if err != nil {
 		return nil, err
 	}
-	news, err := unmarshal("news", req.GetNews())
+	news, err := unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
 	for key, def := range k.defaults {
-		setDefault(news, key, def)
+		if news[resource.PropertyKey(key)].IsNull() { // absent or null (an unknown stays unknown)
+			news[resource.PropertyKey(key)] = def
+		}
 	}
 	var failures []*pulumirpc.CheckFailure
 	args := k.newArgs()
@@ -237,7 +235,7 @@ func (p *libvirtProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 			}
 		}
 	}
-	inputs, err := marshal("inputs", news)
+	inputs, err := marshal(news)
 	if err != nil {
 		return nil, err
 	}
@@ -285,21 +283,16 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 	if err != nil {
 		return nil, err
 	}
-	inputs, err := unmarshal("inputs", req.GetProperties())
+	inputs, err := unmarshal(req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
 	if inputs.ContainsUnknowns() {
 		return nil, fmt.Errorf("%s: Create with unknown inputs (preview is not supported)", req.GetUrn())
 	}
-	args := k.newArgs()
-	if f := decodeArgs(inputs, args); f != nil {
-		return nil, fmt.Errorf("%s: %s", f.Property, f.Reason)
-	}
-	if k.validate != nil {
-		if err := k.validate(args); err != nil {
-			return nil, err
-		}
+	args, err := k.decode(inputs)
+	if err != nil {
+		return nil, err
 	}
 	id, extra, err := k.create(ctx, o, args)
 	if err != nil {
@@ -309,7 +302,7 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 	for key, v := range extra {
 		outs[key] = v
 	}
-	props, err := marshal("outputs", k.secret(outs))
+	props, err := marshal(k.secret(outs))
 	return &pulumirpc.CreateResponse{Id: id, Properties: props}, err
 }
 
@@ -342,12 +335,25 @@ func (p *libvirtProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) 
 	if len(m[0]) > 0 {
 		inputs, outs = overlay(m[0], seen), overlay(m[1], seen)
 	}
-	in, err := marshal("inputs", inputs)
+	in, err := marshal(inputs)
 	if err != nil {
 		return nil, err
 	}
-	props, err := marshal("outputs", k.secret(outs))
+	props, err := marshal(k.secret(outs))
 	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: props, Inputs: in}, err
+}
+
+// decode gives the args struct of known, checked inputs (Check has validated them already, unless
+// they held unknowns then).
+func (k *kind) decode(inputs resource.PropertyMap) (any, error) {
+	args := k.newArgs()
+	if f := decodeArgs(inputs, args); f != nil {
+		return nil, fmt.Errorf("%s: %s", f.Property, f.Reason)
+	}
+	if k.validate != nil {
+		return args, k.validate(args)
+	}
+	return args, nil
 }
 
 // secret marks the outputs that are always secret.
@@ -371,9 +377,9 @@ func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 		return nil, err
 	}
 	olds, outs, news := m[0], m[1], m[2]
-	args := k.newArgs()
-	if f := decodeArgs(news, args); f != nil {
-		return nil, fmt.Errorf("%s: %s", f.Property, f.Reason)
+	args, err := k.decode(news)
+	if err != nil {
+		return nil, err
 	}
 	changed := changedKeys(olds, news, req.GetIgnoreChanges())
 	if k.update == nil {
@@ -385,7 +391,7 @@ func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 	for _, key := range changed {
 		outs[resource.PropertyKey(key)] = news[resource.PropertyKey(key)]
 	}
-	props, err := marshal("outputs", k.secret(outs))
+	props, err := marshal(k.secret(outs))
 	return &pulumirpc.UpdateResponse{Properties: props}, err
 }
 

@@ -17,13 +17,11 @@ import (
 // Every (un)marshal keeps unknowns (preview) and secrets (user-data stays secret end to end).
 var marshalOpts = plugin.MarshalOptions{KeepUnknowns: true, KeepSecrets: true, SkipNulls: false}
 
-func unmarshal(label string, s *structpb.Struct) (resource.PropertyMap, error) {
+func unmarshal(s *structpb.Struct) (resource.PropertyMap, error) {
 	if s == nil {
 		return resource.PropertyMap{}, nil
 	}
-	o := marshalOpts
-	o.Label = label
-	return plugin.UnmarshalProperties(s, o)
+	return plugin.UnmarshalProperties(s, marshalOpts)
 }
 
 // unmarshalAll unmarshals the property structs of one request.
@@ -31,17 +29,15 @@ func unmarshalAll(structs ...*structpb.Struct) ([]resource.PropertyMap, error) {
 	out := make([]resource.PropertyMap, len(structs))
 	for i, s := range structs {
 		var err error
-		if out[i], err = unmarshal("properties", s); err != nil {
+		if out[i], err = unmarshal(s); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func marshal(label string, m resource.PropertyMap) (*structpb.Struct, error) {
-	o := marshalOpts
-	o.Label = label
-	return plugin.MarshalProperties(m, o)
+func marshal(m resource.PropertyMap) (*structpb.Struct, error) {
+	return plugin.MarshalProperties(m, marshalOpts)
 }
 
 // plainValue turns a PropertyValue into plain Go data (for JSON decoding into the args structs):
@@ -135,13 +131,6 @@ func decodeArgs(m resource.PropertyMap, out any) *pulumirpc.CheckFailure {
 		return &pulumirpc.CheckFailure{Reason: msg}
 	}
 	return nil
-}
-
-// setDefault sets key to v when the input is absent or null (an unknown stays unknown).
-func setDefault(m resource.PropertyMap, key string, v resource.PropertyValue) {
-	if cur, ok := m[resource.PropertyKey(key)]; !ok || cur.IsNull() {
-		m[resource.PropertyKey(key)] = v
-	}
 }
 
 // changedKeys lists the top-level inputs whose values differ between olds and news (an unknown new

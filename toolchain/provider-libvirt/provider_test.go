@@ -14,7 +14,7 @@ const seedURN = "urn:pulumi:dev::hacluster::libvirt:index/cloudInitDisk:CloudIni
 
 func mustMarshal(t *testing.T, m resource.PropertyMap) *pulumirpc.CheckRequest {
 	t.Helper()
-	s, err := marshal("test", m)
+	s, err := marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestCheckDefaultsUnknownsSecretsAndUnsupported(t *testing.T) {
 	if len(resp.Failures) != 0 {
 		t.Fatalf("failures: %v", resp.Failures)
 	}
-	got, _ := unmarshal("got", resp.Inputs)
+	got, _ := unmarshal(resp.Inputs)
 	if got["type"].StringValue() != "kvm" || got["running"].BoolValue() != true || got["memory"].NumberValue() != 512 {
 		t.Errorf("defaults not applied: %v", got)
 	}
@@ -62,7 +62,7 @@ func TestCheckDefaultsUnknownsSecretsAndUnsupported(t *testing.T) {
 	if err != nil || len(resp.Failures) != 0 {
 		t.Fatalf("seed check: %v %v", err, resp.GetFailures())
 	}
-	got, _ = unmarshal("got", resp.Inputs)
+	got, _ = unmarshal(resp.Inputs)
 	if !got["userData"].IsSecret() {
 		t.Errorf("userData lost its secretness: %v", got["userData"])
 	}
@@ -80,8 +80,8 @@ func TestDiffReplacesEveryChange(t *testing.T) {
 	olds := resource.PropertyMap{"name": resource.NewStringProperty("s.iso"), "pool": resource.NewStringProperty("p"),
 		"userData": resource.MakeSecret(resource.NewStringProperty("a"))}
 	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
-		o, _ := marshal("o", olds)
-		n, _ := marshal("n", news)
+		o, _ := marshal(olds)
+		n, _ := marshal(news)
 		resp, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: seedURN, OldInputs: o, Olds: o, News: n})
 		if err != nil {
 			t.Fatal(err)
@@ -124,8 +124,8 @@ func TestDiffInPlaceOnlyForRunningAndAutostart(t *testing.T) {
 	olds := resource.PropertyMap{"name": resource.NewStringProperty("d"), "running": resource.NewBoolProperty(false),
 		"autostart": resource.NewBoolProperty(false), "vcpu": resource.NewNumberProperty(1)}
 	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
-		o, _ := marshal("o", olds)
-		n, _ := marshal("n", news)
+		o, _ := marshal(olds)
+		n, _ := marshal(news)
 		resp, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: domainURN, OldInputs: o, Olds: o, News: n})
 		if err != nil {
 			t.Fatal(err)

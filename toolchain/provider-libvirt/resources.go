@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -48,11 +49,6 @@ type op struct {
 
 func (o *op) status(ctx context.Context, format string, a ...any) {
 	o.p.status(ctx, o.urn, fmt.Sprintf(format, a...))
-}
-
-// cleanupCtx outlives a cancelled request, so a half-made object is still removed.
-func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 }
 
 var kinds = map[string]*kind{
@@ -205,21 +201,29 @@ func createNetwork(ctx context.Context, o *op, args any) (string, resource.Prope
 	return id, outs, nil
 }
 
-// cleanup removes a half-made object and returns the error that stopped its creation.
+// cleanup removes a half-made object and returns the error that stopped its creation. It outlives
+// a cancelled request, so the object is still removed.
 func cleanup(ctx context.Context, o *op, id string, del func(context.Context, *op, string) error, err error) error {
-	c, cancel := cleanupCtx(ctx)
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	_ = del(c, o, id)
 	return err
 }
 
-func networkXML(l *libvirt.Libvirt, n libvirt.Network) (*libvirtxml.Network, error) {
-	doc, err := l.NetworkGetXMLDesc(n, 0)
-	if err != nil {
-		return nil, err
+// parseXML parses what one of libvirt's XML getters returned into its libvirtxml struct.
+func parseXML[T any, P interface {
+	*T
+	Unmarshal(string) error
+}](doc string, err error) (*T, error) {
+	x := P(new(T))
+	if err == nil {
+		err = x.Unmarshal(doc)
 	}
-	x := &libvirtxml.Network{}
-	return x, x.Unmarshal(doc)
+	return x, err
+}
+
+func networkXML(l *libvirt.Libvirt, n libvirt.Network) (*libvirtxml.Network, error) {
+	return parseXML[libvirtxml.Network](l.NetworkGetXMLDesc(n, 0))
 }
 
 func readNetwork(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
@@ -360,12 +364,8 @@ func readPool(_ context.Context, o *op, id string, _ resource.PropertyMap) (reso
 	if err != nil {
 		return nil, ignore(err, isNotFound)
 	}
-	doc, err := o.l.StoragePoolGetXMLDesc(p, 0)
+	x, err := parseXML[libvirtxml.StoragePool](o.l.StoragePoolGetXMLDesc(p, 0))
 	if err != nil {
-		return nil, err
-	}
-	x := &libvirtxml.StoragePool{}
-	if err := x.Unmarshal(doc); err != nil {
 		return nil, err
 	}
 	m := map[string]any{"name": x.Name, "type": x.Type}
@@ -380,18 +380,12 @@ func deletePool(ctx context.Context, o *op, id string) error {
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
-	n, err := o.l.StoragePoolNumOfVolumes(p)
-	empty := err == nil && n == 0
 	if err := o.l.StoragePoolDestroy(p); ignore(err, isNotFound, isNotActive) != nil {
 		return err
 	}
-	if empty {
-		// A dir pool's delete is an rmdir: it also refuses a directory holding files libvirt skipped.
-		if err := o.l.StoragePoolDelete(p, 0); ignore(err, isNotFound) != nil {
-			o.p.warn(ctx, o.urn, fmt.Sprintf("pool directory kept: %v", err))
-		}
-	} else {
-		o.p.warn(ctx, o.urn, "pool directory kept: it still holds volumes")
+	// A dir pool's delete is an rmdir: it keeps a directory that still holds files.
+	if err := o.l.StoragePoolDelete(p, 0); ignore(err, isNotFound) != nil {
+		o.p.warn(ctx, o.urn, fmt.Sprintf("pool directory kept: %v", err))
 	}
 	return ignore(o.l.StoragePoolUndefine(p), isNotFound)
 }
@@ -428,12 +422,8 @@ func validateVolume(args any) error {
 
 // volumeXML reads a volume's definition.
 func volumeXML(l *libvirt.Libvirt, v libvirt.StorageVol) (*libvirtxml.StorageVolume, error) {
-	doc, err := l.StorageVolGetXMLDesc(v, 0)
+	x, err := parseXML[libvirtxml.StorageVolume](l.StorageVolGetXMLDesc(v, 0))
 	if err != nil {
-		return nil, err
-	}
-	x := &libvirtxml.StorageVolume{}
-	if err := x.Unmarshal(doc); err != nil {
 		return nil, err
 	}
 	if x.Target == nil {
@@ -448,62 +438,55 @@ func volumeXML(l *libvirt.Libvirt, v libvirt.StorageVol) (*libvirtxml.StorageVol
 	return x, nil
 }
 
-// fetchSource gives a local file for a volume's source: the path itself, or a download.
-func fetchSource(ctx context.Context, src string) (path string, cleanup func(), err error) {
-	u, perr := url.Parse(src)
-	if perr != nil || u.Scheme == "" {
-		return src, func() {}, nil
-	}
-	switch u.Scheme {
-	case "file":
-		return u.Path, func() {}, nil
-	case "http", "https":
-	default:
-		return "", nil, fmt.Errorf("source %q: scheme %q is not supported (path, file://, http://, https://)", src, u.Scheme)
-	}
-	f, err := os.CreateTemp("", "pulumi-libvirt-download-")
-	if err != nil {
-		return "", nil, err
-	}
-	defer f.Close()
-	cleanup = func() { os.Remove(f.Name()) }
-	fail := func(err error) (string, func(), error) {
-		cleanup()
-		return "", nil, fmt.Errorf("downloading %s: %w", src, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
-	if err != nil {
-		return fail(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fail(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fail(fmt.Errorf("HTTP %s", resp.Status))
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	return f.Name(), cleanup, nil
+// source is a volume's content: a local file (path or file:// URL) or an http(s) download,
+// streamed, of a known size.
+type source struct {
+	*bufio.Reader
+	size   int64
+	format string // qcow2 by its magic, raw otherwise
+	close  func() error
 }
 
-// detectFormat: qcow2 by its magic, raw otherwise.
-func detectFormat(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
+func openSource(ctx context.Context, src string) (*source, error) {
+	u, err := url.Parse(src)
+	var body io.ReadCloser
+	var size int64
+	switch {
+	case err == nil && (u.Scheme == "http" || u.Scheme == "https"):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("downloading %s: %w", src, err)
+		}
+		if body, size = resp.Body, resp.ContentLength; resp.StatusCode != http.StatusOK || size < 0 {
+			resp.Body.Close()
+			return nil, fmt.Errorf("downloading %s: HTTP %s (a 200 with a Content-Length is needed)", src, resp.Status)
+		}
+	case err == nil && u.Scheme != "" && u.Scheme != "file":
+		return nil, fmt.Errorf("source %q: scheme %q is not supported (path, file://, http://, https://)", src, u.Scheme)
+	default:
+		if err == nil && u.Scheme == "file" {
+			src = u.Path
+		}
+		f, err := os.Open(src)
+		if err != nil {
+			return nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		body, size = f, st.Size()
 	}
-	defer f.Close()
-	magic := make([]byte, 4)
-	if n, _ := io.ReadFull(f, magic); n == 4 && string(magic) == "QFI\xfb" {
-		return "qcow2", nil
+	s := &source{Reader: bufio.NewReader(body), size: size, format: "raw", close: body.Close}
+	if magic, _ := s.Peek(4); string(magic) == "QFI\xfb" {
+		s.format = "qcow2"
 	}
-	return "raw", nil
+	return s, nil
 }
 
 // createVolumeXML creates a volume in a pool (by name) from a definition and the user's XSLT.
@@ -519,24 +502,20 @@ func createVolumeXML(ctx context.Context, o *op, pool string, def *libvirtxml.St
 	return o.l.StorageVolCreateXML(p, doc, 0)
 }
 
-// uploadVolume creates volume `name` of the file's size in `format` and streams the file into it.
-func uploadVolume(ctx context.Context, o *op, pool, name, format, file, xslt string) (libvirt.StorageVol, error) {
-	f, err := os.Open(file)
+// uploadVolume creates volume `name` of the source's size in `format` and streams the source into it.
+func uploadVolume(ctx context.Context, o *op, pool, name, format, src, xslt string) (libvirt.StorageVol, error) {
+	s, err := openSource(ctx, src)
 	if err != nil {
-		return libvirt.StorageVol{}, err
+		return libvirt.StorageVol{}, fmt.Errorf("volume %q: %w", name, err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return libvirt.StorageVol{}, err
-	}
-	def, _ := volumeDefinition(name, format, uint64(st.Size()), "", "")
+	defer s.close()
+	def, _ := volumeDefinition(name, cmp.Or(format, s.format), uint64(s.size), "", "")
 	v, err := createVolumeXML(ctx, o, pool, def, xslt)
 	if err != nil {
 		return v, err
 	}
-	o.status(ctx, "uploading %d MiB into %s/%s", st.Size()>>20, pool, name)
-	err = o.l.StorageVolUpload(v, f, 0, uint64(st.Size()), 0)
+	o.status(ctx, "uploading %d MiB into %s/%s", s.size>>20, pool, name)
+	err = o.l.StorageVolUpload(v, s, 0, uint64(s.size), 0)
 	o.status(ctx, "")
 	if err != nil {
 		return v, cleanup(ctx, o, v.Key, deleteVolume, err)
@@ -575,17 +554,8 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 			return "", nil, err
 		}
 	case a.Source != "":
-		file, cleanup, err := fetchSource(ctx, a.Source)
-		if err != nil {
-			return "", nil, fmt.Errorf("volume %q: %w", a.Name, err)
-		}
-		defer cleanup()
-		if format == "" {
-			if format, err = detectFormat(file); err != nil {
-				return "", nil, fmt.Errorf("volume %q: source: %w", a.Name, err)
-			}
-		}
-		if v, err = uploadVolume(ctx, o, a.Pool, a.Name, format, file, xsltOf(a.Xml)); err != nil {
+		var err error
+		if v, err = uploadVolume(ctx, o, a.Pool, a.Name, a.Format, a.Source, xsltOf(a.Xml)); err != nil {
 			return "", nil, err
 		}
 		// libvirt knows the bytes now, not what they are: re-read the pool so a qcow2's virtual
@@ -691,16 +661,7 @@ func validateDomain(args any) error {
 	if a.Initrd != "" && a.Kernel == "" {
 		return fmt.Errorf("domain %q: initrd needs kernel", a.Name)
 	}
-	// networkId is resolved to a name by Create; a placeholder stands in for it here.
-	var r resolvedDomain
-	for _, nic := range a.NetworkInterfaces {
-		name := ""
-		if nic.NetworkID != "" {
-			name = "network-" + nic.NetworkID
-		}
-		r.NetworkNames = append(r.NetworkNames, name)
-	}
-	_, err := domainDefinition(a, r)
+	_, err := domainDefinition(a, resolvedDomain{})
 	return err
 }
 
@@ -774,12 +735,8 @@ func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) 
 	if err != nil {
 		return nil, ignore(err, isNotFound)
 	}
-	doc, err := o.l.DomainGetXMLDesc(d, libvirt.DomainXMLInactive)
+	x, err := parseXML[libvirtxml.Domain](o.l.DomainGetXMLDesc(d, libvirt.DomainXMLInactive))
 	if err != nil {
-		return nil, err
-	}
-	x := &libvirtxml.Domain{}
-	if err := x.Unmarshal(doc); err != nil {
 		return nil, err
 	}
 	running, err := domainRunning(o.l, d)
@@ -858,7 +815,7 @@ func updateDomain(ctx context.Context, o *op, id string, args any, changed []str
 	case want && !running:
 		o.status(ctx, "starting")
 		err = o.l.DomainCreate(d)
-	case !want && running:
+	case !want:
 		err = stopDomain(ctx, o, d)
 	}
 	if err != nil {
@@ -891,8 +848,11 @@ func waitShutOff(ctx context.Context, l *libvirt.Libvirt, d libvirt.Domain, time
 	}
 }
 
-// stopDomain: ACPI shutdown for up to shutdownGrace, then a hard power-off.
+// stopDomain: ACPI shutdown for up to shutdownGrace, then a hard power-off (if it runs at all).
 func stopDomain(ctx context.Context, o *op, d libvirt.Domain) error {
+	if running, err := domainRunning(o.l, d); err != nil || !running {
+		return err
+	}
 	if shutdownGrace > 0 {
 		o.status(ctx, "shutting down (up to %s)", shutdownGrace)
 		defer o.status(ctx, "")
@@ -920,12 +880,8 @@ func deleteDomain(ctx context.Context, o *op, id string) error {
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
-	if running, err := domainRunning(o.l, d); err != nil {
+	if err := stopDomain(ctx, o, d); err != nil {
 		return ignore(err, isNotFound)
-	} else if running {
-		if err := stopDomain(ctx, o, d); err != nil {
-			return err
-		}
 	}
 	return ignore(o.l.DomainUndefineFlags(d, libvirt.DomainUndefineNvram), isNotFound)
 }

@@ -276,7 +276,7 @@ func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error
 			name = r.NetworkNames[i]
 		}
 		switch {
-		case name != "":
+		case name != "" || nic.NetworkID != "": // Create resolves a networkId to the network's name
 			x.Source = &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: name}}
 		case nic.Bridge != "":
 			x.Source = &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: nic.Bridge}}
@@ -306,14 +306,11 @@ func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error
 		case typ != "pty":
 			return nil, fmt.Errorf("domain %q: consoles[%d].type %q is not supported (pty, file)", a.Name, i, typ)
 		}
-		port := uint(i)
-		if c.TargetPort != "" {
-			n, err := strconv.ParseUint(c.TargetPort, 10, 16)
-			if err != nil {
-				return nil, fmt.Errorf("domain %q: consoles[%d].targetPort %q is not a number", a.Name, i, c.TargetPort)
-			}
-			port = uint(n)
+		n, err := strconv.ParseUint(cmp.Or(c.TargetPort, strconv.Itoa(i)), 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("domain %q: consoles[%d].targetPort %q is not a number", a.Name, i, c.TargetPort)
 		}
+		port := uint(n)
 		switch c.TargetType {
 		case "", "serial":
 			dev.Serials = append(dev.Serials, libvirtxml.DomainSerial{Source: src, Target: &libvirtxml.DomainSerialTarget{Port: &port}})
