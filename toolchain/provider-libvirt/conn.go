@@ -18,6 +18,8 @@ import (
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 )
 
+const defaultSocket = "/var/run/libvirt/libvirt-sock" // libvirtd's, on this host or over ssh
+
 // dial opens one libvirt RPC connection (go-libvirt) for a libvirt URI:
 //
 //	qemu:///system, qemu+unix:///system[?socket=PATH]  the local daemon's unix socket
@@ -40,17 +42,9 @@ func dial(uri string) (*libvirt.Libvirt, error) {
 	var d socket.Dialer
 	switch {
 	case (transport == "" || transport == "unix") && u.Host == "":
-		var opts []dialers.LocalOption
-		if s := q.Get("socket"); s != "" {
-			opts = append(opts, dialers.WithSocket(s))
-		}
-		d = dialers.NewLocal(opts...)
+		d = dialers.NewLocal(dialers.WithSocket(cmp.Or(q.Get("socket"), defaultSocket)))
 	case transport == "tcp":
-		var opts []dialers.RemoteOption
-		if p := u.Port(); p != "" {
-			opts = append(opts, dialers.UsePort(p))
-		}
-		d = dialers.NewRemote(u.Hostname(), opts...)
+		d = dialers.NewRemote(u.Hostname(), dialers.UsePort(cmp.Or(u.Port(), "16509")))
 	case transport == "ssh":
 		d = sshDialer{u: u}
 	default:
@@ -83,7 +77,7 @@ func (s sshDialer) Dial() (net.Conn, error) {
 	if q.Get("no_verify") == "1" {
 		args = append(args, "-o", "StrictHostKeyChecking=no")
 	}
-	sock := cmp.Or(q.Get("socket"), "/var/run/libvirt/libvirt-sock")
+	sock := cmp.Or(q.Get("socket"), defaultSocket)
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err

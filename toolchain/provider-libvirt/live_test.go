@@ -8,11 +8,11 @@ package main
 import (
 	"context"
 	"os"
-	"testing"
-
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
+
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 )
@@ -122,7 +122,7 @@ func TestLiveDomainLifecycleOnTestDriver(t *testing.T) {
 	dom := &engine{t: t, p: p, urn: urnOf("libvirt:index/domain:Domain", "dom")}
 	domIn := pm(map[string]any{"name": "p12-dom", "type": "qemu", "vcpu": 1, "memory": 128,
 		"networkInterfaces": []any{map[string]any{"networkId": net.id, "mac": "52:54:00:0A:D4:01", "hostname": "x"}},
-		"autostart": true})
+		"autostart":         true})
 	dom.create(domIn)
 	defer dom.delete()
 

@@ -22,11 +22,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +35,6 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-libvirt"
-	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/provider"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -63,11 +63,11 @@ func main() {
 type libvirtProvider struct {
 	pulumirpc.UnimplementedResourceProviderServer
 
-	host *provider.HostClient
-	mu   sync.Mutex
-	uri  string
-	conn *libvirt.Libvirt // opened on first use, reopened only when it dropped
-	dials int             // connections opened (tests)
+	host  *provider.HostClient
+	mu    sync.Mutex
+	uri   string
+	conn  *libvirt.Libvirt // opened on first use, reopened only when it dropped
+	dials int              // connections opened (tests)
 }
 
 func newProvider(host *provider.HostClient) *libvirtProvider {
@@ -76,11 +76,7 @@ func newProvider(host *provider.HostClient) *libvirtProvider {
 			shutdownGrace = time.Duration(n) * time.Second
 		}
 	}
-	uri := os.Getenv("LIBVIRT_DEFAULT_URI")
-	if uri == "" {
-		uri = defaultURI
-	}
-	return &libvirtProvider{host: host, uri: uri}
+	return &libvirtProvider{host: host, uri: cmp.Or(os.Getenv("LIBVIRT_DEFAULT_URI"), defaultURI)}
 }
 
 // op gives a call the provider's one libvirt connection.
@@ -95,19 +91,6 @@ func (p *libvirtProvider) op(urn string) (*op, error) {
 		p.conn, p.dials = l, p.dials+1
 	}
 	return &op{p: p, l: p.conn, urn: urn}, nil
-}
-
-// status shows a transient message in the resource's Info column (never user-data).
-func (p *libvirtProvider) status(ctx context.Context, urn string, msg string) {
-	if p.host != nil {
-		_ = p.host.LogStatus(ctx, diag.Info, resource.URN(urn), msg)
-	}
-}
-
-func (p *libvirtProvider) warn(ctx context.Context, urn string, msg string) {
-	if p.host != nil {
-		_ = p.host.Log(ctx, diag.Warning, resource.URN(urn), msg)
-	}
 }
 
 // ---- plugin and provider configuration ----------------------------------------------------------
@@ -131,10 +114,7 @@ func (p *libvirtProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckReq
 		failures = append(failures, &pulumirpc.CheckFailure{Property: "uri", Reason: "uri must not be empty"})
 	}
 	inputs, err := marshal(news)
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.CheckResponse{Inputs: inputs, Failures: failures}, nil
+	return &pulumirpc.CheckResponse{Inputs: inputs, Failures: failures}, err
 }
 
 func (p *libvirtProvider) DiffConfig(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
@@ -300,7 +280,7 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 	}
 	outs := inputs.Copy()
 	for key, v := range extra {
-		outs[key] = v
+		outs[key] = fill(outs[key], v)
 	}
 	props, err := marshal(k.secret(outs))
 	return &pulumirpc.CreateResponse{Id: id, Properties: props}, err

@@ -182,6 +182,28 @@ func overlay(stored, seen resource.PropertyMap) resource.PropertyMap {
 	return out
 }
 
+// fill completes a stored value with what libvirt reports and it lacks (Create's outputs, such as
+// the MACs libvirt chose): objects key by key, lists of the same length element by element.
+func fill(stored, seen resource.PropertyValue) resource.PropertyValue {
+	switch {
+	case stored.IsNull():
+		return seen
+	case stored.IsObject() && seen.IsObject():
+		out := stored.ObjectValue().Copy()
+		for k, v := range seen.ObjectValue() {
+			out[k] = fill(out[k], v)
+		}
+		return resource.NewObjectProperty(out)
+	case stored.IsArray() && seen.IsArray() && len(stored.ArrayValue()) == len(seen.ArrayValue()):
+		out := make([]resource.PropertyValue, len(seen.ArrayValue()))
+		for i, s := range stored.ArrayValue() {
+			out[i] = fill(s, seen.ArrayValue()[i])
+		}
+		return resource.NewArrayProperty(out)
+	}
+	return stored
+}
+
 func overlayValue(stored, seen resource.PropertyValue) resource.PropertyValue {
 	switch {
 	case stored.IsSecret():

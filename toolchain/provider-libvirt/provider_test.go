@@ -157,3 +157,15 @@ func TestOverlay(t *testing.T) {
 		t.Errorf("overlay = %v, want %v", got, want)
 	}
 }
+
+func TestFill(t *testing.T) {
+	stored := resource.NewPropertyValue(map[string]any{"format": "qcow2",
+		"nics": []any{map[string]any{"hostname": "web01"}}})
+	seen := resource.NewPropertyValue(map[string]any{"format": "raw", "size": 7,
+		"nics": []any{map[string]any{"mac": "52:54:00:aa:bb:cc"}}})
+	want := resource.NewPropertyValue(map[string]any{"format": "qcow2", "size": 7,
+		"nics": []any{map[string]any{"hostname": "web01", "mac": "52:54:00:aa:bb:cc"}}})
+	if got := fill(stored, seen); !got.DeepEquals(want) {
+		t.Errorf("fill = %v, want %v", got, want)
+	}
+}

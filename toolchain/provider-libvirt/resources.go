@@ -1,13 +1,13 @@
 package main
 
 import (
-	"cmp"
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/digitalocean/go-libvirt"
 	"github.com/google/uuid"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"libvirt.org/go/libvirtxml"
 )
@@ -47,8 +48,17 @@ type op struct {
 	urn string
 }
 
+// status shows a transient message in the resource's Info column (never user-data); warn logs one.
 func (o *op) status(ctx context.Context, format string, a ...any) {
-	o.p.status(ctx, o.urn, fmt.Sprintf(format, a...))
+	if o.p.host != nil {
+		_ = o.p.host.LogStatus(ctx, diag.Info, resource.URN(o.urn), fmt.Sprintf(format, a...))
+	}
+}
+
+func (o *op) warn(ctx context.Context, msg string) {
+	if o.p.host != nil {
+		_ = o.p.host.Log(ctx, diag.Warning, resource.URN(o.urn), msg)
+	}
 }
 
 var kinds = map[string]*kind{
@@ -385,7 +395,7 @@ func deletePool(ctx context.Context, o *op, id string) error {
 	}
 	// A dir pool's delete is an rmdir: it keeps a directory that still holds files.
 	if err := o.l.StoragePoolDelete(p, 0); ignore(err, isNotFound) != nil {
-		o.p.warn(ctx, o.urn, fmt.Sprintf("pool directory kept: %v", err))
+		o.warn(ctx, fmt.Sprintf("pool directory kept: %v", err))
 	}
 	return ignore(o.l.StoragePoolUndefine(p), isNotFound)
 }
@@ -420,11 +430,15 @@ func validateVolume(args any) error {
 	return nil
 }
 
-// volumeXML reads a volume's definition.
-func volumeXML(l *libvirt.Libvirt, v libvirt.StorageVol) (*libvirtxml.StorageVolume, error) {
+// volumeByKey looks a volume up by its key (its id) and reads its definition.
+func volumeByKey(l *libvirt.Libvirt, key string) (libvirt.StorageVol, *libvirtxml.StorageVolume, error) {
+	v, err := l.StorageVolLookupByKey(key)
+	if err != nil {
+		return v, nil, err
+	}
 	x, err := parseXML[libvirtxml.StorageVolume](l.StorageVolGetXMLDesc(v, 0))
 	if err != nil {
-		return nil, err
+		return v, nil, err
 	}
 	if x.Target == nil {
 		x.Target = &libvirtxml.StorageVolumeTarget{}
@@ -435,7 +449,7 @@ func volumeXML(l *libvirt.Libvirt, v libvirt.StorageVol) (*libvirtxml.StorageVol
 	if x.Capacity == nil {
 		x.Capacity = &libvirtxml.StorageVolumeSize{}
 	}
-	return x, nil
+	return v, x, nil
 }
 
 // source is a volume's content: a local file (path or file:// URL) or an http(s) download,
@@ -525,31 +539,27 @@ func uploadVolume(ctx context.Context, o *op, pool, name, format, src, xslt stri
 
 func createVolume(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	a := *args.(*volumeArgs)
-	format := a.Format
 	var v libvirt.StorageVol
 	var def *libvirtxml.StorageVolume // created from a definition (an upload creates its own)
 	switch {
 	case a.BaseVolumeID != "" || a.BaseVolumeName != "":
-		var base libvirt.StorageVol
-		var err error
-		if a.BaseVolumeID != "" {
-			base, err = o.l.StorageVolLookupByKey(a.BaseVolumeID)
-		} else if p, perr := o.l.StoragePoolLookupByName(a.BaseVolumePool); perr != nil {
-			err = perr
-		} else {
-			base, err = o.l.StorageVolLookupByName(p, a.BaseVolumeName)
+		key := a.BaseVolumeID
+		if key == "" { // by name: the key of the pool's volume
+			p, err := o.l.StoragePoolLookupByName(a.BaseVolumePool)
+			if err == nil {
+				var base libvirt.StorageVol
+				base, err = o.l.StorageVolLookupByName(p, a.BaseVolumeName)
+				key = base.Key
+			}
+			if err != nil {
+				return "", nil, fmt.Errorf("volume %q: base volume: %w", a.Name, err)
+			}
 		}
+		_, bx, err := volumeByKey(o.l, key)
 		if err != nil {
 			return "", nil, fmt.Errorf("volume %q: base volume: %w", a.Name, err)
 		}
-		bx, err := volumeXML(o.l, base)
-		if err != nil {
-			return "", nil, err
-		}
-		capacity := scaleSize(bx.Capacity.Unit, bx.Capacity.Value)
-		if uint64(a.Size) > capacity {
-			capacity = uint64(a.Size)
-		}
+		capacity := max(scaleSize(bx.Capacity.Unit, bx.Capacity.Value), uint64(a.Size))
 		if def, err = volumeDefinition(a.Name, "qcow2", capacity, bx.Target.Path, bx.Target.Format.Type); err != nil {
 			return "", nil, err
 		}
@@ -568,7 +578,7 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 			return "", nil, err
 		}
 	default:
-		def, _ = volumeDefinition(a.Name, cmp.Or(format, "qcow2"), uint64(a.Size), "", "")
+		def, _ = volumeDefinition(a.Name, cmp.Or(a.Format, "qcow2"), uint64(a.Size), "", "")
 	}
 	if def != nil {
 		var err error
@@ -580,18 +590,14 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 	if err != nil || outs == nil {
 		return "", nil, fmt.Errorf("volume %q: reading it back: %v", a.Name, err)
 	}
-	return v.Key, resource.PropertyMap{"size": outs["size"], "format": outs["format"]}, nil
+	return v.Key, outs, nil
 }
 
 // readVolume: name, pool, size (capacity in bytes), format and backing store of a volume (id = key).
 func readVolume(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
-	v, err := o.l.StorageVolLookupByKey(id)
+	v, x, err := volumeByKey(o.l, id)
 	if err != nil {
 		return nil, ignore(err, isNotFound)
-	}
-	x, err := volumeXML(o.l, v)
-	if err != nil {
-		return nil, err
 	}
 	m := map[string]any{"name": v.Name, "pool": v.Pool, "size": float64(scaleSize(x.Capacity.Unit, x.Capacity.Value)),
 		"format": x.Target.Format.Type}
@@ -671,13 +677,9 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 	for i, d := range a.Disks {
 		format := ""
 		if d.VolumeID != "" {
-			v, err := o.l.StorageVolLookupByKey(d.VolumeID)
+			_, x, err := volumeByKey(o.l, d.VolumeID)
 			if err != nil {
 				return "", nil, fmt.Errorf("disks[%d].volumeId: %w", i, err)
-			}
-			x, err := volumeXML(o.l, v)
-			if err != nil {
-				return "", nil, err
 			}
 			format = x.Target.Format.Type
 		}
@@ -715,12 +717,8 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 	if err := o.l.DomainSetAutostart(d, boolInt(a.Autostart)); err != nil {
 		return "", nil, cleanup(ctx, o, id, deleteDomain, err)
 	}
-	// MACs libvirt chose for interfaces without one become outputs.
-	outs := resource.PropertyMap{}
-	if seen, err := readDomain(ctx, o, id, nil); err == nil && seen != nil {
-		outs["networkInterfaces"] = seen["networkInterfaces"]
-	}
-	return id, outs, nil
+	seen, err := readDomain(ctx, o, id, nil) // completes the outputs (the MACs libvirt chose)
+	return id, seen, err
 }
 
 func domainRunning(l *libvirt.Libvirt, d libvirt.Domain) (bool, error) {

@@ -23,7 +23,7 @@ func packageSchema() map[string]any {
 	uri := map[string]any{"uri": map[string]any{"type": "string"}}
 	return map[string]any{"name": "libvirt", "version": version,
 		"description": "hacluster's own subset of pulumi-libvirt 0.5.4 (go-libvirt)",
-		"config": map[string]any{"variables": uri}, "provider": map[string]any{"inputProperties": uri},
+		"config":      map[string]any{"variables": uri}, "provider": map[string]any{"inputProperties": uri},
 		"resources": resources, "types": types}
 }
 

@@ -51,10 +51,10 @@ func networkDefinition(a networkArgs) (*libvirtxml.Network, error) {
 	n := &libvirtxml.Network{Name: a.Name}
 	mode := cmp.Or(a.Mode, "nat")
 	switch mode {
-	case "nat", "route", "open":
-		n.Forward = &libvirtxml.NetworkForward{Mode: mode}
-		n.Bridge = &libvirtxml.NetworkBridge{Name: a.Bridge, STP: "on", Delay: "0"}
-	case "none", "isolated":
+	case "nat", "route", "open", "none", "isolated":
+		if mode != "none" && mode != "isolated" { // isolated: no <forward>
+			n.Forward = &libvirtxml.NetworkForward{Mode: mode}
+		}
 		n.Bridge = &libvirtxml.NetworkBridge{Name: a.Bridge, STP: "on", Delay: "0"}
 	case "bridge":
 		if a.Bridge == "" {
@@ -109,7 +109,9 @@ func family(p netip.Prefix) string {
 	return ""
 }
 
-func dhcpEnabled(a networkArgs) bool { return a.Dhcp == nil || a.Dhcp.Enabled == nil || *a.Dhcp.Enabled }
+func dhcpEnabled(a networkArgs) bool {
+	return a.Dhcp == nil || a.Dhcp.Enabled == nil || *a.Dhcp.Enabled
+}
 
 func poolDefinition(a poolArgs) (*libvirtxml.StoragePool, error) {
 	if a.Type != "dir" {
