@@ -56,9 +56,8 @@ forward: ## Forward 127.0.0.1:8080 to the lab VIP (Ctrl-C to stop)
 stack: toolchain venv .state
 	pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK)
 
-up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes --refresh) and show its verification
-	@# --refresh: what changed out of band (a VM stopped or deleted) is found and repaired
-	pulumi up --yes --refresh --stack $(STACK)
+up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes) and show its verification
+	pulumi up --yes --stack $(STACK)
 	@$(PY) scripts/summary.py "$$(pulumi stack output --json --stack $(STACK))"
 
 preview: deps toolchain venv stack

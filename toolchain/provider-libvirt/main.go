@@ -11,6 +11,9 @@
 // Resources and inputs: the structs of args.go (Check refuses anything else, with a message);
 // GetSchema serves them (schema.go), named and typed as in the SDK.
 //
+// Every object is marked refresh-before-update, so each `pulumi up` reads it from libvirt first and
+// repairs what changed out of band (upstream does not: there only `up --refresh` does).
+//
 // Semantics, as upstream: ids are domain, network and pool UUIDs, the volume key, and CloudInitDisk
 // "key;uuid". Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
 // leaves the state). Update changes in place what upstream does: a domain's running and autostart
@@ -155,10 +158,14 @@ func (p *libvirtProvider) Configure(_ context.Context, req *pulumirpc.ConfigureR
 			uri = v.StringValue()
 		}
 	}
-	if uri != "" {
-		p.mu.Lock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if uri != "" && uri != p.uri {
 		p.uri = uri
-		p.mu.Unlock()
+		if p.conn != nil { // opened for another URI: the next call dials this one
+			_ = p.conn.Disconnect()
+			p.conn = nil
+		}
 	}
 	return &pulumirpc.ConfigureResponse{AcceptSecrets: true, SupportsPreview: false}, nil
 }
@@ -283,7 +290,7 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 		outs[key] = fill(outs[key], v)
 	}
 	props, err := marshal(k.secret(outs))
-	return &pulumirpc.CreateResponse{Id: id, Properties: props}, err
+	return &pulumirpc.CreateResponse{Id: id, Properties: props, RefreshBeforeUpdate: true}, err
 }
 
 // begin resolves a request's resource kind and opens (or reuses) the libvirt connection.
@@ -320,7 +327,7 @@ func (p *libvirtProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) 
 		return nil, err
 	}
 	props, err := marshal(k.secret(outs))
-	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: props, Inputs: in}, err
+	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: props, Inputs: in, RefreshBeforeUpdate: true}, err
 }
 
 // decode gives the args struct of known, checked inputs (Check has validated them already, unless
@@ -372,7 +379,7 @@ func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 		outs[resource.PropertyKey(key)] = news[resource.PropertyKey(key)]
 	}
 	props, err := marshal(k.secret(outs))
-	return &pulumirpc.UpdateResponse{Properties: props}, err
+	return &pulumirpc.UpdateResponse{Properties: props, RefreshBeforeUpdate: true}, err
 }
 
 func (p *libvirtProvider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*pbempty.Empty, error) {
