@@ -296,7 +296,7 @@ func TestLiveProgramShapeHasNoDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	var all []*engine
-	make := func(typ, name string, in map[string]any) *engine {
+	mk := func(typ, name string, in map[string]any) *engine {
 		e := &engine{t: t, p: p, urn: urnOf("libvirt:index/"+typ, name)}
 		e.create(pm(in))
 		e.inputs = e.check(pm(in))
@@ -308,16 +308,16 @@ func TestLiveProgramShapeHasNoDrift(t *testing.T) {
 			all[i].delete()
 		}
 	}()
-	net := make("network:Network", "net", map[string]any{"name": "p12-net", "mode": "nat",
+	net := mk("network:Network", "net", map[string]any{"name": "p12-net", "mode": "nat",
 		"addresses": []any{"10.212.2.0/24"}, "autostart": false, "dhcp": map[string]any{"enabled": false}})
-	make("pool:Pool", "pool", map[string]any{"name": "p12-pool", "type": "dir", "path": "/var/lib/libvirt/p12-pool"})
-	img := make("volume:Volume", "base", map[string]any{"name": "p12-base", "pool": "p12-pool", "source": base, "format": "qcow2"})
-	kern := make("volume:Volume", "kernel", map[string]any{"name": "p12-kernel", "pool": "p12-pool", "source": kernel, "format": "raw"})
-	disk := make("volume:Volume", "disk", map[string]any{"name": "p12-web01.qcow2", "pool": "p12-pool",
+	mk("pool:Pool", "pool", map[string]any{"name": "p12-pool", "type": "dir", "path": "/var/lib/libvirt/p12-pool"})
+	img := mk("volume:Volume", "base", map[string]any{"name": "p12-base", "pool": "p12-pool", "source": base, "format": "qcow2"})
+	kern := mk("volume:Volume", "kernel", map[string]any{"name": "p12-kernel", "pool": "p12-pool", "source": kernel, "format": "raw"})
+	disk := mk("volume:Volume", "disk", map[string]any{"name": "p12-web01.qcow2", "pool": "p12-pool",
 		"baseVolumeId": img.id, "format": "qcow2"})
-	seed := make("cloudInitDisk:CloudInitDisk", "seed", map[string]any{"name": "p12-web01-seed.iso", "pool": "p12-pool",
+	seed := mk("cloudInitDisk:CloudInitDisk", "seed", map[string]any{"name": "p12-web01-seed.iso", "pool": "p12-pool",
 		"userData": "#cloud-config\n", "networkConfig": "version: 2\n", "metaData": "instance-id: p12\n"})
-	dom := make("domain:Domain", "dom", map[string]any{"name": "p12-web01", "type": "qemu", "vcpu": 1, "memory": 512,
+	dom := mk("domain:Domain", "dom", map[string]any{"name": "p12-web01", "type": "qemu", "vcpu": 1, "memory": 512,
 		"cloudinit": seed.id, "disks": []any{map[string]any{"volumeId": disk.id}},
 		"networkInterfaces": []any{map[string]any{"networkId": net.id, "mac": "52:54:00:0A:D4:02", "hostname": "web01"}},
 		"consoles":          []any{map[string]any{"type": "pty", "targetPort": "0", "targetType": "serial"}},
