@@ -168,55 +168,42 @@ func changedKeys(olds, news resource.PropertyMap, ignore []string) []string {
 	return changed
 }
 
-// overlay writes what libvirt reports (seen) over stored properties, for the keys they hold:
-// objects key by key, lists of the same length element by element, and a list whose length changed
-// whole. So a refresh shows drift in what the program sets, and never adds what it leaves unset.
-// Strings that differ only in case (MAC addresses: libvirt lower-cases them) keep the stored form.
+// overlay writes what libvirt reports (seen) over stored properties (a refresh): only the keys the
+// stored ones hold, so it shows drift in what the program sets and never adds what it leaves unset.
 func overlay(stored, seen resource.PropertyMap) resource.PropertyMap {
-	out := stored.Copy()
-	for k, s := range stored {
-		if v, ok := seen[k]; ok {
-			out[k] = overlayValue(s, v)
-		}
-	}
-	return out
+	return merge(resource.NewObjectProperty(stored), resource.NewObjectProperty(seen), true).ObjectValue()
 }
 
 // fill completes a stored value with what libvirt reports and it lacks (Create's outputs, such as
-// the MACs libvirt chose): objects key by key, lists of the same length element by element.
+// the MACs libvirt chose); stored values win.
 func fill(stored, seen resource.PropertyValue) resource.PropertyValue {
+	return merge(stored, seen, false)
+}
+
+// merge: objects key by key, lists of the same length element by element (a list whose length
+// changed is libvirt's); for scalars seen wins on a refresh, stored otherwise. Strings that differ
+// only in case (MAC addresses: libvirt lower-cases them) keep the stored form.
+func merge(stored, seen resource.PropertyValue, refresh bool) resource.PropertyValue {
 	switch {
 	case stored.IsNull():
 		return seen
+	case stored.IsSecret():
+		return resource.MakeSecret(merge(stored.SecretValue().Element, seen, refresh))
 	case stored.IsObject() && seen.IsObject():
 		out := stored.ObjectValue().Copy()
 		for k, v := range seen.ObjectValue() {
-			out[k] = fill(out[k], v)
+			if _, ok := out[k]; ok || !refresh {
+				out[k] = merge(out[k], v, refresh)
+			}
 		}
 		return resource.NewObjectProperty(out)
 	case stored.IsArray() && seen.IsArray() && len(stored.ArrayValue()) == len(seen.ArrayValue()):
 		out := make([]resource.PropertyValue, len(seen.ArrayValue()))
 		for i, s := range stored.ArrayValue() {
-			out[i] = fill(s, seen.ArrayValue()[i])
+			out[i] = merge(s, seen.ArrayValue()[i], refresh)
 		}
 		return resource.NewArrayProperty(out)
-	}
-	return stored
-}
-
-func overlayValue(stored, seen resource.PropertyValue) resource.PropertyValue {
-	switch {
-	case stored.IsSecret():
-		return resource.MakeSecret(overlayValue(stored.SecretValue().Element, seen))
-	case stored.IsObject() && seen.IsObject():
-		return resource.NewObjectProperty(overlay(stored.ObjectValue(), seen.ObjectValue()))
-	case stored.IsArray() && seen.IsArray() && len(stored.ArrayValue()) == len(seen.ArrayValue()):
-		out := make([]resource.PropertyValue, len(seen.ArrayValue()))
-		for i, s := range stored.ArrayValue() {
-			out[i] = overlayValue(s, seen.ArrayValue()[i])
-		}
-		return resource.NewArrayProperty(out)
-	case stored.IsString() && seen.IsString() && strings.EqualFold(stored.StringValue(), seen.StringValue()):
+	case !refresh, stored.IsString() && seen.IsString() && strings.EqualFold(stored.StringValue(), seen.StringValue()):
 		return stored
 	}
 	return seen

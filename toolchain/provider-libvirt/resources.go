@@ -77,17 +77,10 @@ var kinds = map[string]*kind{
 	"libvirt:index/pool:Pool": {
 		newArgs:  func() any { return &poolArgs{} },
 		required: []string{"name", "type", "path"},
-		validate: func(a any) error {
-			pa := *a.(*poolArgs)
-			if !filepath.IsAbs(pa.Path) {
-				return fmt.Errorf("pool %q: path %q must be absolute", pa.Name, pa.Path)
-			}
-			_, err := poolDefinition(pa)
-			return err
-		},
-		create: createPool,
-		read:   readPool,
-		delete: deletePool,
+		validate: func(a any) error { _, err := poolDefinition(*a.(*poolArgs)); return err },
+		create:   createPool,
+		read:     readPool,
+		delete:   deletePool,
 	},
 	"libvirt:index/volume:Volume": {
 		newArgs:  func() any { return &volumeArgs{} },

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -116,6 +117,9 @@ func dhcpEnabled(a networkArgs) bool {
 func poolDefinition(a poolArgs) (*libvirtxml.StoragePool, error) {
 	if a.Type != "dir" {
 		return nil, fmt.Errorf("pool %q: type %q is not supported (dir only)", a.Name, a.Type)
+	}
+	if !filepath.IsAbs(a.Path) {
+		return nil, fmt.Errorf("pool %q: path %q must be absolute", a.Name, a.Path)
 	}
 	return &libvirtxml.StoragePool{Type: "dir", Name: a.Name, Target: &libvirtxml.StoragePoolTarget{
 		Path: a.Path, Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0755"}}}, nil
