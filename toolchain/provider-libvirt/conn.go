@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -98,15 +99,7 @@ func (s sshDialer) Dial() (net.Conn, error) {
 
 func hasCode(err error, codes ...libvirt.ErrorNumber) bool {
 	var e libvirt.Error
-	if !errors.As(err, &e) {
-		return false
-	}
-	for _, c := range codes {
-		if e.Code == uint32(c) {
-			return true
-		}
-	}
-	return false
+	return errors.As(err, &e) && slices.Contains(codes, libvirt.ErrorNumber(e.Code))
 }
 
 // isNotFound: the object does not exist (any of the four kinds).

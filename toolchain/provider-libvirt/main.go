@@ -170,10 +170,6 @@ func (p *libvirtProvider) Configure(_ context.Context, req *pulumirpc.ConfigureR
 	return &pulumirpc.ConfigureResponse{AcceptSecrets: true, SupportsPreview: false}, nil
 }
 
-func (p *libvirtProvider) Cancel(context.Context, *pbempty.Empty) (*pbempty.Empty, error) {
-	return &pbempty.Empty{}, nil
-}
-
 func (p *libvirtProvider) Invoke(_ context.Context, req *pulumirpc.InvokeRequest) (*pulumirpc.InvokeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented,
 		"%s is not implemented by this pulumi-resource-libvirt (hacluster's own subset: resources only)", req.GetTok())
@@ -186,9 +182,8 @@ func (p *libvirtProvider) kindOf(urn string) (*kind, error) {
 	if k, ok := kinds[typ]; ok {
 		return k, nil
 	}
-	known := slices.Sorted(maps.Keys(kinds))
 	return nil, fmt.Errorf("resource type %s is not implemented by this pulumi-resource-libvirt "+
-		"(hacluster's own subset: %s)", typ, strings.Join(known, ", "))
+		"(hacluster's own subset: %s)", typ, strings.Join(slices.Sorted(maps.Keys(kinds)), ", "))
 }
 
 func (p *libvirtProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulumirpc.CheckResponse, error) {

@@ -197,11 +197,8 @@ func createNetwork(ctx context.Context, o *op, args any) (string, resource.Prope
 	if err := o.l.NetworkSetAutostart(n, boolInt(a.Autostart)); err != nil {
 		return "", nil, cleanup(ctx, o, id, deleteNetwork, err)
 	}
-	outs := resource.PropertyMap{}
-	if x, err := networkXML(o.l, n); err == nil && x.Bridge != nil && a.Bridge == "" {
-		outs["bridge"] = resource.NewStringProperty(x.Bridge.Name)
-	}
-	return id, outs, nil
+	seen, _ := readNetwork(ctx, o, id, nil) // completes the outputs (the bridge libvirt chose)
+	return id, seen, nil
 }
 
 // cleanup removes a half-made object and returns the error that stopped its creation. It outlives
@@ -397,12 +394,7 @@ func deletePool(ctx context.Context, o *op, id string) error {
 
 func validateVolume(args any) error {
 	a := *args.(*volumeArgs)
-	ways := 0
-	for _, s := range []string{a.Source, a.BaseVolumeID, a.BaseVolumeName} {
-		if s != "" {
-			ways++
-		}
-	}
+	ways := len(slices.DeleteFunc([]string{a.Source, a.BaseVolumeID, a.BaseVolumeName}, func(s string) bool { return s == "" }))
 	if ways > 1 {
 		return fmt.Errorf("volume %q: give one of source, baseVolumeId, baseVolumeName", a.Name)
 	}
@@ -412,9 +404,7 @@ func validateVolume(args any) error {
 	if a.BaseVolumeName != "" && a.BaseVolumePool == "" {
 		return fmt.Errorf("volume %q: baseVolumeName needs baseVolumePool", a.Name)
 	}
-	switch a.Format {
-	case "", "qcow2", "raw":
-	default:
+	if !slices.Contains([]string{"", "qcow2", "raw"}, a.Format) {
 		return fmt.Errorf("volume %q: format %q is not supported (qcow2, raw)", a.Name, a.Format)
 	}
 	if (a.BaseVolumeID != "" || a.BaseVolumeName != "") && a.Format == "raw" {
@@ -579,10 +569,7 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 			return "", nil, err
 		}
 	}
-	outs, err := readVolume(ctx, o, v.Key, nil)
-	if err != nil || outs == nil {
-		return "", nil, fmt.Errorf("volume %q: reading it back: %v", a.Name, err)
-	}
+	outs, _ := readVolume(ctx, o, v.Key, nil) // completes the outputs (size, format)
 	return v.Key, outs, nil
 }
 
@@ -710,8 +697,8 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 	if err := o.l.DomainSetAutostart(d, boolInt(a.Autostart)); err != nil {
 		return "", nil, cleanup(ctx, o, id, deleteDomain, err)
 	}
-	seen, err := readDomain(ctx, o, id, nil) // completes the outputs (the MACs libvirt chose)
-	return id, seen, err
+	seen, _ := readDomain(ctx, o, id, nil) // completes the outputs (the MACs libvirt chose)
+	return id, seen, nil
 }
 
 func domainRunning(l *libvirt.Libvirt, d libvirt.Domain) (bool, error) {
@@ -804,7 +791,6 @@ func updateDomain(ctx context.Context, o *op, id string, args any, changed []str
 	}
 	switch want := a.Running == nil || *a.Running; {
 	case want && !running:
-		o.status(ctx, "starting")
 		err = o.l.DomainCreate(d)
 	case !want:
 		err = stopDomain(ctx, o, d)
