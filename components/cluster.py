@@ -74,14 +74,14 @@ class HaCluster(pulumi.ComponentResource):
         base = image("base", s.vm.image, "qcow2")
         kernel = image("kernel", s.vm.kernel, "raw") if s.vm.kernel else None
         initrd = image("initrd", s.vm.initrd, "raw") if s.vm.initrd else None
-        network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network), child)
+        network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network, autostart=s.vm.autostart), child)
         secrets = StackSecrets(f"{name}-secrets", StackSecretsArgs(
             stack=s.stack, vrrp_auth_pass=s.vrrp_auth_pass, need_vrrp_pass=bool(s.vrrp.auth_type)),
             pulumi.ResourceOptions(parent=self))
 
         vm_base = VmBase(
             pool=pool.name, base_volume_id=base.id, domain_type=s.vm.domain_type, stack=s.stack,
-            kernel=kernel.id if kernel else None, initrd=initrd.id if initrd else None,
+            kernel=kernel.id if kernel else None, initrd=initrd.id if initrd else None, autostart=s.vm.autostart,
             network_id=network.network_id, bridge=network.bridge,
             xslt=(render.TEMPLATES / "domain-tcg.xsl").read_text() if s.vm.domain_type == "qemu" else None,
         )
@@ -100,13 +100,14 @@ class HaCluster(pulumi.ComponentResource):
         self.verification = None
         if s.verify.enabled:
             # A hash of every rendered config (auth included) re-runs the check on any change, without
-            # putting the secret itself in the trigger.
+            # putting the secret itself in the trigger; the domain ids re-run it when a VM is re-created
+            # (replaced, or restored after it was deleted out of band).
             configs = pulumi.Output.all(secrets.vrrp_auth_pass).apply(lambda v: hashlib.sha256("".join(
                 f.content for n in s.nodes for f in render.node_files(s, n, v[0])).encode()).hexdigest())
             check = FailoverCheck(f"{name}-check", FailoverCheckArgs(
                 spec=verifier_spec(s), private_key=secrets.private_key,
                 depends_on=[*vms.values(), *web.configs, *lbs.configs],
-                triggers=[pulumi.Output.unsecret(configs), *[vm.domain_name for vm in vms.values()]]),
+                triggers=[pulumi.Output.unsecret(configs), *[vm.domain_id for vm in vms.values()]]),
                 pulumi.ResourceOptions(parent=self))
             self.verification = check.report
         self.register_outputs({"vip": self.vip, "nodes": self.nodes, "verification": self.verification})

@@ -14,6 +14,8 @@ from model.settings import NetworkSettings
 class ClusterNetworkArgs:
     settings: NetworkSettings
     """Validated network settings (mode nat: create; mode bridge: attach to `bridge`)."""
+    autostart: bool = False
+    """libvirt starts the network when libvirtd starts (with the VMs: vm.autostart)."""
 
 
 class ClusterNetwork(pulumi.ComponentResource):
@@ -33,7 +35,7 @@ class ClusterNetwork(pulumi.ComponentResource):
                 name=s.name,
                 mode="nat",
                 addresses=[s.cidr],
-                autostart=False,
+                autostart=args.autostart,
                 dhcp=libvirt.NetworkDhcpArgs(enabled=False),  # every node has a static address
                 opts=pulumi.ResourceOptions(parent=self),
             )

@@ -9,6 +9,10 @@ import pulumi_libvirt as libvirt
 
 from model.settings import Node
 
+# Every Domain input this component sets, except the two that change in place.
+REPLACE_ON_CHANGES = ["name", "type", "vcpu", "memory", "cloudinit", "disks", "networkInterfaces", "consoles", "xml",
+                      "kernel", "initrd", "cmdlines"]
+
 
 @dataclass
 class VmBase:
@@ -32,6 +36,8 @@ class VmBase:
     """Existing host bridge to attach to (bridge mode)."""
     xslt: str | None = None
     """XSLT applied to the generated domain XML (TCG translation-cache cap)."""
+    autostart: bool = False
+    """libvirt starts the domain when libvirtd starts (vm.autostart)."""
 
 
 @dataclass
@@ -83,12 +89,14 @@ class VirtualMachine(pulumi.ComponentResource):
                 network_id=base.network_id, bridge=base.bridge, mac=node.mac, hostname=node.name)],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
             xml=libvirt.DomainXmlArgs(xslt=base.xslt) if base.xslt else None,
-            autostart=False,
+            autostart=base.autostart,
             running=True,
             **boot,
-            # Any change replaces the domain, and the old one goes first: two domains never run on one
-            # overlay. (A new image replaces the overlays, and with them the domains, through baseVolumeId.)
-            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["*"], delete_before_replace=True),
+            # A change of anything but running and autostart replaces the domain (whatever the plugin
+            # would do in place), and the old one goes first: two domains never run on one overlay. (A
+            # new image replaces the overlays, and with them the domains, through baseVolumeId.)
+            # running and autostart change in place: a domain stopped out of band is started again.
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=REPLACE_ON_CHANGES, delete_before_replace=True),
         )
         self.domain_name = domain.name
         self.domain_id = domain.id

@@ -411,6 +411,9 @@ class VmConfig(Model):
         "/var/lib/libvirt/hacluster", description="storage pool directory on the hypervisor")
     install_packages: Bool = Field(False, description="cloud-init installs nginx/keepalived (images without them)")
     admin_user: Text(lambda v: _admin_user(v), "x") = Field("ops", description="admin user (sudo, the SSH keys)")
+    autostart: Bool | None = Field(None, description=(
+        "libvirt starts the VMs and the stack's NAT network when libvirtd starts (a hypervisor reboot); "
+        "unset: true for a hypervisor of your own (labNetns ''), false in the lab"))
 
     @model_validator(mode="after")
     def _pair(self) -> VmConfig:

@@ -128,6 +128,7 @@ class VmSettings:
     pool_path: str
     install_packages: bool
     admin_user: str
+    autostart: bool = False  # libvirt starts the domains and the NAT network with libvirtd
 
 
 @dataclass(frozen=True)
@@ -389,7 +390,8 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
     vms = VmSettings(image=path(vm.image) or "", kernel=path(vm.kernel), initrd=path(vm.initrd),
                      domain_type=resolve_domain_type(vm.domain_type, vm.libvirt_uri, host),
                      domain_type_setting=vm.domain_type, libvirt_uri=vm.libvirt_uri, pool_path=vm.pool_path,
-                     install_packages=vm.install_packages, admin_user=vm.admin_user)
+                     install_packages=vm.install_packages, admin_user=vm.admin_user,
+                     autostart=vm.autostart if vm.autostart is not None else c.lab_netns == "")
     verify = VerifySettings(c.verify.enabled, c.verify.failover_drill, c.verify.timeout, c.verify.load_drills)
     fw = c.firewall
     ssh_from = fw.ssh_from if fw.ssh_from is not None else ([f"{gw}/32"] if network.mode == "nat" else [str(net)])

@@ -18,7 +18,7 @@
 #   pulumi-resource-libvirt  github.com/pulumi/pulumi-libvirt/provider (and terraform-provider-libvirt):
 #     toolchain/provider-libvirt is this project's own implementation instead: the subset of the PyPI
 #     pulumi_libvirt 0.5.4 SDK the program uses (Network, Pool, Volume, CloudInitDisk, Domain; reports
-#     version 0.5.4), driving libvirt with virsh, mkisofs and xsltproc (see its main.go).
+#     version 0.5.4), on go-libvirt and libvirtxml, running mkisofs and xsltproc (see its main.go).
 #   pulumi-resource-command  github.com/pulumi/pulumi-command/provider (and pulumi-go-provider):
 #     toolchain/provider-command is this project's own implementation instead (command:local:Command;
 #     reports version 1.2.1, the PyPI pulumi_command SDK's).

@@ -83,12 +83,14 @@ def test_four_domains_each_with_own_overlay_and_seed_on_the_network(mocks):
         assert sorted(d.inputs["cloudinit"] for d in domains) == sorted(f"{s.name}-id" for s in seeds)
         (net,) = of(mocks, "libvirt:index:Network")
         assert net.inputs["addresses"] == ["192.168.81.0/24"] and net.inputs["mode"] == "nat"
+        assert net.inputs["autostart"] is False  # with the domains: vm.autostart
         macs = {}
         for d in domains:
             (nic,) = d.inputs["networkInterfaces"]
             assert nic["networkId"] == f"{net.name}-id"
             macs[d.inputs["name"]] = nic["mac"]
             assert d.inputs["type"] == "qemu" and d.inputs["kernel"] == "/pool/t-kernel"
+            assert d.inputs["autostart"] is False and d.inputs["running"] is True  # the lab's default
             assert "tb-cache" in d.inputs["xml"]["xslt"]
         assert macs["t-lb01"] == "52:54:00:a8:51:d2"  # .210
         addresses = {s.inputs["name"]: s.inputs["networkConfig"] for s in seeds}
@@ -128,6 +130,7 @@ def test_bridge_mode_makes_no_network_and_attaches_to_the_bridge(mocks):
         assert len(domains) == 4
         for d in domains:
             assert d.inputs["networkInterfaces"][0]["bridge"] == "br0"
+            assert d.inputs["autostart"] is True  # a hypervisor of your own: back after its reboot
 
     return after(cluster, check)
 

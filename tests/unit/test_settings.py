@@ -46,6 +46,7 @@ def test_dev_stack_file_loads_and_matches_the_reference():
 
 @pytest.mark.parametrize("raw, key", [
     ({"vip": "192.168.81.300"}, "vip"),
+    ({"vm": {"autostart": "yes"}}, "vm.autostart"),
     ({"vip": "not-an-ip"}, "vip"),
     ({"network": {"cidr": "192.168.81.0/33"}}, "network.cidr"),
     ({"network": {"cidr": "192.168.81.7/24"}}, "network.cidr"),
@@ -192,3 +193,13 @@ def test_fast_profile_sets_v3_subsecond_no_auth_and_explicit_keys_still_win():
     assert ok({"vrrp": {"profile": "fast", "advertInt": 0.3}}).vrrp.advert_int == 0.3
     assert problems({"vrrp": {"profile": "fast"}, "vrrpAuthPass": "abc"})[0].startswith("vrrpAuthPass")
     assert problems({"vrrp": {"profile": "turbo"}})[0].startswith("vrrp.profile")
+
+
+def test_autostart_defaults_off_in_the_lab_and_on_for_a_hypervisor_of_your_own():
+    own = {"labNetns": "", "vm": {"libvirtUri": "qemu+ssh://admin@kvm1/system"}}
+    assert ok().vm.autostart is False
+    assert ok(own).vm.autostart is True
+    assert ok({"vm": {"autostart": True}}).vm.autostart is True  # the lab can prove it
+    assert ok({**own, "vm": {**own["vm"], "autostart": "false"}}).vm.autostart is False
+    (msg,) = problems({"vm": {"autostart": 1}})
+    assert msg.startswith("vm.autostart = 1") and "true or false" in msg

@@ -1,51 +1,50 @@
-// Command pulumi-resource-libvirt is the hacluster project's own, minimal implementation of the
-// Pulumi libvirt resource provider, for the PyPI SDK pulumi_libvirt==0.5.4.
+// Command pulumi-resource-libvirt is the hacluster project's own implementation of the subset of
+// the Pulumi libvirt provider that the PyPI SDK pulumi_libvirt==0.5.4 exposes and the program uses.
 //
-// Why it exists: the upstream provider (github.com/pulumi/pulumi-libvirt/provider, a Terraform
-// bridge over terraform-provider-libvirt) is refused by the Go module proxy reachable here (HTTP 403
-// for every version). This one is written from scratch against the public resource-provider gRPC
-// contract in github.com/pulumi/pulumi/sdk/v3; it drives libvirt by running `virsh -c URI` with XML
-// it generates, `mkisofs` for cloud-init seeds and `xsltproc` for the domain `xml.xslt` hook.
+// Why: the upstream provider (github.com/pulumi/pulumi-libvirt/provider, a Terraform bridge over
+// terraform-provider-libvirt v0.8.1) is refused by the Go module proxy here (HTTP 403). This one
+// speaks the resource-provider gRPC contract of github.com/pulumi/pulumi/sdk/v3 and is built on
+// what upstream is built on: github.com/digitalocean/go-libvirt (libvirt's RPC protocol, one
+// connection per provider process, see conn.go) and libvirt.org/go/libvirtxml. It runs `mkisofs`
+// for cloud-init seeds and `xsltproc` for the `xml.xslt` hook, as upstream does.
 //
-// Implemented (the subset the hacluster program uses; anything else fails Check with a message):
+// Resources and inputs: the structs of args.go (Check refuses anything else, with a message);
+// GetSchema serves them (schema.go), named and typed as in the SDK.
 //
-//	provider config  uri (default qemu:///system)
-//	Network          name, mode (nat|route|open|none|bridge), addresses, autostart, bridge, domain,
-//	                 mtu, dhcp.enabled, dns.enabled/localOnly, routes, xml.xslt
-//	Pool             name, type (dir), path
-//	Volume           name, pool, format (qcow2|raw), source (path or http(s) URL), size,
-//	                 baseVolumeId | baseVolumeName+baseVolumePool, xml.xslt
-//	CloudInitDisk    name, pool, userData (secret), metaData, networkConfig
-//	Domain           name, description, type, vcpu, memory, arch, machine, emulator, firmware,
-//	                 cpu.mode, cloudinit, disks (volumeId|file|blockDevice), networkInterfaces
-//	                 (networkId|networkName|bridge, mac, hostname), consoles, bootDevices, kernel,
-//	                 initrd, cmdlines, autostart, running, qemuAgent, xml.xslt
+// Every object is marked refresh-before-update, so each `pulumi up` reads it from libvirt first and
+// repairs what changed out of band (upstream does not: there only `up --refresh` does).
 //
-// Semantics: every input change replaces the object (delete first: libvirt names are unique);
-// deleting a running domain asks the guest to shut down (ACPI) and powers it off after
-// PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once);
-// Read drops objects that are gone; deleting something already gone succeeds; preview does not
-// call Create (SupportsPreview false). Data sources (Invoke) are not implemented.
+// Semantics, as upstream: ids are domain, network and pool UUIDs, the volume key, and CloudInitDisk
+// "key;uuid". Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
+// leaves the state). Update changes in place what upstream does: a domain's running and autostart
+// (a stopped domain is started again, same UUID), a network's autostart and DHCP (and it starts an
+// inactive network); any other change replaces the object, the old one first (libvirt names are
+// unique). Deleting a running domain asks the guest to shut down (ACPI) and powers it off after
+// PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). Deleting what is already gone
+// succeeds. Not implemented: preview of Create (SupportsPreview false), data sources (Invoke).
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
+	"github.com/digitalocean/go-libvirt"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/provider"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	pbempty "google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // version is stamped by toolchain/build.sh (-X main.version=...); it must match the SDK's
@@ -67,9 +66,11 @@ func main() {
 type libvirtProvider struct {
 	pulumirpc.UnimplementedResourceProviderServer
 
-	host *provider.HostClient
-	mu   sync.Mutex
-	uri  string
+	host  *provider.HostClient
+	mu    sync.Mutex
+	uri   string
+	conn  *libvirt.Libvirt // opened on first use, reopened only when it dropped
+	dials int              // connections opened (tests)
 }
 
 func newProvider(host *provider.HostClient) *libvirtProvider {
@@ -78,30 +79,21 @@ func newProvider(host *provider.HostClient) *libvirtProvider {
 			shutdownGrace = time.Duration(n) * time.Second
 		}
 	}
-	uri := os.Getenv("LIBVIRT_DEFAULT_URI")
-	if uri == "" {
-		uri = defaultURI
-	}
-	return &libvirtProvider{host: host, uri: uri}
+	return &libvirtProvider{host: host, uri: cmp.Or(os.Getenv("LIBVIRT_DEFAULT_URI"), defaultURI)}
 }
 
-func (p *libvirtProvider) virsh() virsh {
+// op gives a call the provider's one libvirt connection.
+func (p *libvirtProvider) op(urn string) (*op, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return virsh{uri: p.uri}
-}
-
-// status shows a transient message in the resource's Info column (never user-data).
-func (p *libvirtProvider) status(ctx context.Context, urn string, msg string) {
-	if p.host != nil {
-		_ = p.host.LogStatus(ctx, diag.Info, resource.URN(urn), msg)
+	if p.conn == nil || !p.conn.IsConnected() {
+		l, err := dial(p.uri)
+		if err != nil {
+			return nil, err
+		}
+		p.conn, p.dials = l, p.dials+1
 	}
-}
-
-func (p *libvirtProvider) warn(ctx context.Context, urn string, msg string) {
-	if p.host != nil {
-		_ = p.host.Log(ctx, diag.Warning, resource.URN(urn), msg)
-	}
+	return &op{p: p, l: p.conn, urn: urn}, nil
 }
 
 // ---- plugin and provider configuration ----------------------------------------------------------
@@ -111,14 +103,12 @@ func (p *libvirtProvider) GetPluginInfo(context.Context, *pbempty.Empty) (*pulum
 }
 
 func (p *libvirtProvider) GetSchema(context.Context, *pulumirpc.GetSchemaRequest) (*pulumirpc.GetSchemaResponse, error) {
-	// The SDK is generated already (PyPI); a minimal package header is all the engine needs.
-	schema, _ := json.Marshal(map[string]any{"name": "libvirt", "version": version,
-		"description": "hacluster's own subset of pulumi-libvirt 0.5.4 (virsh-driven)"})
-	return &pulumirpc.GetSchemaResponse{Schema: string(schema)}, nil
+	schema, err := json.Marshal(packageSchema())
+	return &pulumirpc.GetSchemaResponse{Schema: string(schema)}, err
 }
 
 func (p *libvirtProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckRequest) (*pulumirpc.CheckResponse, error) {
-	news, err := unmarshal("config", req.GetNews())
+	news, err := unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
@@ -126,35 +116,22 @@ func (p *libvirtProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckReq
 	if v, ok := news["uri"]; ok && v.IsString() && v.StringValue() == "" {
 		failures = append(failures, &pulumirpc.CheckFailure{Property: "uri", Reason: "uri must not be empty"})
 	}
-	inputs, err := marshal("config", news)
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.CheckResponse{Inputs: inputs, Failures: failures}, nil
+	inputs, err := marshal(news)
+	return &pulumirpc.CheckResponse{Inputs: inputs, Failures: failures}, err
 }
 
 func (p *libvirtProvider) DiffConfig(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
-	olds, err := unmarshal("olds", req.GetOldInputs())
+	m, err := unmarshalAll(oldInputsOf(req), req.GetNews())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetOldInputs() == nil {
-		if olds, err = unmarshal("olds", req.GetOlds()); err != nil {
-			return nil, err
+	uri := func(m resource.PropertyMap) resource.PropertyMap {
+		if m["uri"].IsNull() {
+			return resource.PropertyMap{"uri": resource.NewStringProperty(defaultURI)}
 		}
+		return resource.PropertyMap{"uri": m["uri"]}
 	}
-	news, err := unmarshal("news", req.GetNews())
-	if err != nil {
-		return nil, err
-	}
-	uri := func(m resource.PropertyMap) resource.PropertyValue {
-		v := m["uri"]
-		if v.IsNull() {
-			return resource.NewStringProperty(defaultURI)
-		}
-		return v
-	}
-	if changedKeys(resource.PropertyMap{"uri": uri(olds)}, resource.PropertyMap{"uri": uri(news)}, nil) == nil {
+	if changedKeys(uri(m[0]), uri(m[1]), nil) == nil {
 		return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_NONE}, nil
 	}
 	// Another hypervisor: the objects of the old one are not the new one's.
@@ -162,10 +139,18 @@ func (p *libvirtProvider) DiffConfig(_ context.Context, req *pulumirpc.DiffReque
 		Replaces: []string{"uri"}, Diffs: []string{"uri"}}, nil
 }
 
+// oldInputsOf: the old inputs, or for old engines that send none, the old outputs.
+func oldInputsOf(req *pulumirpc.DiffRequest) *structpb.Struct {
+	if req.GetOldInputs() != nil {
+		return req.GetOldInputs()
+	}
+	return req.GetOlds()
+}
+
 func (p *libvirtProvider) Configure(_ context.Context, req *pulumirpc.ConfigureRequest) (*pulumirpc.ConfigureResponse, error) {
 	uri := req.GetVariables()["libvirt:config:uri"]
 	if req.GetArgs() != nil {
-		args, err := unmarshal("config", req.GetArgs())
+		args, err := unmarshal(req.GetArgs())
 		if err != nil {
 			return nil, err
 		}
@@ -173,16 +158,16 @@ func (p *libvirtProvider) Configure(_ context.Context, req *pulumirpc.ConfigureR
 			uri = v.StringValue()
 		}
 	}
-	if uri != "" {
-		p.mu.Lock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if uri != "" && uri != p.uri {
 		p.uri = uri
-		p.mu.Unlock()
+		if p.conn != nil { // opened for another URI: the next call dials this one
+			_ = p.conn.Disconnect()
+			p.conn = nil
+		}
 	}
 	return &pulumirpc.ConfigureResponse{AcceptSecrets: true, SupportsPreview: false}, nil
-}
-
-func (p *libvirtProvider) Cancel(context.Context, *pbempty.Empty) (*pbempty.Empty, error) {
-	return &pbempty.Empty{}, nil
 }
 
 func (p *libvirtProvider) Invoke(_ context.Context, req *pulumirpc.InvokeRequest) (*pulumirpc.InvokeResponse, error) {
@@ -197,13 +182,8 @@ func (p *libvirtProvider) kindOf(urn string) (*kind, error) {
 	if k, ok := kinds[typ]; ok {
 		return k, nil
 	}
-	var known []string
-	for t := range kinds {
-		known = append(known, t)
-	}
-	sort.Strings(known)
 	return nil, fmt.Errorf("resource type %s is not implemented by this pulumi-resource-libvirt "+
-		"(hacluster's own subset: %s)", typ, strings.Join(known, ", "))
+		"(hacluster's own subset: %s)", typ, strings.Join(slices.Sorted(maps.Keys(kinds)), ", "))
 }
 
 func (p *libvirtProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulumirpc.CheckResponse, error) {
@@ -211,12 +191,14 @@ func (p *libvirtProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 	if err != nil {
 		return nil, err
 	}
-	news, err := unmarshal("news", req.GetNews())
+	news, err := unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
 	for key, def := range k.defaults {
-		setDefault(news, key, def)
+		if news[resource.PropertyKey(key)].IsNull() { // absent or null (an unknown stays unknown)
+			news[resource.PropertyKey(key)] = def
+		}
 	}
 	var failures []*pulumirpc.CheckFailure
 	args := k.newArgs()
@@ -235,7 +217,7 @@ func (p *libvirtProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 			}
 		}
 	}
-	inputs, err := marshal("inputs", news)
+	inputs, err := marshal(news)
 	if err != nil {
 		return nil, err
 	}
@@ -247,121 +229,158 @@ func (p *libvirtProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal("olds", req.GetOldInputs())
+	m, err := unmarshalAll(oldInputsOf(req), req.GetNews())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetOldInputs() == nil {
-		// Old engines: compare against the outputs minus what this provider adds to them.
-		if olds, err = unmarshal("olds", req.GetOlds()); err != nil {
-			return nil, err
-		}
-		for _, key := range k.computed {
-			delete(olds, resource.PropertyKey(key))
-		}
-	}
-	news, err := unmarshal("news", req.GetNews())
-	if err != nil {
-		return nil, err
-	}
+	olds, news := m[0], m[1]
 	changed := changedKeys(olds, news, req.GetIgnoreChanges())
 	if len(changed) == 0 {
 		return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_NONE}, nil
 	}
+	var replaces []string
 	detailed := map[string]*pulumirpc.PropertyDiff{}
 	for _, key := range changed {
-		kind := pulumirpc.PropertyDiff_UPDATE_REPLACE
+		kind := pulumirpc.PropertyDiff_UPDATE
 		if olds[resource.PropertyKey(key)].IsNull() {
-			kind = pulumirpc.PropertyDiff_ADD_REPLACE
+			kind = pulumirpc.PropertyDiff_ADD
 		} else if news[resource.PropertyKey(key)].IsNull() {
-			kind = pulumirpc.PropertyDiff_DELETE_REPLACE
+			kind = pulumirpc.PropertyDiff_DELETE
+		}
+		if !slices.Contains(k.inPlace, key) {
+			kind++ // ADD_REPLACE, DELETE_REPLACE, UPDATE_REPLACE follow ADD, DELETE, UPDATE
+			replaces = append(replaces, key)
 		}
 		detailed[key] = &pulumirpc.PropertyDiff{Kind: kind, InputDiff: true}
 	}
 	// libvirt object names (and paths, subnets, MACs) are unique: the old one goes first.
 	return &pulumirpc.DiffResponse{
-		Changes: pulumirpc.DiffResponse_DIFF_SOME, Replaces: changed, Diffs: changed,
-		DeleteBeforeReplace: true, DetailedDiff: detailed, HasDetailedDiff: true,
+		Changes: pulumirpc.DiffResponse_DIFF_SOME, Replaces: replaces, Diffs: changed,
+		DeleteBeforeReplace: len(replaces) > 0, DetailedDiff: detailed, HasDetailedDiff: true,
 	}, nil
 }
 
 func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*pulumirpc.CreateResponse, error) {
-	k, err := p.kindOf(req.GetUrn())
+	k, o, err := p.begin(req.GetUrn())
 	if err != nil {
 		return nil, err
 	}
-	inputs, err := unmarshal("inputs", req.GetProperties())
+	inputs, err := unmarshal(req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
 	if inputs.ContainsUnknowns() {
 		return nil, fmt.Errorf("%s: Create with unknown inputs (preview is not supported)", req.GetUrn())
 	}
-	args := k.newArgs()
-	if f := decodeArgs(inputs, args); f != nil {
-		return nil, fmt.Errorf("%s: %s", f.Property, f.Reason)
+	args, err := k.decode(inputs)
+	if err != nil {
+		return nil, err
 	}
-	if k.validate != nil {
-		if err := k.validate(args); err != nil {
-			return nil, err
-		}
-	}
-	op := &op{p: p, v: p.virsh(), urn: req.GetUrn()}
-	id, extra, err := k.create(ctx, op, args)
+	id, extra, err := k.create(ctx, o, args)
 	if err != nil {
 		return nil, err
 	}
 	outs := inputs.Copy()
 	for key, v := range extra {
-		outs[key] = v
+		outs[key] = fill(outs[key], v)
 	}
-	if k.secretOutputs != nil {
-		for _, key := range k.secretOutputs {
-			if v, ok := outs[resource.PropertyKey(key)]; ok && !v.IsNull() && !v.IsSecret() {
-				outs[resource.PropertyKey(key)] = resource.MakeSecret(v)
-			}
+	props, err := marshal(k.secret(outs))
+	return &pulumirpc.CreateResponse{Id: id, Properties: props, RefreshBeforeUpdate: true}, err
+}
+
+// begin resolves a request's resource kind and opens (or reuses) the libvirt connection.
+func (p *libvirtProvider) begin(urn string) (*kind, *op, error) {
+	k, err := p.kindOf(urn)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, err := p.op(urn)
+	return k, o, err
+}
+
+// Read reports the object as libvirt holds it: over the stored inputs and outputs (refresh), or
+// whole (import, which has none).
+func (p *libvirtProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) (*pulumirpc.ReadResponse, error) {
+	k, o, err := p.begin(req.GetUrn())
+	if err != nil || req.GetId() == "" {
+		return &pulumirpc.ReadResponse{}, err
+	}
+	m, err := unmarshalAll(req.GetInputs(), req.GetProperties())
+	if err != nil {
+		return nil, err
+	}
+	seen, err := k.read(ctx, o, req.GetId(), m[0])
+	if err != nil || seen == nil {
+		return &pulumirpc.ReadResponse{}, err // gone: refresh drops it from the state
+	}
+	inputs, outs := seen, seen.Copy()
+	if len(m[0]) > 0 {
+		inputs, outs = overlay(m[0], seen), overlay(m[1], seen)
+	}
+	in, err := marshal(inputs)
+	if err != nil {
+		return nil, err
+	}
+	props, err := marshal(k.secret(outs))
+	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: props, Inputs: in, RefreshBeforeUpdate: true}, err
+}
+
+// decode gives the args struct of known, checked inputs (Check has validated them already, unless
+// they held unknowns then).
+func (k *kind) decode(inputs resource.PropertyMap) (any, error) {
+	args := k.newArgs()
+	if f := decodeArgs(inputs, args); f != nil {
+		return nil, fmt.Errorf("%s: %s", f.Property, f.Reason)
+	}
+	if k.validate != nil {
+		return args, k.validate(args)
+	}
+	return args, nil
+}
+
+// secret marks the outputs that are always secret.
+func (k *kind) secret(outs resource.PropertyMap) resource.PropertyMap {
+	for _, key := range k.secretOutputs {
+		if v, ok := outs[resource.PropertyKey(key)]; ok && !v.IsNull() && !v.IsSecret() {
+			outs[resource.PropertyKey(key)] = resource.MakeSecret(v)
 		}
 	}
-	props, err := marshal("outputs", outs)
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.CreateResponse{Id: id, Properties: props}, nil
+	return outs
 }
 
-func (p *libvirtProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) (*pulumirpc.ReadResponse, error) {
-	k, err := p.kindOf(req.GetUrn())
+// Update changes the in-place inputs (Diff sends nothing else here).
+func (p *libvirtProvider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*pulumirpc.UpdateResponse, error) {
+	k, o, err := p.begin(req.GetUrn())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetId() == "" {
-		return &pulumirpc.ReadResponse{}, nil
-	}
-	exists, err := k.exists(ctx, p.virsh(), req.GetId())
+	m, err := unmarshalAll(req.GetOldInputs(), req.GetOlds(), req.GetNews())
 	if err != nil {
 		return nil, err
 	}
-	if !exists {
-		return &pulumirpc.ReadResponse{}, nil // gone: refresh drops it from the state
+	olds, outs, news := m[0], m[1], m[2]
+	args, err := k.decode(news)
+	if err != nil {
+		return nil, err
 	}
-	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: req.GetProperties(), Inputs: req.GetInputs()}, nil
-}
-
-func (p *libvirtProvider) Update(_ context.Context, req *pulumirpc.UpdateRequest) (*pulumirpc.UpdateResponse, error) {
-	return nil, fmt.Errorf("%s: in-place updates are not implemented (every change replaces the object)", req.GetUrn())
+	changed := changedKeys(olds, news, req.GetIgnoreChanges())
+	if k.update == nil {
+		return nil, fmt.Errorf("%s: no in-place update for %v", req.GetUrn(), changed)
+	}
+	if err := k.update(ctx, o, req.GetId(), args, changed); err != nil {
+		return nil, err
+	}
+	for _, key := range changed {
+		outs[resource.PropertyKey(key)] = news[resource.PropertyKey(key)]
+	}
+	props, err := marshal(k.secret(outs))
+	return &pulumirpc.UpdateResponse{Properties: props, RefreshBeforeUpdate: true}, err
 }
 
 func (p *libvirtProvider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*pbempty.Empty, error) {
-	k, err := p.kindOf(req.GetUrn())
-	if err != nil {
-		return nil, err
+	k, o, err := p.begin(req.GetUrn())
+	if err == nil && req.GetId() != "" {
+		err = k.delete(ctx, o, req.GetId())
 	}
-	if req.GetId() == "" {
-		return &pbempty.Empty{}, nil
-	}
-	op := &op{p: p, v: p.virsh(), urn: req.GetUrn()}
-	if err := k.delete(ctx, op, req.GetId()); err != nil {
-		return nil, err
-	}
-	return &pbempty.Empty{}, nil
+	return &pbempty.Empty{}, err
 }

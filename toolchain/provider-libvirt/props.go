@@ -17,19 +17,27 @@ import (
 // Every (un)marshal keeps unknowns (preview) and secrets (user-data stays secret end to end).
 var marshalOpts = plugin.MarshalOptions{KeepUnknowns: true, KeepSecrets: true, SkipNulls: false}
 
-func unmarshal(label string, s *structpb.Struct) (resource.PropertyMap, error) {
+func unmarshal(s *structpb.Struct) (resource.PropertyMap, error) {
 	if s == nil {
 		return resource.PropertyMap{}, nil
 	}
-	o := marshalOpts
-	o.Label = label
-	return plugin.UnmarshalProperties(s, o)
+	return plugin.UnmarshalProperties(s, marshalOpts)
 }
 
-func marshal(label string, m resource.PropertyMap) (*structpb.Struct, error) {
-	o := marshalOpts
-	o.Label = label
-	return plugin.MarshalProperties(m, o)
+// unmarshalAll unmarshals the property structs of one request.
+func unmarshalAll(structs ...*structpb.Struct) ([]resource.PropertyMap, error) {
+	out := make([]resource.PropertyMap, len(structs))
+	for i, s := range structs {
+		var err error
+		if out[i], err = unmarshal(s); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func marshal(m resource.PropertyMap) (*structpb.Struct, error) {
+	return plugin.MarshalProperties(m, marshalOpts)
 }
 
 // plainValue turns a PropertyValue into plain Go data (for JSON decoding into the args structs):
@@ -125,13 +133,6 @@ func decodeArgs(m resource.PropertyMap, out any) *pulumirpc.CheckFailure {
 	return nil
 }
 
-// setDefault sets key to v when the input is absent or null (an unknown stays unknown).
-func setDefault(m resource.PropertyMap, key string, v resource.PropertyValue) {
-	if cur, ok := m[resource.PropertyKey(key)]; !ok || cur.IsNull() {
-		m[resource.PropertyKey(key)] = v
-	}
-}
-
 // changedKeys lists the top-level inputs whose values differ between olds and news (an unknown new
 // value counts as a change); secrets compare by their plain values.
 func changedKeys(olds, news resource.PropertyMap, ignore []string) []string {
@@ -165,4 +166,45 @@ func changedKeys(olds, news resource.PropertyMap, ignore []string) []string {
 	}
 	sort.Strings(changed)
 	return changed
+}
+
+// overlay writes what libvirt reports (seen) over stored properties (a refresh): only the keys the
+// stored ones hold, so it shows drift in what the program sets and never adds what it leaves unset.
+func overlay(stored, seen resource.PropertyMap) resource.PropertyMap {
+	return merge(resource.NewObjectProperty(stored), resource.NewObjectProperty(seen), true).ObjectValue()
+}
+
+// fill completes a stored value with what libvirt reports and it lacks (Create's outputs, such as
+// the MACs libvirt chose); stored values win.
+func fill(stored, seen resource.PropertyValue) resource.PropertyValue {
+	return merge(stored, seen, false)
+}
+
+// merge: objects key by key, lists of the same length element by element (a list whose length
+// changed is libvirt's); for scalars seen wins on a refresh, stored otherwise. Strings that differ
+// only in case (MAC addresses: libvirt lower-cases them) keep the stored form.
+func merge(stored, seen resource.PropertyValue, refresh bool) resource.PropertyValue {
+	switch {
+	case stored.IsNull():
+		return seen
+	case stored.IsSecret():
+		return resource.MakeSecret(merge(stored.SecretValue().Element, seen, refresh))
+	case stored.IsObject() && seen.IsObject():
+		out := stored.ObjectValue().Copy()
+		for k, v := range seen.ObjectValue() {
+			if _, ok := out[k]; ok || !refresh {
+				out[k] = merge(out[k], v, refresh)
+			}
+		}
+		return resource.NewObjectProperty(out)
+	case stored.IsArray() && seen.IsArray() && len(stored.ArrayValue()) == len(seen.ArrayValue()):
+		out := make([]resource.PropertyValue, len(seen.ArrayValue()))
+		for i, s := range stored.ArrayValue() {
+			out[i] = merge(s, seen.ArrayValue()[i], refresh)
+		}
+		return resource.NewArrayProperty(out)
+	case !refresh, stored.IsString() && seen.IsString() && strings.EqualFold(stored.StringValue(), seen.StringValue()):
+		return stored
+	}
+	return seen
 }

@@ -14,7 +14,7 @@ const seedURN = "urn:pulumi:dev::hacluster::libvirt:index/cloudInitDisk:CloudIni
 
 func mustMarshal(t *testing.T, m resource.PropertyMap) *pulumirpc.CheckRequest {
 	t.Helper()
-	s, err := marshal("test", m)
+	s, err := marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestCheckDefaultsUnknownsSecretsAndUnsupported(t *testing.T) {
 	if len(resp.Failures) != 0 {
 		t.Fatalf("failures: %v", resp.Failures)
 	}
-	got, _ := unmarshal("got", resp.Inputs)
+	got, _ := unmarshal(resp.Inputs)
 	if got["type"].StringValue() != "kvm" || got["running"].BoolValue() != true || got["memory"].NumberValue() != 512 {
 		t.Errorf("defaults not applied: %v", got)
 	}
@@ -62,7 +62,7 @@ func TestCheckDefaultsUnknownsSecretsAndUnsupported(t *testing.T) {
 	if err != nil || len(resp.Failures) != 0 {
 		t.Fatalf("seed check: %v %v", err, resp.GetFailures())
 	}
-	got, _ = unmarshal("got", resp.Inputs)
+	got, _ = unmarshal(resp.Inputs)
 	if !got["userData"].IsSecret() {
 		t.Errorf("userData lost its secretness: %v", got["userData"])
 	}
@@ -80,8 +80,8 @@ func TestDiffReplacesEveryChange(t *testing.T) {
 	olds := resource.PropertyMap{"name": resource.NewStringProperty("s.iso"), "pool": resource.NewStringProperty("p"),
 		"userData": resource.MakeSecret(resource.NewStringProperty("a"))}
 	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
-		o, _ := marshal("o", olds)
-		n, _ := marshal("n", news)
+		o, _ := marshal(olds)
+		n, _ := marshal(news)
 		resp, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: seedURN, OldInputs: o, Olds: o, News: n})
 		if err != nil {
 			t.Fatal(err)
@@ -116,5 +116,56 @@ func TestCheckDomainWithNetworkID(t *testing.T) {
 	a := clusterDomain()
 	if err := validateDomain(&a); err != nil {
 		t.Errorf("a NIC with only a networkId is valid: %v", err)
+	}
+}
+
+func TestDiffInPlaceOnlyForRunningAndAutostart(t *testing.T) {
+	p := newProvider(nil)
+	olds := resource.PropertyMap{"name": resource.NewStringProperty("d"), "running": resource.NewBoolProperty(false),
+		"autostart": resource.NewBoolProperty(false), "vcpu": resource.NewNumberProperty(1)}
+	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
+		o, _ := marshal(olds)
+		n, _ := marshal(news)
+		resp, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: domainURN, OldInputs: o, Olds: o, News: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	news := olds.Copy()
+	news["running"], news["autostart"] = resource.NewBoolProperty(true), resource.NewBoolProperty(true)
+	if r := diff(news); len(r.Replaces) != 0 || len(r.Diffs) != 2 || r.DeleteBeforeReplace ||
+		r.DetailedDiff["running"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("running/autostart change in place: %v", r)
+	}
+	news["vcpu"] = resource.NewNumberProperty(2)
+	if r := diff(news); !reflect.DeepEqual(r.Replaces, []string{"vcpu"}) || !r.DeleteBeforeReplace ||
+		r.DetailedDiff["vcpu"].Kind != pulumirpc.PropertyDiff_UPDATE_REPLACE {
+		t.Errorf("vcpu replaces: %v", r)
+	}
+}
+
+func TestOverlay(t *testing.T) {
+	stored := resource.NewPropertyMapFromMap(map[string]any{"running": true, "hostnameOnly": "x",
+		"nics": []any{map[string]any{"mac": "52:54:00:AA:BB:CC", "hostname": "web01"}}})
+	seen := resource.NewPropertyMapFromMap(map[string]any{"running": false, "extra": 1,
+		"nics": []any{map[string]any{"mac": "52:54:00:aa:bb:cc", "networkName": "n"}}})
+	got := overlay(stored, seen)
+	want := resource.NewPropertyMapFromMap(map[string]any{"running": false, "hostnameOnly": "x",
+		"nics": []any{map[string]any{"mac": "52:54:00:AA:BB:CC", "hostname": "web01"}}})
+	if !got.DeepEquals(want) {
+		t.Errorf("overlay = %v, want %v", got, want)
+	}
+}
+
+func TestFill(t *testing.T) {
+	stored := resource.NewPropertyValue(map[string]any{"format": "qcow2",
+		"nics": []any{map[string]any{"hostname": "web01"}}})
+	seen := resource.NewPropertyValue(map[string]any{"format": "raw", "size": 7,
+		"nics": []any{map[string]any{"mac": "52:54:00:aa:bb:cc"}}})
+	want := resource.NewPropertyValue(map[string]any{"format": "qcow2", "size": 7,
+		"nics": []any{map[string]any{"hostname": "web01", "mac": "52:54:00:aa:bb:cc"}}})
+	if got := fill(stored, seen); !got.DeepEquals(want) {
+		t.Errorf("fill = %v, want %v", got, want)
 	}
 }

@@ -1,47 +1,64 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/digitalocean/go-libvirt"
+	"github.com/google/uuid"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"libvirt.org/go/libvirtxml"
 )
 
 // kind is one resource type: its inputs, defaults, checks and lifecycle.
 type kind struct {
-	newArgs       func() any
-	required      []string
-	defaults      map[string]resource.PropertyValue
-	validate      func(args any) error
-	create        func(ctx context.Context, o *op, args any) (id string, outs resource.PropertyMap, err error)
-	exists        func(ctx context.Context, v virsh, id string) (bool, error)
-	delete        func(ctx context.Context, o *op, id string) error
-	computed      []string // outputs this provider adds to the echoed inputs
+	newArgs  func() any
+	required []string
+	defaults map[string]resource.PropertyValue
+	validate func(args any) error
+	create   func(ctx context.Context, o *op, args any) (id string, outs resource.PropertyMap, err error)
+	// read reports what libvirt holds now, as inputs would say it (nil: the object is gone).
+	// olds are the stored inputs (empty on import).
+	read   func(ctx context.Context, o *op, id string, olds resource.PropertyMap) (resource.PropertyMap, error)
+	update func(ctx context.Context, o *op, id string, args any, changed []string) error
+	delete func(ctx context.Context, o *op, id string) error
+	// inPlace are the inputs Update changes without replacing the object (upstream's non-ForceNew
+	// ones that it acts on); a change of any other input replaces it.
+	inPlace       []string
 	secretOutputs []string // outputs that are always secret
 }
 
-// op is one Create or Delete call.
+// op is one call: the provider's connection and the resource's URN.
 type op struct {
 	p   *libvirtProvider
-	v   virsh
+	l   *libvirt.Libvirt
 	urn string
 }
 
+// status shows a transient message in the resource's Info column (never user-data); warn logs one.
 func (o *op) status(ctx context.Context, format string, a ...any) {
-	o.p.status(ctx, o.urn, fmt.Sprintf(format, a...))
+	if o.p.host != nil {
+		_ = o.p.host.LogStatus(ctx, diag.Info, resource.URN(o.urn), fmt.Sprintf(format, a...))
+	}
 }
 
-// cleanupCtx outlives a cancelled request, so a half-made object is still removed.
-func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+func (o *op) warn(ctx context.Context, msg string) {
+	if o.p.host != nil {
+		_ = o.p.host.Log(ctx, diag.Warning, resource.URN(o.urn), msg)
+	}
 }
 
 var kinds = map[string]*kind{
@@ -52,40 +69,33 @@ var kinds = map[string]*kind{
 			"mode": resource.NewStringProperty("nat"), "autostart": resource.NewBoolProperty(false)},
 		validate: func(a any) error { _, err := networkDefinition(*a.(*networkArgs)); return err },
 		create:   createNetwork,
-		exists:   existsBy("net-info"),
+		read:     readNetwork,
+		update:   updateNetwork,
 		delete:   deleteNetwork,
-		computed: []string{"bridge"},
+		inPlace:  []string{"autostart", "dhcp"},
 	},
 	"libvirt:index/pool:Pool": {
 		newArgs:  func() any { return &poolArgs{} },
 		required: []string{"name", "type", "path"},
-		validate: func(a any) error {
-			pa := *a.(*poolArgs)
-			if !filepath.IsAbs(pa.Path) {
-				return fmt.Errorf("pool %q: path %q must be absolute", pa.Name, pa.Path)
-			}
-			_, err := poolDefinition(pa)
-			return err
-		},
-		create: createPool,
-		exists: existsBy("pool-info"),
-		delete: deletePool,
+		validate: func(a any) error { _, err := poolDefinition(*a.(*poolArgs)); return err },
+		create:   createPool,
+		read:     readPool,
+		delete:   deletePool,
 	},
 	"libvirt:index/volume:Volume": {
 		newArgs:  func() any { return &volumeArgs{} },
 		required: []string{"name", "pool"},
 		validate: validateVolume,
 		create:   createVolume,
-		exists:   existsBy("vol-info"),
+		read:     readVolume,
 		delete:   deleteVolume,
-		computed: []string{"size", "format"},
 	},
 	"libvirt:index/cloudInitDisk:CloudInitDisk": {
 		newArgs:       func() any { return &cloudInitArgs{} },
 		required:      []string{"name", "pool"},
 		create:        createCloudInit,
-		exists:        existsBy("vol-info"),
-		delete:        deleteVolume,
+		read:          readCloudInit,
+		delete:        func(ctx context.Context, o *op, id string) error { return deleteVolume(ctx, o, cloudInitPath(id)) },
 		secretOutputs: []string{"userData"},
 	},
 	"libvirt:index/domain:Domain": {
@@ -97,43 +107,60 @@ var kinds = map[string]*kind{
 			"autostart": resource.NewBoolProperty(false)},
 		validate: validateDomain,
 		create:   createDomain,
-		exists:   existsBy("dominfo"),
+		read:     readDomain,
+		update:   updateDomain,
 		delete:   deleteDomain,
+		inPlace:  []string{"running", "autostart"},
 	},
 }
 
-// existsBy: `virsh <info verb> ID` succeeds while the object exists.
-func existsBy(verb string) func(ctx context.Context, v virsh, id string) (bool, error) {
-	return func(ctx context.Context, v virsh, id string) (bool, error) {
-		_, err := v.run(ctx, verb, id)
-		if err == nil {
-			return true, nil
-		}
-		if isNotFound(err) {
-			return false, nil
-		}
-		return false, err
+// byUUID looks a domain, network or pool up by its id.
+func byUUID[T any](id string, lookup func(libvirt.UUID) (T, error)) (T, error) {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		var none T
+		return none, fmt.Errorf("id %q is not a libvirt UUID: %w", id, err)
 	}
+	return lookup(libvirt.UUID(u))
+}
+
+func uuidString(u libvirt.UUID) string { return uuid.UUID(u).String() }
+
+func boolInt(b bool) int32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// props builds an observed PropertyMap from plain values (nil and "" are left out: unset).
+func props(m map[string]any) resource.PropertyMap {
+	out := resource.PropertyMap{}
+	for k, v := range m {
+		if v != nil && v != "" {
+			out[resource.PropertyKey(k)] = resource.NewPropertyValue(v)
+		}
+	}
+	return out
 }
 
 // applyXSLT runs the user's stylesheet over a generated document (xsltproc on this host).
-func applyXSLT(ctx context.Context, doc, xslt string) (string, error) {
-	if strings.TrimSpace(xslt) == "" {
-		return doc, nil
+func applyXSLT(ctx context.Context, doc interface{ Marshal() (string, error) }, xslt string) (string, error) {
+	s, err := doc.Marshal()
+	if err != nil || strings.TrimSpace(xslt) == "" {
+		return s, err
 	}
-	dir, err := os.MkdirTemp("", "pulumi-libvirt-xslt-")
+	style, err := os.CreateTemp("", "pulumi-libvirt-*.xsl")
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
-	in, style := filepath.Join(dir, "in.xml"), filepath.Join(dir, "style.xsl")
-	if err := os.WriteFile(in, []byte(doc), 0o600); err != nil {
-		return "", err
+	defer os.Remove(style.Name())
+	if _, err := style.WriteString(xslt); err != nil || style.Close() != nil {
+		return "", fmt.Errorf("xml.xslt: writing %s: %v", style.Name(), err)
 	}
-	if err := os.WriteFile(style, []byte(xslt), 0o600); err != nil {
-		return "", err
-	}
-	out, err := exec.CommandContext(ctx, "xsltproc", "--nonet", style, in).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "xsltproc", "--nonet", style.Name(), "-")
+	cmd.Stdin = strings.NewReader(s)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("xsltproc (xml.xslt): %v: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -151,117 +178,223 @@ func xsltOf(x *xsltArgs) string {
 
 func createNetwork(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	a := *args.(*networkArgs)
-	doc, err := networkDefinition(a)
+	def, err := networkDefinition(a)
 	if err != nil {
 		return "", nil, err
 	}
-	if doc, err = applyXSLT(ctx, doc, xsltOf(a.Xml)); err != nil {
+	doc, err := applyXSLT(ctx, def, xsltOf(a.Xml))
+	if err != nil {
 		return "", nil, err
 	}
-	if _, err := o.v.runXML(ctx, doc, "net-define"); err != nil {
+	n, err := o.l.NetworkDefineXML(doc)
+	if err != nil {
 		return "", nil, err
 	}
-	fail := func(err error) (string, resource.PropertyMap, error) {
-		c, cancel := cleanupCtx(ctx)
-		defer cancel()
-		_, _ = o.v.run(c, "net-destroy", a.Name)
-		_, _ = o.v.run(c, "net-undefine", a.Name)
-		return "", nil, err
+	id := uuidString(n.UUID)
+	if err := o.l.NetworkCreate(n); err != nil {
+		return "", nil, cleanup(ctx, o, id, deleteNetwork, err)
 	}
-	if _, err := o.v.run(ctx, "net-start", a.Name); err != nil {
-		return fail(err)
+	if err := o.l.NetworkSetAutostart(n, boolInt(a.Autostart)); err != nil {
+		return "", nil, cleanup(ctx, o, id, deleteNetwork, err)
 	}
-	if a.Autostart {
-		if _, err := o.v.run(ctx, "net-autostart", a.Name); err != nil {
-			return fail(err)
+	seen, _ := readNetwork(ctx, o, id, nil) // completes the outputs (the bridge libvirt chose)
+	return id, seen, nil
+}
+
+// cleanup removes a half-made object and returns the error that stopped its creation. It outlives
+// a cancelled request, so the object is still removed.
+func cleanup(ctx context.Context, o *op, id string, del func(context.Context, *op, string) error, err error) error {
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	_ = del(c, o, id)
+	return err
+}
+
+// parseXML parses what one of libvirt's XML getters returned into its libvirtxml struct.
+func parseXML[T any, P interface {
+	*T
+	Unmarshal(string) error
+}](doc string, err error) (*T, error) {
+	x := P(new(T))
+	if err == nil {
+		err = x.Unmarshal(doc)
+	}
+	return x, err
+}
+
+func networkXML(l *libvirt.Libvirt, n libvirt.Network) (*libvirtxml.Network, error) {
+	return parseXML[libvirtxml.Network](l.NetworkGetXMLDesc(n, 0))
+}
+
+func readNetwork(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
+	n, err := byUUID(id, o.l.NetworkLookupByUUID)
+	if err != nil {
+		return nil, ignore(err, isNotFound)
+	}
+	x, err := networkXML(o.l, n)
+	if err != nil {
+		return nil, err
+	}
+	auto, err := o.l.NetworkGetAutostart(n)
+	if err != nil {
+		return nil, err
+	}
+	mode, dhcp := "none", false
+	if x.Forward != nil {
+		mode = x.Forward.Mode
+	}
+	var addrs []string
+	for _, ip := range x.IPs {
+		if p, err := ipPrefix(ip); err == nil {
+			addrs = append(addrs, p.Masked().String())
+		}
+		dhcp = dhcp || (ip.DHCP != nil && len(ip.DHCP.Ranges) > 0)
+	}
+	m := map[string]any{"name": x.Name, "mode": mode, "autostart": auto == 1, "addresses": addrs,
+		"dhcp": map[string]any{"enabled": dhcp},
+		"dns":  map[string]any{"enabled": x.DNS == nil || x.DNS.Enable != "no"}}
+	if x.Bridge != nil {
+		m["bridge"] = x.Bridge.Name
+	}
+	if x.Domain != nil {
+		m["domain"] = x.Domain.Name
+	}
+	if x.MTU != nil {
+		m["mtu"] = float64(x.MTU.Size)
+	}
+	return props(m), nil
+}
+
+func ipPrefix(ip libvirtxml.NetworkIP) (netip.Prefix, error) {
+	return netip.ParsePrefix(fmt.Sprintf("%s/%d", ip.Address, ip.Prefix))
+}
+
+// updateNetwork (re)starts the network, as upstream does, and changes autostart and the DHCP
+// ranges live (net-update), so the domains on it stay attached.
+func updateNetwork(_ context.Context, o *op, id string, args any, changed []string) error {
+	a := *args.(*networkArgs)
+	n, err := byUUID(id, o.l.NetworkLookupByUUID)
+	if err != nil {
+		return err
+	}
+	if active, err := o.l.NetworkIsActive(n); err != nil {
+		return err
+	} else if active != 1 {
+		if err := o.l.NetworkCreate(n); err != nil {
+			return err
 		}
 	}
-	uuid, err := o.v.run(ctx, "net-uuid", a.Name)
-	if err != nil {
-		return fail(err)
+	if err := o.l.NetworkSetAutostart(n, boolInt(a.Autostart)); err != nil {
+		return err
 	}
-	outs := resource.PropertyMap{}
-	if a.Bridge == "" {
-		if x, err := o.v.run(ctx, "net-dumpxml", uuid); err == nil {
-			if br, err := networkBridge(x); err == nil && br != "" {
-				outs["bridge"] = resource.NewStringProperty(br)
+	if !slices.Contains(changed, "dhcp") {
+		return nil
+	}
+	x, err := networkXML(o.l, n)
+	if err != nil {
+		return err
+	}
+	for i, ip := range x.IPs {
+		p, err := ipPrefix(ip)
+		want := dhcpRange(p)
+		if err != nil || want == nil {
+			continue
+		}
+		cmd, ranges := libvirt.NetworkUpdateCommandAddLast, want.Ranges
+		if !dhcpEnabled(a) {
+			cmd, ranges = libvirt.NetworkUpdateCommandDelete, nil
+			if ip.DHCP != nil {
+				ranges = ip.DHCP.Ranges
+			}
+		} else if ip.DHCP != nil && len(ip.DHCP.Ranges) > 0 {
+			continue // already served
+		}
+		for _, r := range ranges {
+			doc := fmt.Sprintf("<range start='%s' end='%s'/>", r.Start, r.End)
+			if err := o.l.NetworkUpdateCompat(n, cmd, libvirt.NetworkSectionIPDhcpRange, int32(i), doc,
+				libvirt.NetworkUpdateAffectLive|libvirt.NetworkUpdateAffectConfig); err != nil {
+				return fmt.Errorf("network %s: dhcp: %w", a.Name, err)
 			}
 		}
 	}
-	return uuid, outs, nil
+	return nil
 }
 
-func deleteNetwork(ctx context.Context, o *op, id string) error {
-	if _, err := o.v.run(ctx, "net-destroy", id); ignore(err, isNotFound, isNotActive) != nil {
+func deleteNetwork(_ context.Context, o *op, id string) error {
+	n, err := byUUID(id, o.l.NetworkLookupByUUID)
+	if err != nil {
+		return ignore(err, isNotFound)
+	}
+	if err := o.l.NetworkDestroy(n); ignore(err, isNotFound, isNotActive) != nil {
 		return err
 	}
-	_, err := o.v.run(ctx, "net-undefine", id)
-	return ignore(err, isNotFound)
+	return ignore(o.l.NetworkUndefine(n), isNotFound)
 }
 
 // ---- Pool ---------------------------------------------------------------------------------------
 
 func createPool(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
-	a := *args.(*poolArgs)
-	doc, err := poolDefinition(a)
+	def, err := poolDefinition(*args.(*poolArgs))
 	if err != nil {
 		return "", nil, err
 	}
-	if _, err := o.v.runXML(ctx, doc, "pool-define"); err != nil {
-		return "", nil, err
-	}
-	fail := func(err error) (string, resource.PropertyMap, error) {
-		c, cancel := cleanupCtx(ctx)
-		defer cancel()
-		_, _ = o.v.run(c, "pool-destroy", a.Name)
-		_, _ = o.v.run(c, "pool-undefine", a.Name)
-		return "", nil, err
-	}
-	for _, verb := range []string{"pool-build", "pool-start", "pool-autostart"} {
-		if _, err := o.v.run(ctx, verb, a.Name); err != nil {
-			return fail(err)
-		}
-	}
-	uuid, err := o.v.run(ctx, "pool-uuid", a.Name)
+	doc, err := def.Marshal()
 	if err != nil {
-		return fail(err)
+		return "", nil, err
 	}
-	return uuid, nil, nil
+	p, err := o.l.StoragePoolDefineXML(doc, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	id := uuidString(p.UUID)
+	if err := o.l.StoragePoolBuild(p, 0); err != nil {
+		return "", nil, cleanup(ctx, o, id, deletePool, err)
+	}
+	if err := o.l.StoragePoolCreate(p, 0); err != nil {
+		return "", nil, cleanup(ctx, o, id, deletePool, err)
+	}
+	if err := o.l.StoragePoolSetAutostart(p, 1); err != nil {
+		return "", nil, cleanup(ctx, o, id, deletePool, err)
+	}
+	return id, nil, nil
+}
+
+func readPool(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
+	p, err := byUUID(id, o.l.StoragePoolLookupByUUID)
+	if err != nil {
+		return nil, ignore(err, isNotFound)
+	}
+	x, err := parseXML[libvirtxml.StoragePool](o.l.StoragePoolGetXMLDesc(p, 0))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{"name": x.Name, "type": x.Type}
+	if x.Target != nil {
+		m["path"] = x.Target.Path
+	}
+	return props(m), nil
 }
 
 func deletePool(ctx context.Context, o *op, id string) error {
-	if _, err := o.v.run(ctx, "pool-info", id); err != nil {
+	p, err := byUUID(id, o.l.StoragePoolLookupByUUID)
+	if err != nil {
 		return ignore(err, isNotFound)
 	}
-	empty := false
-	if out, err := o.v.run(ctx, "vol-list", "--pool", id); err == nil {
-		empty = strings.TrimSpace(out) == ""
-	}
-	if _, err := o.v.run(ctx, "pool-destroy", id); ignore(err, isNotFound, isNotActive) != nil {
+	if err := o.l.StoragePoolDestroy(p); ignore(err, isNotFound, isNotActive) != nil {
 		return err
 	}
-	if empty {
-		// A dir pool's delete is an rmdir: it also refuses a directory holding files libvirt skipped.
-		if _, err := o.v.run(ctx, "pool-delete", id); err != nil && !isNotFound(err) {
-			o.p.warn(ctx, o.urn, fmt.Sprintf("pool directory kept: %v", err))
-		}
-	} else {
-		o.p.warn(ctx, o.urn, "pool directory kept: it still holds volumes")
+	// A dir pool's delete is an rmdir: it keeps a directory that still holds files.
+	if err := o.l.StoragePoolDelete(p, 0); ignore(err, isNotFound) != nil {
+		o.warn(ctx, fmt.Sprintf("pool directory kept: %v", err))
 	}
-	_, err := o.v.run(ctx, "pool-undefine", id)
-	return ignore(err, isNotFound)
+	return ignore(o.l.StoragePoolUndefine(p), isNotFound)
 }
 
 // ---- Volume and CloudInitDisk -------------------------------------------------------------------
 
 func validateVolume(args any) error {
 	a := *args.(*volumeArgs)
-	ways := 0
-	for _, s := range []string{a.Source, a.BaseVolumeID, a.BaseVolumeName} {
-		if s != "" {
-			ways++
-		}
-	}
+	ways := len(slices.DeleteFunc([]string{a.Source, a.BaseVolumeID, a.BaseVolumeName}, func(s string) bool { return s == "" }))
 	if ways > 1 {
 		return fmt.Errorf("volume %q: give one of source, baseVolumeId, baseVolumeName", a.Name)
 	}
@@ -271,9 +404,7 @@ func validateVolume(args any) error {
 	if a.BaseVolumeName != "" && a.BaseVolumePool == "" {
 		return fmt.Errorf("volume %q: baseVolumeName needs baseVolumePool", a.Name)
 	}
-	switch a.Format {
-	case "", "qcow2", "raw":
-	default:
+	if !slices.Contains([]string{"", "qcow2", "raw"}, a.Format) {
 		return fmt.Errorf("volume %q: format %q is not supported (qcow2, raw)", a.Name, a.Format)
 	}
 	if (a.BaseVolumeID != "" || a.BaseVolumeName != "") && a.Format == "raw" {
@@ -282,203 +413,186 @@ func validateVolume(args any) error {
 	return nil
 }
 
-func volumeInfoOf(ctx context.Context, v virsh, pathOrKey string, pool ...string) (volumeInfo, error) {
-	args := append([]string{"vol-dumpxml"}, pool...)
-	x, err := v.run(ctx, append(args, pathOrKey)...)
+// volumeByKey looks a volume up by its key (its id) and reads its definition.
+func volumeByKey(l *libvirt.Libvirt, key string) (libvirt.StorageVol, *libvirtxml.StorageVolume, error) {
+	v, err := l.StorageVolLookupByKey(key)
 	if err != nil {
-		return volumeInfo{}, err
+		return v, nil, err
 	}
-	return parseVolumeXML(x)
+	x, err := parseXML[libvirtxml.StorageVolume](l.StorageVolGetXMLDesc(v, 0))
+	if err != nil {
+		return v, nil, err
+	}
+	if x.Target == nil {
+		x.Target = &libvirtxml.StorageVolumeTarget{}
+	}
+	if x.Target.Format == nil {
+		x.Target.Format = &libvirtxml.StorageVolumeTargetFormat{}
+	}
+	if x.Capacity == nil {
+		x.Capacity = &libvirtxml.StorageVolumeSize{}
+	}
+	return v, x, nil
 }
 
-// fetchSource gives a local file for a volume's source: the path itself, or a download.
-func fetchSource(ctx context.Context, src string) (path string, cleanup func(), err error) {
-	u, perr := url.Parse(src)
-	if perr != nil || u.Scheme == "" {
-		return src, func() {}, nil
-	}
-	switch u.Scheme {
-	case "file":
-		return u.Path, func() {}, nil
-	case "http", "https":
+// source is a volume's content: a local file (path or file:// URL) or an http(s) download,
+// streamed, of a known size.
+type source struct {
+	*bufio.Reader
+	size   int64
+	format string // qcow2 by its magic, raw otherwise
+	close  func() error
+}
+
+func openSource(ctx context.Context, src string) (*source, error) {
+	u, err := url.Parse(src)
+	var body io.ReadCloser
+	var size int64
+	switch {
+	case err == nil && (u.Scheme == "http" || u.Scheme == "https"):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("downloading %s: %w", src, err)
+		}
+		if body, size = resp.Body, resp.ContentLength; resp.StatusCode != http.StatusOK || size < 0 {
+			resp.Body.Close()
+			return nil, fmt.Errorf("downloading %s: HTTP %s (a 200 with a Content-Length is needed)", src, resp.Status)
+		}
+	case err == nil && u.Scheme != "" && u.Scheme != "file":
+		return nil, fmt.Errorf("source %q: scheme %q is not supported (path, file://, http://, https://)", src, u.Scheme)
 	default:
-		return "", nil, fmt.Errorf("source %q: scheme %q is not supported (path, file://, http://, https://)", src, u.Scheme)
+		if err == nil && u.Scheme == "file" {
+			src = u.Path
+		}
+		f, err := os.Open(src)
+		if err != nil {
+			return nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		body, size = f, st.Size()
 	}
-	f, err := os.CreateTemp("", "pulumi-libvirt-download-")
-	if err != nil {
-		return "", nil, err
+	s := &source{Reader: bufio.NewReader(body), size: size, format: "raw", close: body.Close}
+	if magic, _ := s.Peek(4); string(magic) == "QFI\xfb" {
+		s.format = "qcow2"
 	}
-	cleanup = func() { os.Remove(f.Name()) }
-	defer f.Close()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
-	if err != nil {
-		cleanup()
-		return "", nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("downloading %s: %w", src, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		cleanup()
-		return "", nil, fmt.Errorf("downloading %s: HTTP %s", src, resp.Status)
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("downloading %s: %w", src, err)
-	}
-	if err := f.Close(); err != nil {
-		cleanup()
-		return "", nil, err
-	}
-	return f.Name(), cleanup, nil
+	return s, nil
 }
 
-// detectFormat: qcow2 by its magic, raw otherwise.
-func detectFormat(path string) (string, error) {
-	f, err := os.Open(path)
+// createVolumeXML creates a volume in a pool (by name) from a definition and the user's XSLT.
+func createVolumeXML(ctx context.Context, o *op, pool string, def *libvirtxml.StorageVolume, xslt string) (libvirt.StorageVol, error) {
+	p, err := o.l.StoragePoolLookupByName(pool)
 	if err != nil {
-		return "", err
+		return libvirt.StorageVol{}, err
 	}
-	defer f.Close()
-	magic := make([]byte, 4)
-	if n, _ := io.ReadFull(f, magic); n == 4 && string(magic) == "QFI\xfb" {
-		return "qcow2", nil
+	doc, err := applyXSLT(ctx, def, xslt)
+	if err != nil {
+		return libvirt.StorageVol{}, err
 	}
-	return "raw", nil
+	return o.l.StorageVolCreateXML(p, doc, 0)
 }
 
-func isBusy(err error) bool {
-	s := virshStderr(err)
-	return strings.Contains(s, "asynchronous jobs") || strings.Contains(s, "still in use") ||
-		strings.Contains(s, "in use by") || strings.Contains(s, "has asynchronous")
-}
-
-// uploadVolume creates volume `name` of the file's size in `format` and streams the file into it.
-func uploadVolume(ctx context.Context, o *op, pool, name, format, file, xslt string) error {
-	st, err := os.Stat(file)
+// uploadVolume creates volume `name` of the source's size in `format` and streams the source into it.
+func uploadVolume(ctx context.Context, o *op, pool, name, format, src, xslt string) (libvirt.StorageVol, error) {
+	s, err := openSource(ctx, src)
 	if err != nil {
-		return err
+		return libvirt.StorageVol{}, fmt.Errorf("volume %q: %w", name, err)
 	}
-	doc, err := volumeDefinition(name, format, uint64(st.Size()), "", "")
+	defer s.close()
+	def, _ := volumeDefinition(name, cmp.Or(format, s.format), uint64(s.size), "", "")
+	v, err := createVolumeXML(ctx, o, pool, def, xslt)
 	if err != nil {
-		return err
+		return v, err
 	}
-	if doc, err = applyXSLT(ctx, doc, xslt); err != nil {
-		return err
-	}
-	if _, err := o.v.runXML(ctx, doc, "vol-create", "--pool", pool); err != nil {
-		return err
-	}
-	o.status(ctx, "uploading %d MiB into %s/%s", st.Size()>>20, pool, name)
-	_, err = o.v.run(ctx, "vol-upload", "--pool", pool, name, file)
+	o.status(ctx, "uploading %d MiB into %s/%s", s.size>>20, pool, name)
+	err = o.l.StorageVolUpload(v, s, 0, uint64(s.size), 0)
 	o.status(ctx, "")
 	if err != nil {
-		c, cancel := cleanupCtx(ctx)
-		defer cancel()
-		_ = retry(c, time.Minute, isBusy, func() error {
-			_, e := o.v.run(c, "vol-delete", "--pool", pool, name)
-			return e
-		})
-		return err
+		return v, cleanup(ctx, o, v.Key, deleteVolume, err)
 	}
-	return nil
+	return v, nil
 }
 
 func createVolume(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	a := *args.(*volumeArgs)
-	format := a.Format
+	var v libvirt.StorageVol
+	var def *libvirtxml.StorageVolume // created from a definition (an upload creates its own)
 	switch {
 	case a.BaseVolumeID != "" || a.BaseVolumeName != "":
-		var base volumeInfo
-		var err error
-		if a.BaseVolumeID != "" {
-			base, err = volumeInfoOf(ctx, o.v, a.BaseVolumeID)
-		} else {
-			base, err = volumeInfoOf(ctx, o.v, a.BaseVolumeName, "--pool", a.BaseVolumePool)
+		key := a.BaseVolumeID
+		if key == "" { // by name: the key of the pool's volume
+			p, err := o.l.StoragePoolLookupByName(a.BaseVolumePool)
+			if err == nil {
+				var base libvirt.StorageVol
+				base, err = o.l.StorageVolLookupByName(p, a.BaseVolumeName)
+				key = base.Key
+			}
+			if err != nil {
+				return "", nil, fmt.Errorf("volume %q: base volume: %w", a.Name, err)
+			}
 		}
+		_, bx, err := volumeByKey(o.l, key)
 		if err != nil {
-			return "", nil, err
+			return "", nil, fmt.Errorf("volume %q: base volume: %w", a.Name, err)
 		}
-		capacity := base.Capacity
-		if uint64(a.Size) > capacity {
-			capacity = uint64(a.Size)
-		}
-		format = "qcow2"
-		doc, err := volumeDefinition(a.Name, format, capacity, base.Path, base.Format)
-		if err != nil {
-			return "", nil, err
-		}
-		if doc, err = applyXSLT(ctx, doc, xsltOf(a.Xml)); err != nil {
-			return "", nil, err
-		}
-		if _, err := o.v.runXML(ctx, doc, "vol-create", "--pool", a.Pool); err != nil {
+		capacity := max(scaleSize(bx.Capacity.Unit, bx.Capacity.Value), uint64(a.Size))
+		if def, err = volumeDefinition(a.Name, "qcow2", capacity, bx.Target.Path, bx.Target.Format.Type); err != nil {
 			return "", nil, err
 		}
 	case a.Source != "":
-		file, cleanup, err := fetchSource(ctx, a.Source)
-		if err != nil {
-			return "", nil, fmt.Errorf("volume %q: %w", a.Name, err)
-		}
-		defer cleanup()
-		if format == "" {
-			if format, err = detectFormat(file); err != nil {
-				return "", nil, fmt.Errorf("volume %q: source: %w", a.Name, err)
-			}
-		}
-		if _, err := os.Stat(file); err != nil {
-			return "", nil, fmt.Errorf("volume %q: source: %w", a.Name, err)
-		}
-		if err := uploadVolume(ctx, o, a.Pool, a.Name, format, file, xsltOf(a.Xml)); err != nil {
+		var err error
+		if v, err = uploadVolume(ctx, o, a.Pool, a.Name, a.Format, a.Source, xsltOf(a.Xml)); err != nil {
 			return "", nil, err
 		}
 		// libvirt knows the bytes now, not what they are: re-read the pool so a qcow2's virtual
 		// size (from its header) becomes the volume's capacity. Waits out other uploads' jobs.
-		if err := retry(ctx, 30*time.Minute, isBusy, func() error {
-			_, e := o.v.run(ctx, "pool-refresh", a.Pool)
-			return e
-		}); err != nil {
-			return "", nil, err
+		p, err := o.l.StoragePoolLookupByName(a.Pool)
+		if err == nil {
+			err = retry(ctx, 30*time.Minute, isBusy, func() error { return o.l.StoragePoolRefresh(p, 0) })
 		}
-	default:
-		if format == "" {
-			format = "qcow2"
-		}
-		doc, err := volumeDefinition(a.Name, format, uint64(a.Size), "", "")
 		if err != nil {
 			return "", nil, err
 		}
-		if doc, err = applyXSLT(ctx, doc, xsltOf(a.Xml)); err != nil {
-			return "", nil, err
-		}
-		if _, err := o.v.runXML(ctx, doc, "vol-create", "--pool", a.Pool); err != nil {
+	default:
+		def, _ = volumeDefinition(a.Name, cmp.Or(a.Format, "qcow2"), uint64(a.Size), "", "")
+	}
+	if def != nil {
+		var err error
+		if v, err = createVolumeXML(ctx, o, a.Pool, def, xsltOf(a.Xml)); err != nil {
 			return "", nil, err
 		}
 	}
-	path, err := o.v.run(ctx, "vol-path", "--pool", a.Pool, a.Name)
+	outs, _ := readVolume(ctx, o, v.Key, nil) // completes the outputs (size, format)
+	return v.Key, outs, nil
+}
+
+// readVolume: name, pool, size (capacity in bytes), format and backing store of a volume (id = key).
+func readVolume(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
+	v, x, err := volumeByKey(o.l, id)
 	if err != nil {
-		return "", nil, err
+		return nil, ignore(err, isNotFound)
 	}
-	outs := resource.PropertyMap{}
-	if info, err := volumeInfoOf(ctx, o.v, path); err == nil {
-		outs["size"] = resource.NewNumberProperty(float64(info.Capacity))
-		if info.Format != "" {
-			format = info.Format
-		}
+	m := map[string]any{"name": v.Name, "pool": v.Pool, "size": float64(scaleSize(x.Capacity.Unit, x.Capacity.Value)),
+		"format": x.Target.Format.Type}
+	if x.BackingStore != nil {
+		m["baseVolumeId"] = x.BackingStore.Path
 	}
-	if a.Format == "" {
-		outs["format"] = resource.NewStringProperty(format)
-	}
-	return path, outs, nil
+	return props(m), nil
 }
 
 func deleteVolume(ctx context.Context, o *op, id string) error {
-	return retry(ctx, 2*time.Minute, isBusy, func() error {
-		_, err := o.v.run(ctx, "vol-delete", id)
+	v, err := o.l.StorageVolLookupByKey(id)
+	if err != nil {
 		return ignore(err, isNotFound)
-	})
+	}
+	return retry(ctx, 2*time.Minute, isBusy, func() error { return ignore(o.l.StorageVolDelete(v, 0), isNotFound) })
 }
 
 func createCloudInit(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
@@ -505,14 +619,20 @@ func createCloudInit(ctx context.Context, o *op, args any) (string, resource.Pro
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", nil, fmt.Errorf("mkisofs: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	if err := uploadVolume(ctx, o, a.Pool, a.Name, "raw", iso, ""); err != nil {
-		return "", nil, err
-	}
-	path, err := o.v.run(ctx, "vol-path", "--pool", a.Pool, a.Name)
+	v, err := uploadVolume(ctx, o, a.Pool, a.Name, "raw", iso, "")
 	if err != nil {
 		return "", nil, err
 	}
-	return path, nil, nil
+	// Upstream's id: the volume key and a random UUID.
+	return v.Key + ";" + uuid.NewString(), nil, nil
+}
+
+func readCloudInit(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
+	v, err := o.l.StorageVolLookupByKey(cloudInitPath(id))
+	if err != nil {
+		return nil, ignore(err, isNotFound)
+	}
+	return props(map[string]any{"name": v.Name, "pool": v.Pool}), nil
 }
 
 // ---- Domain -------------------------------------------------------------------------------------
@@ -527,16 +647,7 @@ func validateDomain(args any) error {
 	if a.Initrd != "" && a.Kernel == "" {
 		return fmt.Errorf("domain %q: initrd needs kernel", a.Name)
 	}
-	// networkId is resolved to a name by Create; a placeholder stands in for it here.
-	var r resolvedDomain
-	for _, nic := range a.NetworkInterfaces {
-		name := ""
-		if nic.NetworkID != "" {
-			name = "network-" + nic.NetworkID
-		}
-		r.NetworkNames = append(r.NetworkNames, name)
-	}
-	_, err := domainDefinition(a, r)
+	_, err := domainDefinition(a, resolvedDomain{})
 	return err
 }
 
@@ -546,85 +657,148 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 	for i, d := range a.Disks {
 		format := ""
 		if d.VolumeID != "" {
-			info, err := volumeInfoOf(ctx, o.v, d.VolumeID)
+			_, x, err := volumeByKey(o.l, d.VolumeID)
 			if err != nil {
 				return "", nil, fmt.Errorf("disks[%d].volumeId: %w", i, err)
 			}
-			format = info.Format
+			format = x.Target.Format.Type
 		}
 		r.DiskFormats = append(r.DiskFormats, format)
 	}
 	for i, nic := range a.NetworkInterfaces {
 		name := nic.NetworkName
 		if nic.NetworkID != "" {
-			n, err := o.v.run(ctx, "net-name", nic.NetworkID)
+			n, err := byUUID(nic.NetworkID, o.l.NetworkLookupByUUID)
 			if err != nil {
 				return "", nil, fmt.Errorf("networkInterfaces[%d].networkId: %w", i, err)
 			}
-			name = n
+			name = n.Name
 		}
 		r.NetworkNames = append(r.NetworkNames, name)
 	}
-	doc, err := domainDefinition(a, r)
+	def, err := domainDefinition(a, r)
 	if err != nil {
 		return "", nil, err
 	}
-	if doc, err = applyXSLT(ctx, doc, xsltOf(a.Xml)); err != nil {
-		return "", nil, err
-	}
-	if _, err := o.v.runXML(ctx, doc, "define"); err != nil {
-		return "", nil, err
-	}
-	uuid, err := o.v.run(ctx, "domuuid", a.Name)
+	doc, err := applyXSLT(ctx, def, xsltOf(a.Xml))
 	if err != nil {
 		return "", nil, err
 	}
-	fail := func(err error) (string, resource.PropertyMap, error) {
-		c, cancel := cleanupCtx(ctx)
-		defer cancel()
-		_ = deleteDomain(c, o, uuid)
+	d, err := o.l.DomainDefineXMLFlags(doc, 0)
+	if err != nil {
 		return "", nil, err
 	}
+	id := uuidString(d.UUID)
 	if a.Running == nil || *a.Running {
-		if _, err := o.v.run(ctx, "start", uuid); err != nil {
-			return fail(err)
+		if err := o.l.DomainCreate(d); err != nil {
+			return "", nil, cleanup(ctx, o, id, deleteDomain, err)
 		}
 	}
-	if a.Autostart {
-		if _, err := o.v.run(ctx, "autostart", uuid); err != nil {
-			return fail(err)
-		}
+	if err := o.l.DomainSetAutostart(d, boolInt(a.Autostart)); err != nil {
+		return "", nil, cleanup(ctx, o, id, deleteDomain, err)
 	}
-	outs := resource.PropertyMap{}
-	// MACs libvirt chose for interfaces without one become outputs.
-	if x, err := o.v.run(ctx, "dumpxml", "--inactive", uuid); err == nil {
-		if macs, err := domainMACs(x); err == nil {
-			nics := make([]resource.PropertyValue, len(a.NetworkInterfaces))
-			filled := false
-			for i, nic := range a.NetworkInterfaces {
-				m := resource.PropertyMap{}
-				for k, v := range map[string]string{"networkId": nic.NetworkID, "networkName": r.NetworkNames[i],
-					"bridge": nic.Bridge, "mac": nic.Mac, "hostname": nic.Hostname} {
-					if v != "" {
-						m[resource.PropertyKey(k)] = resource.NewStringProperty(v)
-					}
-				}
-				if nic.Mac == "" && i < len(macs) && macs[i] != "" {
-					m["mac"] = resource.NewStringProperty(macs[i])
-					filled = true
-				}
-				nics[i] = resource.NewObjectProperty(m)
-			}
-			if filled {
-				outs["networkInterfaces"] = resource.NewArrayProperty(nics)
-			}
-		}
-	}
-	return uuid, outs, nil
+	seen, _ := readDomain(ctx, o, id, nil) // completes the outputs (the MACs libvirt chose)
+	return id, seen, nil
 }
 
-func domainState(ctx context.Context, v virsh, id string) (string, error) {
-	return v.run(ctx, "domstate", id)
+func domainRunning(l *libvirt.Libvirt, d libvirt.Domain) (bool, error) {
+	state, _, err := l.DomainGetState(d, 0)
+	s := libvirt.DomainState(state)
+	return err == nil && s != libvirt.DomainShutoff && s != libvirt.DomainCrashed, err
+}
+
+// readDomain: what the domain's persistent definition, state and autostart flag say.
+func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) (resource.PropertyMap, error) {
+	d, err := byUUID(id, o.l.DomainLookupByUUID)
+	if err != nil {
+		return nil, ignore(err, isNotFound)
+	}
+	x, err := parseXML[libvirtxml.Domain](o.l.DomainGetXMLDesc(d, libvirt.DomainXMLInactive))
+	if err != nil {
+		return nil, err
+	}
+	running, err := domainRunning(o.l, d)
+	if err != nil {
+		return nil, err
+	}
+	auto, err := o.l.DomainGetAutostart(d)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{"name": x.Name, "type": x.Type, "running": running, "autostart": auto == 1,
+		"description": x.Description}
+	if x.VCPU != nil {
+		m["vcpu"] = float64(x.VCPU.Value)
+	}
+	if x.Memory != nil {
+		m["memory"] = float64(scaleSize(x.Memory.Unit, uint64(x.Memory.Value)) >> 20)
+	}
+	if x.OS != nil {
+		m["kernel"], m["initrd"] = x.OS.Kernel, x.OS.Initrd
+	}
+	disks := []any{}
+	dev := x.Devices
+	if dev == nil {
+		dev = &libvirtxml.DomainDeviceList{}
+	}
+	for _, disk := range dev.Disks {
+		switch {
+		case disk.Source == nil:
+		case disk.Target != nil && disk.Target.Dev == cloudInitTarget && disk.Source.File != nil:
+			m["cloudinit"] = disk.Source.File.File
+			// the seed id has a random part libvirt does not know: keep the stored one when it names this ISO
+			if old := olds["cloudinit"]; old.IsString() && cloudInitPath(old.StringValue()) == disk.Source.File.File {
+				m["cloudinit"] = old.StringValue()
+			}
+		case disk.Source.Block != nil:
+			disks = append(disks, map[string]any{"blockDevice": disk.Source.Block.Dev})
+		case disk.Source.File != nil && disk.Device == "cdrom":
+			disks = append(disks, map[string]any{"file": disk.Source.File.File})
+		case disk.Source.File != nil:
+			disks = append(disks, map[string]any{"volumeId": disk.Source.File.File})
+		}
+	}
+	m["disks"] = disks
+	nics := []any{}
+	for _, nic := range dev.Interfaces {
+		n := map[string]any{}
+		if nic.MAC != nil {
+			n["mac"] = nic.MAC.Address
+		}
+		if s := nic.Source; s != nil && s.Network != nil {
+			n["networkName"] = s.Network.Network
+			if net, err := o.l.NetworkLookupByName(s.Network.Network); err == nil {
+				n["networkId"] = uuidString(net.UUID)
+			}
+		} else if s != nil && s.Bridge != nil {
+			n["bridge"] = s.Bridge.Bridge
+		}
+		nics = append(nics, n)
+	}
+	m["networkInterfaces"] = nics
+	return props(m), nil
+}
+
+func updateDomain(ctx context.Context, o *op, id string, args any, changed []string) error {
+	a := *args.(*domainArgs)
+	d, err := byUUID(id, o.l.DomainLookupByUUID)
+	if err != nil {
+		return err
+	}
+	running, err := domainRunning(o.l, d)
+	if err != nil {
+		return err
+	}
+	switch want := a.Running == nil || *a.Running; {
+	case want && !running:
+		err = o.l.DomainCreate(d)
+	case !want:
+		err = stopDomain(ctx, o, d)
+	}
+	if err != nil {
+		return err
+	}
+	return o.l.DomainSetAutostart(d, boolInt(a.Autostart))
 }
 
 // shutdownGrace is how long Delete lets a running guest shut down cleanly (ACPI power button)
@@ -632,16 +806,13 @@ func domainState(ctx context.Context, v virsh, id string) (string, error) {
 // flushed (cloud-init's SSH host keys, written files), which matters when its disk is reused.
 var shutdownGrace = 30 * time.Second
 
-// waitShutOff polls until the domain is shut off (true), it is gone (true), or timeout (false).
-func waitShutOff(ctx context.Context, v virsh, id string, timeout time.Duration) (bool, error) {
+// waitShutOff polls until the domain is shut off or gone (true), or timeout (false).
+func waitShutOff(ctx context.Context, l *libvirt.Libvirt, d libvirt.Domain, timeout time.Duration) (bool, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		state, err := domainState(ctx, v, id)
-		if err != nil {
-			return isNotFound(err), ignore(err, isNotFound)
-		}
-		if state == "shut off" {
-			return true, nil
+		running, err := domainRunning(l, d)
+		if err != nil || !running {
+			return true, ignore(err, isNotFound)
 		}
 		if time.Now().After(deadline) {
 			return false, nil
@@ -654,42 +825,40 @@ func waitShutOff(ctx context.Context, v virsh, id string, timeout time.Duration)
 	}
 }
 
-func deleteDomain(ctx context.Context, o *op, id string) error {
-	state, err := domainState(ctx, o.v, id)
+// stopDomain: ACPI shutdown for up to shutdownGrace, then a hard power-off (if it runs at all).
+func stopDomain(ctx context.Context, o *op, d libvirt.Domain) error {
+	if running, err := domainRunning(o.l, d); err != nil || !running {
+		return err
+	}
+	if shutdownGrace > 0 {
+		o.status(ctx, "shutting down (up to %s)", shutdownGrace)
+		defer o.status(ctx, "")
+		if err := o.l.DomainShutdown(d); err == nil {
+			if off, err := waitShutOff(ctx, o.l, d, shutdownGrace); off || err != nil {
+				return err
+			}
+		}
+	}
+	// destroy is a hard power-off; QEMU can take a moment to let go (retry), then wait, bounded.
+	err := retry(ctx, time.Minute, func(err error) bool { return !isNotFound(err) }, func() error {
+		return ignore(o.l.DomainDestroy(d), isNotActive)
+	})
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
-	if state != "shut off" {
-		off := false
-		if state == "running" && shutdownGrace > 0 {
-			o.status(ctx, "shutting down (up to %s)", shutdownGrace)
-			if _, err := o.v.run(ctx, "shutdown", id); err == nil {
-				if off, err = waitShutOff(ctx, o.v, id, shutdownGrace); err != nil {
-					return err
-				}
-			}
-			o.status(ctx, "")
-		}
-		if !off {
-			// destroy is a hard power-off; QEMU can take a moment to let go (retry), then wait, bounded.
-			err := retry(ctx, time.Minute, func(err error) bool { return !isNotFound(err) }, func() error {
-				_, err := o.v.run(ctx, "destroy", id)
-				return ignore(err, isNotActive)
-			})
-			if err != nil {
-				return ignore(err, isNotFound)
-			}
-			if off, err = waitShutOff(ctx, o.v, id, time.Minute); err != nil {
-				return err
-			}
-			if !off {
-				return fmt.Errorf("domain %s still not shut off a minute after `virsh destroy`", id)
-			}
-		}
+	if off, err := waitShutOff(ctx, o.l, d, time.Minute); err != nil || !off {
+		return fmt.Errorf("domain %s still not shut off a minute after a hard power-off (%v)", d.Name, err)
 	}
-	_, err = o.v.run(ctx, "undefine", id)
-	if err != nil && strings.Contains(virshStderr(err), "nvram") {
-		_, err = o.v.run(ctx, "undefine", "--nvram", id)
+	return nil
+}
+
+func deleteDomain(ctx context.Context, o *op, id string) error {
+	d, err := byUUID(id, o.l.DomainLookupByUUID)
+	if err != nil {
+		return ignore(err, isNotFound)
 	}
-	return ignore(err, isNotFound)
+	if err := stopDomain(ctx, o, d); err != nil {
+		return ignore(err, isNotFound)
+	}
+	return ignore(o.l.DomainUndefineFlags(d, libvirt.DomainUndefineNvram), isNotFound)
 }

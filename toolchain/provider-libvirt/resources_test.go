@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,7 +10,7 @@ import (
 	"testing"
 )
 
-func TestFetchSourceAndDetectFormat(t *testing.T) {
+func TestOpenSource(t *testing.T) {
 	dir := t.TempDir()
 	qcow := filepath.Join(dir, "disk.qcow2")
 	if err := os.WriteFile(qcow, []byte("QFI\xfb\x00\x00\x00\x03rest"), 0o644); err != nil {
@@ -19,22 +20,6 @@ func TestFetchSourceAndDetectFormat(t *testing.T) {
 	if err := os.WriteFile(raw, []byte("MZ kernel"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]string{qcow: "qcow2", raw: "raw"} {
-		if got, err := detectFormat(path); err != nil || got != want {
-			t.Errorf("detectFormat(%s) = %q, %v; want %q", path, got, err, want)
-		}
-	}
-
-	// A local path and a file:// URL are used in place.
-	for _, src := range []string{qcow, "file://" + qcow} {
-		p, cleanup, err := fetchSource(context.Background(), src)
-		if err != nil || p != qcow {
-			t.Errorf("fetchSource(%s) = %q, %v", src, p, err)
-		}
-		cleanup()
-	}
-
-	// An http(s) URL is downloaded to a temporary file, removed by cleanup.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/disk.qcow2" {
 			http.NotFound(w, r)
@@ -43,22 +28,21 @@ func TestFetchSourceAndDetectFormat(t *testing.T) {
 		http.ServeFile(w, r, qcow)
 	}))
 	defer srv.Close()
-	p, cleanup, err := fetchSource(context.Background(), srv.URL+"/disk.qcow2")
-	if err != nil {
-		t.Fatal(err)
+	// A local path, a file:// URL and an http(s) URL, streamed with their size and format.
+	for src, want := range map[string]string{qcow: "qcow2", "file://" + qcow: "qcow2", raw: "raw", srv.URL + "/disk.qcow2": "qcow2"} {
+		s, err := openSource(context.Background(), src)
+		if err != nil {
+			t.Fatalf("openSource(%s): %v", src, err)
+		}
+		body, _ := io.ReadAll(s)
+		if s.format != want || int64(len(body)) != s.size || s.close() != nil {
+			t.Errorf("openSource(%s): format %q size %d, read %d", src, s.format, s.size, len(body))
+		}
 	}
-	if f, _ := detectFormat(p); f != "qcow2" {
-		t.Errorf("downloaded file: format %q", f)
-	}
-	cleanup()
-	if _, err := os.Stat(p); !os.IsNotExist(err) {
-		t.Errorf("download not cleaned up: %v", err)
-	}
-	if _, _, err := fetchSource(context.Background(), srv.URL+"/missing"); err == nil {
-		t.Error("HTTP 404 must be an error")
-	}
-	if _, _, err := fetchSource(context.Background(), "ftp://example/x"); err == nil {
-		t.Error("unsupported scheme must be an error")
+	for _, bad := range []string{srv.URL + "/missing", "ftp://example/x", filepath.Join(dir, "none")} {
+		if _, err := openSource(context.Background(), bad); err == nil {
+			t.Errorf("openSource(%s) must fail", bad)
+		}
 	}
 }
 

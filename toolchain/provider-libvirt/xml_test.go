@@ -1,9 +1,11 @@
 package main
 
 import (
-	"encoding/xml"
+	"fmt"
 	"strings"
 	"testing"
+
+	"libvirt.org/go/libvirtxml"
 )
 
 func TestRenderCmdline(t *testing.T) {
@@ -48,26 +50,38 @@ func clusterDomain() domainArgs {
 	}
 }
 
-func mustDomain(t *testing.T, a domainArgs, r resolvedDomain) domainXML {
+func mustDomain(t *testing.T, a domainArgs, r resolvedDomain) *libvirtxml.Domain {
 	t.Helper()
-	doc, err := domainDefinition(a, r)
+	def, err := domainDefinition(a, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d domainXML
-	if err := xml.Unmarshal([]byte(doc), &d); err != nil {
+	doc, err := def.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &libvirtxml.Domain{}
+	if err := d.Unmarshal(doc); err != nil {
 		t.Fatalf("generated XML does not parse: %v\n%s", err, doc)
 	}
 	return d
 }
 
+func diskLine(x libvirtxml.DomainDisk) string {
+	src := ""
+	if x.Source.File != nil {
+		src = x.Source.File.File
+	}
+	return fmt.Sprintf("%s:%s:%s:%s:%s:ro=%v", x.Device, x.Target.Dev, x.Target.Bus, x.Driver.Type, src, x.ReadOnly != nil)
+}
+
 func TestDomainDefinition(t *testing.T) {
 	d := mustDomain(t, clusterDomain(), resolvedDomain{DiskFormats: []string{"qcow2"}, NetworkNames: []string{"hacluster-dev"}})
 
-	if d.Type != "qemu" || d.Name != "dev-web01" || d.VCPU != 1 || d.Memory != (sizeXML{Unit: "MiB", Value: 512}) {
+	if d.Type != "qemu" || d.Name != "dev-web01" || d.VCPU.Value != 1 || d.Memory.Value != 512 || d.Memory.Unit != "MiB" {
 		t.Errorf("header: %+v", d)
 	}
-	if d.OS.Type.Machine != "" || d.OS.Type.Value != "hvm" {
+	if d.OS.Type.Machine != "" || d.OS.Type.Type != "hvm" {
 		t.Errorf("machine type must stay libvirt's default (pc: IDE for the seed): %+v", d.OS.Type)
 	}
 	if d.OS.Kernel != "/var/lib/libvirt/hacluster/dev/dev-kernel" || d.OS.Initrd != "/var/lib/libvirt/hacluster/dev/dev-initrd" ||
@@ -77,38 +91,31 @@ func TestDomainDefinition(t *testing.T) {
 	if d.Features == nil || d.Features.ACPI == nil || d.Features.APIC == nil {
 		t.Errorf("features: %+v", d.Features)
 	}
-
 	if len(d.Devices.Disks) != 2 {
 		t.Fatalf("disks: %+v", d.Devices.Disks)
 	}
-	disk, cdrom := d.Devices.Disks[0], d.Devices.Disks[1]
-	if disk.Type != "file" || disk.Device != "disk" || disk.Driver.Type != "qcow2" ||
-		disk.Source.File != "/var/lib/libvirt/hacluster/dev/dev-web01.qcow2" ||
-		disk.Target != (domDiskTarget{Dev: "vda", Bus: "virtio"}) || disk.ReadOnly != nil {
-		t.Errorf("root disk: %+v", disk)
+	if got := diskLine(d.Devices.Disks[0]); got != "disk:vda:virtio:qcow2:/var/lib/libvirt/hacluster/dev/dev-web01.qcow2:ro=false" {
+		t.Errorf("root disk: %s", got)
 	}
-	if cdrom.Device != "cdrom" || cdrom.Driver.Type != "raw" || cdrom.Target != (domDiskTarget{Dev: "hdd", Bus: "ide"}) ||
-		cdrom.ReadOnly == nil || cdrom.Source.File != "/var/lib/libvirt/hacluster/dev/dev-web01-seed.iso" {
-		t.Errorf("cloud-init cdrom: %+v", cdrom)
+	if got := diskLine(d.Devices.Disks[1]); got != "cdrom:hdd:ide:raw:/var/lib/libvirt/hacluster/dev/dev-web01-seed.iso:ro=true" {
+		t.Errorf("cloud-init cdrom: %s", got)
 	}
-
 	if len(d.Devices.Interfaces) != 1 {
 		t.Fatalf("interfaces: %+v", d.Devices.Interfaces)
 	}
 	nic := d.Devices.Interfaces[0]
-	if nic.Type != "network" || nic.Source.Network != "hacluster-dev" || nic.Model.Type != "virtio" ||
+	if nic.Source.Network == nil || nic.Source.Network.Network != "hacluster-dev" || nic.Model.Type != "virtio" ||
 		nic.MAC == nil || nic.MAC.Address != "52:54:00:a8:5f:e6" {
 		t.Errorf("nic: %+v", nic)
 	}
-
-	if len(d.Devices.Serials) != 1 || d.Devices.Serials[0].Type != "pty" || d.Devices.Serials[0].Target.Port != "0" {
-		t.Errorf("serial: %+v", d.Devices.Serials)
+	if s := d.Devices.Serials; len(s) != 1 || s[0].Source.Pty == nil || *s[0].Target.Port != 0 {
+		t.Errorf("serial: %+v", s)
 	}
-	if len(d.Devices.Consoles) != 1 || d.Devices.Consoles[0].Target != (domCharTarget{Type: "serial", Port: "0"}) {
-		t.Errorf("console: %+v", d.Devices.Consoles)
+	if c := d.Devices.Consoles; len(c) != 1 || c[0].Target.Type != "serial" || *c[0].Target.Port != 0 {
+		t.Errorf("console: %+v", c)
 	}
-	if len(d.Devices.Channels) != 1 || d.Devices.Channels[0].Target.Name != "org.qemu.guest_agent.0" {
-		t.Errorf("guest agent channel: %+v", d.Devices.Channels)
+	if c := d.Devices.Channels; len(c) != 1 || c[0].Target.VirtIO.Name != "org.qemu.guest_agent.0" {
+		t.Errorf("guest agent channel: %+v", c)
 	}
 	if len(d.Devices.RNGs) != 1 || d.Devices.RNGs[0].Model != "virtio" {
 		t.Errorf("rng: %+v", d.Devices.RNGs)
@@ -125,27 +132,27 @@ func TestDomainDefinitionVariants(t *testing.T) {
 	a.Kernel, a.Initrd, a.Cmdlines = "", "", nil
 	d := mustDomain(t, a, resolvedDomain{DiskFormats: []string{"", "raw", ""}})
 
-	if d.Type != "kvm" || d.VCPU != 1 || d.Memory.Value != 512 {
-		t.Errorf("defaults: type %q vcpu %d memory %d", d.Type, d.VCPU, d.Memory.Value)
+	if d.Type != "kvm" || d.VCPU.Value != 1 || d.Memory.Value != 512 {
+		t.Errorf("defaults: type %q vcpu %d memory %d", d.Type, d.VCPU.Value, d.Memory.Value)
 	}
 	if d.OS.Kernel != "" || d.OS.Cmdline != "" {
 		t.Errorf("no kernel boot expected: %+v", d.OS)
 	}
 	got := []string{}
 	for _, x := range d.Devices.Disks {
-		got = append(got, x.Device+":"+x.Target.Dev+":"+x.Target.Bus+":"+x.Driver.Type+":"+x.Source.File)
+		got = append(got, diskLine(x))
 	}
 	want := []string{
-		"disk:vda:virtio:qcow2:/var/lib/libvirt/hacluster/dev/dev-web01.qcow2", // format unknown -> qcow2
-		"disk:vdb:virtio:raw:/pool/data.raw",
-		"cdrom:hdc:ide:raw:/isos/tools.iso",
-		"cdrom:hdd:ide:raw:/pool/seed.iso",
+		"disk:vda:virtio:qcow2:/var/lib/libvirt/hacluster/dev/dev-web01.qcow2:ro=false", // format unknown -> qcow2
+		"disk:vdb:virtio:raw:/pool/data.raw:ro=false",
+		"cdrom:hdc:ide:raw:/isos/tools.iso:ro=true",
+		"cdrom:hdd:ide:raw:/pool/seed.iso:ro=true",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("disks:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	nic := d.Devices.Interfaces[0]
-	if nic.Type != "bridge" || nic.Source.Bridge != "br0" || nic.MAC != nil {
+	if nic.Source.Bridge == nil || nic.Source.Bridge.Bridge != "br0" || nic.MAC != nil {
 		t.Errorf("bridge nic: %+v", nic)
 	}
 }
@@ -157,6 +164,7 @@ func TestDomainDefinitionErrors(t *testing.T) {
 		"bad mac":       func(a *domainArgs) { a.NetworkInterfaces[0].Mac = "nope" },
 		"empty disk":    func(a *domainArgs) { a.Disks = []diskArgs{{}} },
 		"console type":  func(a *domainArgs) { a.Consoles[0].Type = "tcp" },
+		"console port":  func(a *domainArgs) { a.Consoles[0].TargetPort = "x" },
 	} {
 		a := clusterDomain()
 		mutate(&a)
@@ -168,39 +176,31 @@ func TestDomainDefinitionErrors(t *testing.T) {
 
 func TestNetworkDefinition(t *testing.T) {
 	off := false
-	doc, err := networkDefinition(networkArgs{Name: "hacluster-dev", Mode: "nat",
+	n, err := networkDefinition(networkArgs{Name: "hacluster-dev", Mode: "nat",
 		Addresses: []string{"192.168.95.0/24"}, Dhcp: &dhcpArgs{Enabled: &off}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n networkXML
-	if err := xml.Unmarshal([]byte(doc), &n); err != nil {
-		t.Fatal(err)
-	}
 	if n.Forward == nil || n.Forward.Mode != "nat" || n.Bridge == nil || n.Bridge.STP != "on" {
-		t.Errorf("forward/bridge: %s", doc)
+		t.Errorf("forward/bridge: %+v", n)
 	}
 	if len(n.IPs) != 1 || n.IPs[0].Address != "192.168.95.1" || n.IPs[0].Prefix != 24 || n.IPs[0].DHCP != nil {
-		t.Errorf("ip (first host address, no dhcp): %s", doc)
+		t.Errorf("ip (first host address, no dhcp): %+v", n.IPs)
 	}
 
-	doc, err = networkDefinition(networkArgs{Name: "n", Mode: "none", Addresses: []string{"10.1.2.64/26", "fd00:1::/64"}})
+	n, err = networkDefinition(networkArgs{Name: "n", Mode: "none", Addresses: []string{"10.1.2.64/26", "fd00:1::/64"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n = networkXML{}
-	if err := xml.Unmarshal([]byte(doc), &n); err != nil {
-		t.Fatal(err)
-	}
 	if n.Forward != nil {
-		t.Errorf("mode none is isolated (no <forward>): %s", doc)
+		t.Errorf("mode none is isolated (no <forward>): %+v", n.Forward)
 	}
 	if n.IPs[0].Address != "10.1.2.65" || n.IPs[0].DHCP == nil ||
-		n.IPs[0].DHCP.Ranges[0] != (netRangeXML{Start: "10.1.2.66", End: "10.1.2.126"}) {
-		t.Errorf("ipv4 with default dhcp: %s", doc)
+		n.IPs[0].DHCP.Ranges[0].Start != "10.1.2.66" || n.IPs[0].DHCP.Ranges[0].End != "10.1.2.126" {
+		t.Errorf("ipv4 with default dhcp: %+v", n.IPs[0])
 	}
-	if n.IPs[1].Family != "ipv6" || n.IPs[1].Address != "fd00:1::1" || n.IPs[1].Prefix != 64 {
-		t.Errorf("ipv6: %s", doc)
+	if n.IPs[1].Family != "ipv6" || n.IPs[1].Address != "fd00:1::1" || n.IPs[1].Prefix != 64 || n.IPs[1].DHCP != nil {
+		t.Errorf("ipv6: %+v", n.IPs[1])
 	}
 
 	for _, bad := range []networkArgs{
@@ -215,10 +215,11 @@ func TestNetworkDefinition(t *testing.T) {
 }
 
 func TestVolumeAndPoolDefinitions(t *testing.T) {
-	doc, err := volumeDefinition("dev-web01.qcow2", "qcow2", 2147483648, "/pool/dev-base", "qcow2")
+	v, err := volumeDefinition("dev-web01.qcow2", "qcow2", 2147483648, "/pool/dev-base", "qcow2")
 	if err != nil {
 		t.Fatal(err)
 	}
+	doc, _ := v.Marshal()
 	for _, want := range []string{`<capacity unit="bytes">2147483648</capacity>`, `<format type="qcow2"></format>`,
 		`<backingStore>`, `<path>/pool/dev-base</path>`} {
 		if !strings.Contains(doc, want) {
@@ -228,30 +229,17 @@ func TestVolumeAndPoolDefinitions(t *testing.T) {
 	if _, err := volumeDefinition("x", "raw", 1, "/pool/base", "qcow2"); err == nil {
 		t.Error("a raw overlay must be refused")
 	}
-	info, err := parseVolumeXML(`<volume type='file'><name>dev-base</name><key>/pool/dev-base</key>
-	  <capacity unit='bytes'>2147483648</capacity><allocation unit='bytes'>526454784</allocation>
-	  <target><path>/pool/dev-base</path><format type='qcow2'/></target></volume>`)
-	if err != nil || info != (volumeInfo{Name: "dev-base", Path: "/pool/dev-base", Format: "qcow2", Capacity: 2147483648}) {
-		t.Errorf("parseVolumeXML: %+v %v", info, err)
+	p, err := poolDefinition(poolArgs{Name: "hacluster-dev", Type: "dir", Path: "/var/lib/libvirt/hacluster/dev"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	doc, err = poolDefinition(poolArgs{Name: "hacluster-dev", Type: "dir", Path: "/var/lib/libvirt/hacluster/dev"})
-	if err != nil || !strings.Contains(doc, "<mode>0755</mode>") || !strings.Contains(doc, `<pool type="dir">`) {
-		t.Errorf("pool: %v\n%s", err, doc)
+	if doc, _ := p.Marshal(); !strings.Contains(doc, "<mode>0755</mode>") || !strings.Contains(doc, `<pool type="dir">`) {
+		t.Errorf("pool: %s", doc)
 	}
 	if _, err := poolDefinition(poolArgs{Name: "x", Type: "logical", Path: "/x"}); err == nil {
 		t.Error("non-dir pool must be refused")
 	}
-}
-
-func TestReadBack(t *testing.T) {
-	macs, err := domainMACs(`<domain type='qemu'><name>x</name><devices>
-	  <interface type='network'><mac address='52:54:00:11:22:33'/><source network='n'/></interface>
-	  <interface type='bridge'><source bridge='br0'/></interface></devices></domain>`)
-	if err != nil || len(macs) != 2 || macs[0] != "52:54:00:11:22:33" || macs[1] != "" {
-		t.Errorf("domainMACs: %v %v", macs, err)
-	}
-	br, err := networkBridge(`<network><name>n</name><bridge name='virbr3' stp='on' delay='0'/></network>`)
-	if err != nil || br != "virbr3" {
-		t.Errorf("networkBridge: %q %v", br, err)
+	if scaleSize("KiB", 524288)>>20 != 512 || scaleSize("bytes", 7) != 7 {
+		t.Error("scaleSize")
 	}
 }
