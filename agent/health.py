@@ -103,11 +103,13 @@ def peer_tracker(rise: int) -> Tracker:
 
 def log_mark(path: str | None) -> tuple[int, int] | None:
     """(inode, size) of nginx's access log: it changes whenever nginx completes a request (or rotates)."""
+    if not path:
+        return None
     try:
-        st = os.stat(path) if path else None
+        st = os.stat(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_size) if st else None
+    return st.st_ino, st.st_size
 
 
 class Stuck:

@@ -162,8 +162,7 @@ class SshActions(Actions):
         self.spec, self.key_file = spec, key_file
 
     def _ssh(self, lb: Balancer, command: str, timeout: float, stdin: str | None = None) -> subprocess.CompletedProcess:
-        argv = [*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command]
-        return _run(argv, timeout) if stdin is None else _run(argv, timeout, stdin)
+        return _run([*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command], timeout, stdin)
 
     def _ssh_ok(self, lb: Balancer, command: str, timeout: float) -> str:
         r = self._ssh(lb, command, timeout)

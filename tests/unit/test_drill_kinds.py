@@ -56,7 +56,7 @@ def test_poweroff_needs_ssh_actions():
 def calls(monkeypatch):
     seen = []
 
-    def mock_run(argv, timeout):
+    def mock_run(argv, timeout, stdin=None):
         seen.append(argv)
         return subprocess.CompletedProcess(argv, 0, "", "")
 

@@ -221,7 +221,7 @@ def test_netns_actions_need_hosts_and_a_client_namespace():
 def test_ssh_actions_use_the_key_only_and_no_host_key_bookkeeping(monkeypatch):
     calls = []
 
-    def mock_run(argv, timeout):
+    def mock_run(argv, timeout, stdin=None):
         calls.append(argv)
         return subprocess.CompletedProcess(argv, 0, IP_OUT, "")
 
