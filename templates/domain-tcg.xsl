@@ -9,7 +9,11 @@
      from guest RAM and a 512 MiB guest costs ~1.5 GiB of host RSS; with it ~0.5 GiB.
      Domains of type 'kvm' and domains that already say <tcg> are left alone.
   2. Every <serial> without a <log> gets one, so the guest's serial console is kept (written by
-     virtlogd) in /var/log/libvirt/qemu/DOMAIN-serialN.log. A <console> gets one only when it is
+     virtlogd) in /var/log/libvirt/qemu/DOMAIN-serialN.log. The file holds the domain's current run
+     (append off: libvirt truncates it when the domain starts; reboots inside one run stay in it).
+     Appended across runs, a domain of the same name made again (a new stack, a replaced VM, a
+     powered-off node started) showed the old run's "cloud-init finished" line to the boot waits
+     until the new kernel printed its banner: a wrong stage, and SSH probes at every poll. A <console> gets one only when it is
      not just the alias of a <serial> (libvirt drops the alias's own settings).
 
   Try it: xsltproc templates/domain-tcg.xsl domain.xml
@@ -62,7 +66,7 @@
     </xsl:variable>
     <xsl:copy>
       <xsl:apply-templates select="@*|node()"/>
-      <log file="{$log_dir}/{/domain/name}-{name()}{$port}.log" append="on"/>
+      <log file="{$log_dir}/{/domain/name}-{name()}{$port}.log" append="off"/>
     </xsl:copy>
   </xsl:template>
 </xsl:stylesheet>
