@@ -18,6 +18,11 @@ from .settings import Node, Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 AGENT = Path(__file__).resolve().parent.parent / "agent" / "health.py"
+# systemd units and drop-ins the golden image carries (enabled there); written by cloud-init and day 2
+# as well, so images built elsewhere get them too.
+UNITS = Path(__file__).resolve().parent.parent / "image" / "rootfs" / "etc" / "systemd" / "system"
+# Present on the golden image only: its units start the services, the user-data's runcmd does nothing.
+GOLDEN_MARKER = "/etc/hacluster/golden-image"
 EJECT_TABLE = "hacluster_eject"
 SCRIPT_USER = "keepalived_script"
 SITE = "hacluster"
@@ -130,10 +135,10 @@ def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM
     if paths.systemd_dir:
         d = paths.systemd_dir
         # nginx comes back by itself after a crash; the agent's unit; keepalived starts after the agent.
-        files.append(NodeFile(f"{d}/nginx.service.d/10-hacluster.conf", render("nginx-service.conf.j2", **ctx)))
+        units = ["nginx.service.d/10-hacluster.conf"]
         if node.role == "lb":
-            files += [NodeFile(f"{d}/hacluster-health.service", render("hacluster-health.service.j2", **ctx)),
-                      NodeFile(f"{d}/keepalived.service.d/10-hacluster.conf", render("keepalived-service.conf.j2", **ctx))]
+            units += ["hacluster-health.service", "keepalived.service.d/10-hacluster.conf"]
+        files += [NodeFile(f"{d}/{u}", (UNITS / u).read_text()) for u in units]
     if s.firewall.enabled:
         files.append(NodeFile(paths.nftables_conf, firewall_conf(s, node), "0644"))
     return files
@@ -191,13 +196,13 @@ def user_data_doc(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list
         doc["packages"] = ["nginx", "curl"] + (["keepalived"] if node.role == "lb" else [])
     doc["write_files"] = [{"path": f.path, "permissions": f.mode, "content": f.content}
                           for f in node_files(s, node, auth_pass)]
-    # One daemon-reload for the unit files and drop-ins written above; the enables then only add links
-    # (--no-reload: every daemon-reload costs seconds under TCG).
-    runcmd = [["systemctl", "daemon-reload"]]
+    # On the golden image the units are baked in and enabled, and systemd starts the services after
+    # cloud-init's 'init' stage wrote the files above: nothing to do (each systemctl costs seconds
+    # under TCG). Images built elsewhere: one daemon-reload for the unit files and drop-ins, the enables
+    # then only add links (--no-reload); services that already run (packages baked in) are reloaded.
+    runcmd: list = [f"[ -e {GOLDEN_MARKER} ] && exit 0", ["systemctl", "daemon-reload"]]
     if s.firewall.enabled:
         runcmd.append(["sh", "-c", "nft -f /etc/nftables.conf && systemctl --no-reload enable nftables"])
-    # Images with the packages baked in already started both services on the files written above:
-    # reload (no VIP flap); images that just installed them get them started.
     runcmd.append(["sh", "-c", "nginx -t && systemctl --no-reload enable nginx && systemctl reload-or-restart nginx"])
     if node.role == "lb":
         runcmd.append(["sh", "-c", "systemctl --no-reload enable hacluster-health && systemctl restart hacluster-health"])

@@ -87,6 +87,7 @@ def test_user_data_is_valid_cloud_config_without_private_material():
         assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key()]
         assert [u["name"] for u in doc["users"]] == (["ops", "keepalived_script"] if node.role == "lb" else ["ops"])
         assert doc["users"][0]["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
+        assert doc["runcmd"][0] == f"[ -e {render.GOLDEN_MARKER} ] && exit 0"  # the golden image starts it all
         assert doc["runcmd"][-1][-1].startswith("systemctl --no-reload enable keepalived" if node.role == "lb" else "nginx -t")
         paths = {f["path"]: f["content"] for f in doc["write_files"]}
         assert paths["/etc/nginx/nginx.conf"] == render.nginx_conf(s, node)
