@@ -2,10 +2,12 @@
 
 import copy
 
+import pulumi
 import pytest
 
 from model.settings import DEFAULTS, HostFacts, SettingsError, load, place
 from tests.conftest import ROOT
+from tests.unit.test_graph_mocks import after, build, mocks, of  # noqa: F401 (mocks: a fixture)
 
 TCG_HOST = HostFacts(kvm_device=True, hardware_kvm_module=False)
 TWO = {"a": {"uri": "qemu+ssh://ops@kvm1/system"}, "b": {"uri": "qemu+ssh://ops@kvm2/system"}}
@@ -111,3 +113,49 @@ def test_refusal_is_one_line_naming_key_value_and_what_is_allowed(raw, line):
 def test_both_balancers_may_share_the_only_hypervisor():
     assert hosts(ok({"hypervisors": {"a": {"uri": "qemu+unix:///system"}}, **nodes(("a", "a"))}))["lb02"] == "a"
 
+
+# ---- resources: one provider, pool and image set per host; each VM on its host's provider ----------
+@pulumi.runtime.test
+def test_each_host_has_its_provider_pool_and_images_and_each_vm_uses_its_hosts_provider(mocks):  # noqa: F811
+    cluster = build({**BRIDGED, "hypervisors": TWO, "webNodes": [
+        {"name": f"web0{i}", "ip": f"192.168.81.23{i}"} for i in range(1, 4)]})
+
+    def check(_):
+        providers = {p.name: p.inputs["uri"] for p in mocks.resources if p.typ == "pulumi:providers:libvirt"}
+        assert providers == {"hacluster-a-libvirt": TWO["a"]["uri"], "hacluster-b-libvirt": TWO["b"]["uri"]}
+        on = lambda r: r.provider.split("::")[-2]  # noqa: E731 (provider ref "URN::id": the provider's name)
+        pools = of(mocks, "libvirt:index:Pool")
+        assert sorted((p.name, on(p), p.inputs["name"]) for p in pools) == [
+            ("hacluster-a-pool", "hacluster-a-libvirt", "hacluster-t"),
+            ("hacluster-b-pool", "hacluster-b-libvirt", "hacluster-t")]
+        images = [v for v in of(mocks, "libvirt:index:Volume") if "source" in v.inputs]
+        assert sorted((v.name, on(v)) for v in images) == sorted(
+            (f"hacluster-{h}-{f}", f"hacluster-{h}-libvirt") for h in "ab" for f in ("base", "kernel", "initrd"))
+        placed = {"lb01": "a", "lb02": "b", "web01": "a", "web02": "b", "web03": "a"}
+        for node, h in placed.items():
+            for kind in ("Domain", "Volume", "CloudInitDisk"):
+                (r,) = [r for r in of(mocks, f"libvirt:index:{kind}") if r.name.startswith(f"{node}-")]
+                assert on(r) == f"hacluster-{h}-libvirt", (node, kind)
+        overlay = {v.name: v.inputs["baseVolumeId"] for v in of(mocks, "libvirt:index:Volume")
+                   if "baseVolumeId" in v.inputs}
+        assert overlay["lb02-disk"] == "/pool/t-base"  # (the mock's id: the volume name, same on each host)
+        assert {c.name for c in mocks.resources if c.typ == "hacluster:index:Hypervisor"} == {
+            "hacluster-a", "hacluster-b"}
+        assert of(mocks, "libvirt:index:Network") == []
+        assert cluster.nodes["lb02"]["host"] == "b"
+
+    return after(cluster, check)
+
+
+@pulumi.runtime.test
+def test_nat_on_the_one_declared_hypervisor_lives_on_its_provider(mocks):  # noqa: F811
+    cluster = build({"hypervisors": {"solo": {"uri": "qemu+unix:///system"}}, "labNetns": ""})
+
+    def check(_):
+        (net,) = of(mocks, "libvirt:index:Network")
+        assert net.provider.split("::")[-2] == "hacluster-solo-libvirt"
+        for d in of(mocks, "libvirt:index:Domain"):
+            assert d.inputs["networkInterfaces"][0]["networkId"] == f"{net.name}-id"
+            assert d.inputs["type"] == "qemu"  # a local URI on a host without hardware KVM
+
+    return after(cluster, check)
