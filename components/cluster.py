@@ -1,4 +1,5 @@
-"""HaCluster: network + base image + two web nodes + a balancer pair + the post-deploy check."""
+"""HaCluster: per hypervisor its provider, pool and images; the network; two web nodes + a balancer pair on
+their hosts; the post-deploy check."""
 
 from __future__ import annotations
 
