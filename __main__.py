@@ -39,7 +39,7 @@ cluster = HaCluster("hacluster", HaClusterArgs(settings))
 pulumi.export("vip", cluster.vip)
 pulumi.export("vipUrl", f"http://{cluster.vip}/")
 pulumi.export("nodes", cluster.nodes)
-pulumi.export("domainType", settings.vm.domain_type)
+pulumi.export("domainType", settings.hypervisor(settings.master).domain_type)
 pulumi.export("labNetns", settings.lab_netns)
 pulumi.export("sshPrivateKey", cluster.private_key)
 if cluster.verification is not None:

@@ -1,4 +1,5 @@
-"""HaCluster: network + base image + two web nodes + a balancer pair + the post-deploy check."""
+"""HaCluster: per hypervisor its provider, pool and images; the network; two web nodes + a balancer pair on
+their hosts; the post-deploy check."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import hashlib
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_libvirt as libvirt
 
 from model import render
-from model.settings import Settings
+from model.settings import HypervisorSettings, Settings
 
 from .check import FailoverCheck, FailoverCheckArgs
+from .hypervisor import Hypervisor, HypervisorArgs, host_objects
 from .network import ClusterNetwork, ClusterNetworkArgs
 from .secrets import StackSecrets, StackSecretsArgs
 from .tiers import LoadBalancerPair, LoadBalancerPairArgs, TierArgs, WebTier
@@ -29,7 +30,8 @@ def verifier_spec(s: Settings) -> dict:
     node = lambda n: {"name": n.name, "ip": n.ip, "domain": f"{s.stack}-{n.name}"}  # noqa: E731
     return {
         "stack": s.stack, "vip": s.vip, "serverName": s.nginx.server_name.split()[0],
-        "netns": s.lab_netns, "libvirtUri": s.vm.libvirt_uri, "sshUser": s.vm.admin_user,
+        # (one URI: the MASTER's host; per-node URIs come with the two-hypervisor lab, issue 14 part 2)
+        "netns": s.lab_netns, "libvirtUri": s.hypervisor(s.master).uri, "sshUser": s.vm.admin_user,
         "interface": s.vrrp.interface,
         "balancers": [{**node(b), "state": b.state, "priority": b.priority, "mac": b.mac} for b in s.balancers],
         "webNodes": [{**node(w), "weight": w.weight} for w in s.web_nodes],
@@ -61,32 +63,30 @@ class HaCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: HaClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hacluster:index:HaCluster", name, {}, opts)
         s = args.settings
-        provider = libvirt.Provider(f"{name}-libvirt", uri=s.vm.libvirt_uri, opts=pulumi.ResourceOptions(parent=self))
-        child = pulumi.ResourceOptions(parent=self, providers=[provider])
-
-        pool = libvirt.Pool(f"{name}-pool", name=f"hacluster-{s.stack}", type="dir",
-                            path=f"{s.vm.pool_path}/{s.stack}", opts=child)
-        def image(rname: str, src: str, fmt: str) -> libvirt.Volume:
-            """A file of the image set (disk, kernel, initrd) uploaded into the stack's pool."""
-            return libvirt.Volume(f"{name}-{rname}", name=f"{s.stack}-{rname}", pool=pool.name, source=src,
-                                  format=fmt, opts=child)
-
-        base = image("base", s.vm.image, "qcow2")
-        kernel = image("kernel", s.vm.kernel, "raw") if s.vm.kernel else None
-        initrd = image("initrd", s.vm.initrd, "raw") if s.vm.initrd else None
-        network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network, autostart=s.vm.autostart), child)
+        if s.hypervisors[0].name is None:  # no `hypervisors`: one host, its objects right here (URNs as before)
+            hosts = {None: host_objects(name, self, HypervisorArgs(s.hypervisors[0], s.vm, s.stack))}
+        else:
+            hosts = {h.name: Hypervisor(f"{name}-{h.name}", HypervisorArgs(h, s.vm, s.stack),
+                                        pulumi.ResourceOptions(parent=self)).objects for h in s.hypervisors}
+        # A NAT network exists on one host: validation allows nat with one hypervisor only.
+        first = next(iter(hosts.values()))
+        network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network, autostart=s.vm.autostart),
+                                 pulumi.ResourceOptions(parent=self, providers=[first.provider]))
         secrets = StackSecrets(f"{name}-secrets", StackSecretsArgs(
             stack=s.stack, vrrp_auth_pass=s.vrrp_auth_pass, need_vrrp_pass=bool(s.vrrp.auth_type)),
             pulumi.ResourceOptions(parent=self))
 
-        vm_base = VmBase(
-            pool=pool.name, base_volume_id=base.id, domain_type=s.vm.domain_type, stack=s.stack,
-            kernel=kernel.id if kernel else None, initrd=initrd.id if initrd else None, autostart=s.vm.autostart,
-            network_id=network.network_id, bridge=network.bridge,
-            xslt=(render.TEMPLATES / "domain-tcg.xsl").read_text() if s.vm.domain_type == "qemu" else None,
-        )
-        tier = TierArgs(settings=s, base=vm_base, ssh_public_key=secrets.public_key,
-                        ssh_private_key=secrets.private_key)
+        def vm_base(h: HypervisorSettings) -> VmBase:
+            o = hosts[h.name]
+            return VmBase(
+                pool=o.pool.name, base_volume_id=o.base.id, domain_type=h.domain_type, stack=s.stack,
+                kernel=o.kernel.id if o.kernel else None, initrd=o.initrd.id if o.initrd else None,
+                autostart=s.vm.autostart, network_id=network.network_id, bridge=h.bridge, provider=o.provider,
+                xslt=(render.TEMPLATES / "domain-tcg.xsl").read_text() if h.domain_type == "qemu" else None,
+            )
+        tier = TierArgs(settings=s, bases={h.name: vm_base(h) for h in s.hypervisors},
+                        ssh_public_key=secrets.public_key, ssh_private_key=secrets.private_key)
+        child = pulumi.ResourceOptions(parent=self)
         web = WebTier(f"{name}-web", tier, child)
         lbs = LoadBalancerPair(f"{name}-lb", LoadBalancerPairArgs(
             **vars(tier), vrrp_auth_pass=secrets.vrrp_auth_pass), child)
@@ -94,7 +94,8 @@ class HaCluster(pulumi.ComponentResource):
 
         self.vip = s.vip
         self.nodes = {n.name: {"ip": n.ip, "role": n.role, "state": n.state, "priority": n.priority,
-                               "domain": f"{s.stack}-{n.name}"} for n in s.nodes}
+                               "domain": f"{s.stack}-{n.name}", **({"host": n.host} if n.host else {})}
+                      for n in s.nodes}
         self.domain_names = [vm.domain_name for vm in vms.values()]
         self.private_key = secrets.private_key
         self.verification = None

@@ -24,8 +24,9 @@ from .vm import VirtualMachine, VirtualMachineArgs, VmBase
 class TierArgs:
     settings: Settings
     """Validated stack settings."""
-    base: VmBase
-    """Shared VM settings (pool, base image, boot, network)."""
+    bases: dict[str | None, VmBase]
+    """Shared VM settings (provider, pool, base image, boot, network) per hypervisor name (None: the one
+    host of a stack without hypervisors)."""
     ssh_public_key: pulumi.Input[str]
     """The stack's own public key (the verifier logs in with its private half)."""
     ssh_private_key: pulumi.Input[str]
@@ -39,7 +40,8 @@ CONSOLE_LOG_DIR = "/var/log/libvirt/qemu"
 def console_log(s: Settings, node: Node) -> str | None:
     """The node's serial console log when this host can read it: the XSLT adds the log (TCG domains)
     and libvirt runs here (a local URI). The day-2 wait follows the boot through it."""
-    if s.vm.domain_type != "qemu" or not re.match(r"^[a-z]+(\+unix)?:///", s.vm.libvirt_uri):
+    hv = s.hypervisor(node)
+    if hv.domain_type != "qemu" or not re.match(r"^[a-z]+(\+unix)?:///", hv.uri):
         return None
     return f"{CONSOLE_LOG_DIR}/{s.stack}-{node.name}-serial0.log"
 
@@ -69,10 +71,11 @@ def _vms(parent: pulumi.ComponentResource, args: TierArgs, nodes, auth_pass: pul
     for node in nodes:
         user_data = pulumi.Output.all(args.ssh_public_key, auth_pass).apply(
             lambda v, node=node: render.user_data(s, node, v[1], [v[0], *s.ssh_authorized_keys]))
+        base = args.bases[node.host]
         vm = vms[node.name] = VirtualMachine(node.name, VirtualMachineArgs(
-            node=node, base=args.base, user_data=user_data,
+            node=node, base=base, user_data=user_data,
             network_config=render.network_config(s, node), meta_data=render.meta_data(s, node),
-        ), pulumi.ResourceOptions(parent=parent))
+        ), pulumi.ResourceOptions(parent=parent, providers=[base.provider]))
         files = pulumi.Output.secret(pulumi.Output.from_input(auth_pass).apply(lambda pw, node=node: json.dumps(
             [dataclasses.asdict(f) for f in render.node_files(s, node, pw)], sort_keys=True)))
         configs.append(_node_config(parent, s, node, vm, files, args.ssh_private_key, configs[-1:]))

@@ -38,6 +38,8 @@ class VmBase:
     """XSLT applied to the generated domain XML (TCG translation-cache cap)."""
     autostart: bool = False
     """libvirt starts the domain when libvirtd starts (vm.autostart)."""
+    provider: pulumi.ProviderResource | None = None
+    """The libvirt provider of the VMs' hypervisor (the tiers hand it to each VM)."""
 
 
 @dataclass

@@ -122,6 +122,10 @@ def Text(check: Callable[[str], Any] | Any, allowed: str) -> Any:
 Hostname = Text(g.HOSTNAME, "must be " + g.HOSTNAME_ALLOWED)
 IPv4 = Text(g.ipv4, "must be an IPv4 address like 192.168.81.100")
 Cidr = Text(g.CIDR, "an IPv4 address or CIDR like 10.0.0.0/24")
+HvName = Text(g.HV_NAME, g.HV_NAME_ALLOWED)
+LibvirtUri = Text(g.libvirt_uri, g.URI_ALLOWED)
+PoolPath = Text(g.pool_path, "an absolute directory of its own on the hypervisor, like /var/lib/libvirt/hacluster")
+DomainType = Choice("auto", "kvm", "qemu")
 
 
 def _camel(name: str) -> str:
@@ -192,6 +196,7 @@ class BalancerConfig(Model):
         None, description="keepalived router_id (default: the name)")
     vcpus: Int(1, 64) | None = Field(None, description="default vm.vcpus")
     memory: Int(256, 262144) | None = Field(None, description="MiB; default vm.memory")
+    host: HvName | None = Field(None, description="its hypervisor (a hypervisors key); unset: spread")
 
 
 class WebNodeConfig(Model):
@@ -202,6 +207,17 @@ class WebNodeConfig(Model):
     weight: Int(1, 1000) | None = Field(None, description="upstream weight (default nginx.upstream.weight)")
     vcpus: Int(1, 64) | None = Field(None, description="default vm.vcpus")
     memory: Int(256, 262144) | None = Field(None, description="MiB; default vm.memory")
+    host: HvName | None = Field(None, description="its hypervisor (a hypervisors key); unset: spread")
+
+
+class HypervisorConfig(Model):
+    """One libvirt host of the stack (hypervisors.NAME)."""
+
+    uri: LibvirtUri = Field(description="its libvirt URI, like qemu+ssh://admin@kvm1/system")
+    bridge: Text(g.IFNAME, g.IFNAME_ALLOWED) | None = Field(
+        None, description="its bridge on the shared L2 segment (bridge mode; default network.bridge)")
+    pool_path: PoolPath | None = Field(None, description="storage pool directory there (default vm.poolPath)")
+    domain_type: DomainType | None = Field(None, description="default vm.domainType")
 
 
 # Failover profiles: defaults that explicit vrrp.* keys still override.
@@ -405,9 +421,9 @@ class VmConfig(Model):
         ".images/debian12/initrd.img", description="initrd for direct kernel boot ('' with kernel '')")
     vcpus: Int(1, 64) = Field(1, description="default vCPUs per VM")
     memory: Int(256, 262144) = Field(512, description="default MiB per VM")
-    domain_type: Choice("auto", "kvm", "qemu") = Field("auto", description="auto: kvm where hardware KVM works, else qemu (TCG)")
-    libvirt_uri: Text(g.libvirt_uri, g.URI_ALLOWED) = Field(g.LAB_URI, description="libvirt connection URI")
-    pool_path: Text(g.pool_path, "an absolute directory of its own on the hypervisor, like /var/lib/libvirt/hacluster") = Field(
+    domain_type: DomainType = Field("auto", description="auto: kvm where hardware KVM works, else qemu (TCG)")
+    libvirt_uri: LibvirtUri = Field(g.LAB_URI, description="libvirt connection URI (a stack without hypervisors)")
+    pool_path: PoolPath = Field(
         "/var/lib/libvirt/hacluster", description="storage pool directory on the hypervisor")
     install_packages: Bool = Field(False, description="cloud-init installs nginx/keepalived (images without them)")
     admin_user: Text(lambda v: _admin_user(v), "x") = Field("ops", description="admin user (sudo, the SSH keys)")
@@ -494,6 +510,9 @@ class StackConfig(Model):
     vrrp: VrrpConfig = Field(default_factory=VrrpConfig, description="keepalived VRRP and health check.")
     nginx: NginxConfig = Field(default_factory=NginxConfig, description="nginx on the balancers.")
     vm: VmConfig = Field(default_factory=VmConfig, description="VM image, size and hypervisor.")
+    hypervisors: Annotated[dict[HvName, HypervisorConfig], Field(max_length=16)] = Field(default_factory=dict,
+        description="The libvirt hosts, NAME -> {uri, ...}; unset or {}: one host, vm.libvirtUri. Nodes without "
+        "a host are spread: the balancers on different hypervisors, web nodes round robin (in name order).")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="The post-deploy verification.")
     firewall: FirewallConfig = Field(default_factory=FirewallConfig, description="nftables on every VM.")
     lab_netns: Annotated[Text(_netns_name, NETNS_ALLOWED), BeforeValidator(_netns)] = Field(
@@ -597,7 +616,12 @@ def _rule_secret(c: StackConfig) -> list:
 
 def _rule_lab(c: StackConfig) -> list:
     """No sandbox is a decision, not an accident: '' (or null) needs a libvirt URI other than the lab's."""
-    if c.lab_netns == "" and c.vm.libvirt_uri == g.LAB_URI:
+    lab = [f"hypervisors.{n}.uri" for n, h in c.hypervisors.items() if h.uri == g.LAB_URI]
+    if c.lab_netns == "" and lab:
+        return [("labNetns", c.lab_netns, f"empty (or null) turns the lab sandbox off, but {lab[0]} is the lab's "
+                 "qemu:///system: keep labNetns halab (make lab), or give each host its own URI "
+                 "(qemu+ssh://host/system)")]
+    if c.lab_netns == "" and not c.hypervisors and c.vm.libvirt_uri == g.LAB_URI:
         return [("labNetns", c.lab_netns,
                  "empty (or null) turns the lab sandbox off, but vm.libvirtUri is the lab's qemu:///system: keep "
                  "labNetns halab (make lab), or, for a libvirtd of your own, set vm.libvirtUri explicitly "
@@ -605,10 +629,46 @@ def _rule_lab(c: StackConfig) -> list:
     return []
 
 
+def _rule_hypervisors(c: StackConfig) -> list:
+    """Known hosts; with several hypervisors: the balancers apart, one L2 segment (bridge mode), one
+    libvirtd each; the hosts' URIs live in `hypervisors` only."""
+    hv, found = c.hypervisors, []
+    declared = ", ".join(sorted(hv)) or "none (add the host under hypervisors, or remove host)"
+    nodes = [(f"balancers[{i}]", n) for i, n in enumerate(c.balancers)] + \
+            [(f"webNodes[{i}]", n) for i, n in enumerate(c.web_nodes)]
+    for key, n in nodes:
+        if n.host is not None and n.host not in hv:
+            found.append((f"{key}.host", n.host, f"unknown hypervisor; declared: {declared}"))
+    if not hv:
+        return found
+    a, b = c.balancers
+    if len(hv) > 1 and a.host is not None and a.host == b.host:
+        found.append(("balancers[1].host", b.host, f"must differ from balancers[0].host ({a.host!r}): with "
+                      f"{len(hv)} hypervisors the balancers never share one: "
+                      + ", ".join(sorted(set(hv) - {a.host}))))
+    if len(hv) > 1 and c.network.mode == "nat":
+        found.append(("network.mode", c.network.mode, f"bridge is required with {len(hv)} hypervisors: a NAT "
+                      "network exists on one host only, and VRRP and the VIP need one L2 segment (a bridge on "
+                      "every host, joined by a VLAN or switch)"))
+    uris: dict[str, str] = {}
+    for name, h in hv.items():
+        if h.uri in uris:
+            found.append((f"hypervisors.{name}.uri", h.uri,
+                          f"duplicate URI: hypervisors.{uris[h.uri]} has it (one libvirtd is one hypervisor)"))
+        uris.setdefault(h.uri, name)
+        if h.bridge is not None and c.network.mode != "bridge":
+            found.append((f"hypervisors.{name}.bridge", h.bridge, "only with network.mode bridge"))
+    if "libvirt_uri" in c.vm.model_fields_set:
+        found.append(("vm.libvirtUri", c.vm.libvirt_uri,
+                      "not with hypervisors: each host's URI is hypervisors.NAME.uri (remove vm.libvirtUri)"))
+    return found
+
+
 _RULES: list[tuple[tuple[str, ...], Callable[[StackConfig], list]]] = [
     (("network", "balancers", "webNodes", "vip"), _rule_addresses),
     (("balancers", "vrrp"), _rule_balancers),
     (("nginx", "webNodes"), _rule_routing),
     (("vrrpAuthPass", "vrrp"), _rule_secret),
-    (("labNetns", "vm"), _rule_lab),
+    (("labNetns", "vm", "hypervisors"), _rule_lab),
+    (("hypervisors", "balancers", "webNodes", "network", "vm"), _rule_hypervisors),
 ]

@@ -34,6 +34,10 @@ RESERVED_USERS = frozenset("""
 IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 IFNAME_ALLOWED = "a Linux interface name: 1..15 letters, digits, '_', '.' or '-' (not starting with '-')"
 
+# A hypervisor's name (a `hypervisors` key, a node's `host`): short, it is part of Pulumi resource names.
+HV_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,14}[a-z0-9])?")
+HV_NAME_ALLOWED = "a hypervisor name: a lowercase letter, then lowercase letters, digits or '-', not ending in '-', at most 16"
+
 NETNS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
 LIBVIRT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ROUTER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,10 @@ import yaml
 from pydantic import BaseModel
 
 from .config import StackConfig
-from .settings import DEFAULTS, inner_model
+from .settings import DEFAULTS, inner_model, is_a
 
 PROJECT = "hacluster"
 PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
-
-
-def _is_list(tp: Any) -> bool:
-    return typing.get_origin(tp) is list or any(_is_list(a) for a in typing.get_args(tp)
-                                                  if typing.get_origin(tp) is typing.Annotated or a is not None)
 
 
 def _keys(model: type[BaseModel]) -> str:
@@ -33,9 +27,9 @@ def _keys(model: type[BaseModel]) -> str:
     parts = []
     for f in model.model_fields.values():
         sub = inner_model(f.annotation)
-        if sub is not None and not _is_list(f.annotation) and f.default is None and f.default_factory is None:
+        if sub is not None and not is_a(f.annotation, list) and f.default is None and f.default_factory is None:
             parts.append(f"{f.alias}: {_keys(sub)} | null")
-        elif sub is not None and not _is_list(f.annotation):
+        elif sub is not None and not is_a(f.annotation, list):
             parts.append(f"{f.alias}: {_keys(sub)}")
         elif f.is_required():
             parts.append(f"{f.alias}")
@@ -51,14 +45,14 @@ def pulumi_config() -> dict[str, dict]:
         key = f"{PROJECT}:{f.alias}"
         sub = inner_model(f.annotation)
         desc = f.description or name
-        if _is_list(f.annotation):
+        if is_a(f.annotation, list):
             spec: dict[str, Any] = {"type": "array", "items": {"type": "object" if sub else "string"}}
             if sub:
                 desc += " Each: " + _keys(sub) + "."
             default: Any = DEFAULTS[f.alias]
         elif sub is not None:
             spec, default = {"type": "object"}, {}
-            desc += " Keys (defaults): " + _keys(sub) + "."
+            desc += (" Each NAME: " if is_a(f.annotation, dict) else " Keys (defaults): ") + _keys(sub) + "."
         else:
             spec = {"type": "string"}
             default = DEFAULTS[f.alias] if DEFAULTS[f.alias] is not None else ""

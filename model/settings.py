@@ -44,6 +44,7 @@ class Node:
     state: str | None = None  # lb only
     priority: int | None = None  # lb only
     router_id: str | None = None  # lb only
+    host: str | None = None  # its hypervisor's name; None: the one host of a stack without hypervisors
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,15 @@ class VmSettings:
 
 
 @dataclass(frozen=True)
+class HypervisorSettings:
+    name: str | None  # None: the one host of a stack without `hypervisors` (vm.libvirtUri)
+    uri: str
+    bridge: str | None  # bridge mode: the bridge its VMs attach to; nat mode: None
+    pool_path: str
+    domain_type: str  # resolved: "kvm" or "qemu"
+
+
+@dataclass(frozen=True)
 class FirewallSettings:
     enabled: bool
     ssh_from: tuple[str, ...]  # CIDRs allowed to SSH in (the deploy side)
@@ -160,6 +170,7 @@ class Settings:
     firewall: FirewallSettings
     lab_netns: str | None
     ssh_authorized_keys: tuple[str, ...]
+    hypervisors: tuple[HypervisorSettings, ...] = ()  # at least one (load() makes them)
     vrrp_auth_pass: str | None = field(default=None, repr=False)  # secret; None: generated per stack
 
     @property
@@ -174,6 +185,9 @@ class Settings:
     @property
     def backup(self) -> Node:
         return min(self.balancers, key=lambda b: b.priority or 0)
+
+    def hypervisor(self, node: Node) -> HypervisorSettings:
+        return next(h for h in self.hypervisors if h.name == node.host)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,6 +224,19 @@ def mac_for(ip: str) -> str:
 
 
 
+def place(hosts: list[str], balancers: list[str | None], webs: list[str | None]) -> tuple[list, list]:
+    """Each node's hypervisor: its `host`, else spread over `hosts` (in name order): balancers[i] on the
+    first from the i-th that the other balancer does not use, webNodes[i] on the i-th (round robin)."""
+    if not hosts:
+        return balancers, webs
+    lbs = list(balancers)
+    for i, h in enumerate(lbs):
+        if h is None:
+            ring = hosts[i % len(hosts):] + hosts[:i % len(hosts)]
+            lbs[i] = next((x for x in ring if x not in lbs), ring[0])
+    return lbs, [h or hosts[i % len(hosts)] for i, h in enumerate(webs)]
+
+
 # --------------------------------------------------------------------------------------------------
 # Error lines: `key = value: what is allowed`
 # --------------------------------------------------------------------------------------------------
@@ -235,8 +262,10 @@ def _show(key: str, value: Any) -> str:
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The model class that the (alias) path `loc` points into."""
     cls: Any = StackConfig
+    keyed = False  # the part after a dict field is one of its keys (hypervisors.NAME)
     for part in loc:
-        if isinstance(part, int) or part == "[key]":
+        if isinstance(part, int) or part == "[key]" or keyed:
+            keyed = False
             continue
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
             return None
@@ -244,6 +273,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if field_ is None:
             return None
         cls = inner_model(field_.annotation)
+        keyed = is_a(field_.annotation, dict)
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
@@ -255,6 +285,12 @@ def inner_model(tp: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+def is_a(tp: Any, kind: type) -> bool:
+    """`tp` is a `kind` (list, dict), maybe inside Annotated or Optional."""
+    return typing.get_origin(tp) is kind or any(is_a(a, kind) for a in typing.get_args(tp)
+                                                 if typing.get_origin(tp) is typing.Annotated or a is not None)
 
 
 def _aliases(cls: type[BaseModel]) -> list[str]:
@@ -354,12 +390,20 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
     network = NetworkSettings(c.network.mode, str(net), net.prefixlen, gw, c.network.name or f"hacluster-{stack}",
                               c.network.bridge, tuple(c.network.dns))
     vm = c.vm
+    lb_hosts, web_hosts = place(sorted(c.hypervisors), [b.host for b in c.balancers], [w.host for w in c.web_nodes])
     balancers = tuple(Node(name=b.name, role="lb", ip=b.ip, mac=mac_for(b.ip), vcpus=b.vcpus or vm.vcpus,
                            memory=b.memory or vm.memory, state=b.state, priority=b.priority,
-                           router_id=b.router_id or b.name) for b in c.balancers)
+                           router_id=b.router_id or b.name, host=h) for b, h in zip(c.balancers, lb_hosts, strict=True))
     up = c.nginx.upstream
     web_nodes = tuple(Node(name=w.name, role="web", ip=w.ip, mac=mac_for(w.ip), vcpus=w.vcpus or vm.vcpus,
-                           memory=w.memory or vm.memory, weight=w.weight or up.weight) for w in c.web_nodes)
+                           memory=w.memory or vm.memory, weight=w.weight or up.weight, host=h)
+                      for w, h in zip(c.web_nodes, web_hosts, strict=True))
+    bridge = c.network.bridge if c.network.mode == "bridge" else None
+    hypervisors = tuple(HypervisorSettings(
+        name=n, uri=h.uri, bridge=(h.bridge or bridge) if bridge else None, pool_path=h.pool_path or vm.pool_path,
+        domain_type=resolve_domain_type(h.domain_type or vm.domain_type, h.uri, host))
+        for n, h in sorted(c.hypervisors.items())) or (HypervisorSettings(
+            None, vm.libvirt_uri, bridge, vm.pool_path, resolve_domain_type(vm.domain_type, vm.libvirt_uri, host)),)
     v = c.vrrp
     vrrp = VrrpSettings(
         virtual_router_id=v.virtual_router_id, advert_int=v.advert_int if v.version == 3 else int(v.advert_int),
@@ -401,4 +445,5 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
     return Settings(stack=stack, vip=c.vip, network=network, balancers=(balancers[0], balancers[1]),
                     web_nodes=web_nodes, vrrp=vrrp, nginx=nginx, vm=vms, verify=verify, firewall=firewall,
                     lab_netns=c.lab_netns or None, ssh_authorized_keys=tuple(c.ssh_authorized_keys),
+                    hypervisors=hypervisors,
                     vrrp_auth_pass=c.vrrp_auth_pass)

@@ -22,6 +22,8 @@ PACKAGES=(
   nginx keepalived
   # lab plumbing, verifier, benchmarks
   iproute2 procps socat curl openssh-client wrk
+  # shared Pulumi state for a team (scripts/pg.sh, the PostgreSQL backend e2e test); never started here
+  postgresql
   # the Makefile itself and its virtualenv
   make python3 python3-venv ca-certificates
 )
