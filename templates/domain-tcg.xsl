@@ -4,13 +4,14 @@
   (the provider runs xsltproc on the deploy host). Identity transform plus two additions:
 
   1. Domains of type 'qemu' (TCG, no hardware KVM) get a capped translation-block cache:
-       <features><tcg><tb-cache unit='MiB'>512</tb-cache></tcg></features>
+       <features><tcg><tb-cache unit='MiB'>128</tb-cache></tcg></features>
      merged into an existing <features> (or a new one). Without the cap QEMU 7.2 sizes the cache
-     from guest RAM and a 512 MiB guest costs ~1.5 GiB of host RSS. At 128 MiB (~0.5 GiB RSS) QEMU
-     flushed the cache (all translated code thrown away; `info jit`: "TB flush count") 8-24 times
-     within 3 minutes of a first boot; at 512 MiB (~0.9 GiB RSS) 1-3 times. With this and the
-     image's skipped early nft load, four VMs' first boot took 62-65 s instead of 68-78 s (guest
-     uptime at "cloud-init done", measured 2026-12-06 on 2 cores).
+     from guest RAM and a 512 MiB guest costs ~1.5 GiB of host RSS; with it ~0.5 GiB (the bench's
+     memory target is 0.55 GiB per VM). The trade-off, measured 2026-12-06: at 128 MiB QEMU flushes
+     the cache (all translated code thrown away; `info jit`: "TB flush count") 8-24 times within 3
+     minutes of a first boot, at 512 MiB 1-3 times and the VMs' first boot was ~5-10 s shorter
+     (62-65 s instead of 68-78 s, together with the image's skipped early nft load), at ~0.87 GiB of
+     RSS per VM. Run with tb_cache_mib=512 to trade memory for boot time.
      Domains of type 'kvm' and domains that already say <tcg> are left alone.
   2. Every <serial> without a <log> gets one, so the guest's serial console is kept (written by
      virtlogd) in /var/log/libvirt/qemu/DOMAIN-serialN.log. The file holds the domain's current run
@@ -25,7 +26,7 @@
 -->
 <xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
   <xsl:output method="xml" indent="yes" encoding="UTF-8" omit-xml-declaration="yes"/>
-  <xsl:param name="tb_cache_mib" select="512"/>
+  <xsl:param name="tb_cache_mib" select="128"/>
   <xsl:param name="log_dir" select="'/var/log/libvirt/qemu'"/>
 
   <!-- identity: copy everything not matched below -->
