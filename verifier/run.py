@@ -200,18 +200,34 @@ class Verifier:
         return vip_ok, lbs_ok
 
     def check_holder(self) -> bool:
-        """Exactly one balancer holds the VIP, steadily over the settle window; the MASTER if preempt is on."""
+        """Exactly one balancer holds the VIP, steadily over the settle window; the MASTER if preempt is on.
+        A pair that is still converging gets `converge` seconds: a preempting MASTER and the BACKUP it
+        replaces both hold the VIP for up to an advert interval (longer on a loaded host), and right after
+        a reboot the BACKUP may hold it until the MASTER is up. Two holders (split brain), a moving VIP
+        or the wrong holder that last longer than that fail the check."""
         s = self.s
         interval = max(self.a.poll_interval, 0.5)
-        samples = []
-        for _ in range(max(1, int(s.settle / interval) + 1)):
-            t = time.monotonic()
-            sample = self.holders()
-            samples.append(sample)
-            if len(holders_of(sample)) > 1:
-                break  # split brain: no need to look longer
-            time.sleep(max(0.0, interval - (time.monotonic() - t)))
-        single, expected, detail, holder = holder_verdict(samples, s.master.name if s.preempt else None)
+        t0 = time.monotonic()
+        first_bad = None
+        while True:
+            samples = []
+            for _ in range(max(1, int(s.settle / interval) + 1)):
+                t = time.monotonic()
+                sample = self.holders()
+                samples.append(sample)
+                if len(holders_of(sample)) > 1:
+                    break  # two holders: this window cannot pass
+                time.sleep(max(0.0, interval - (time.monotonic() - t)))
+            single, expected, detail, holder = holder_verdict(samples, s.master.name if s.preempt else None)
+            waited = time.monotonic() - t0
+            if (single and expected) or waited >= s.converge:
+                break
+            first_bad = first_bad or detail
+            time.sleep(interval)
+        if first_bad and single and expected:
+            detail += f" (settled after {waited:.1f} s; at first: {first_bad})"
+        elif first_bad:
+            detail += f" (for {waited:.1f} s)"
         self.holder = holder
         self.check("single_holder", single, detail)
         if single:

@@ -39,6 +39,8 @@ Keys (camelCase, as in the stack config):
   timeout                    seconds to wait for the VIP and the balancers to answer (default 600)
   stepTimeout                seconds each drill step may take to move the VIP (default 30)
   settle                     seconds over which the VIP holder is sampled (default 5)
+  converge                   seconds a converging pair may take to show one steady holder before two
+                             holders count as split brain, a moving VIP as flapping (default 20)
   requests                   GETs for the distribution check (default 30)
   probeInterval, probeTimeout  the drill's background probe (default 0.1 s, 1.0 s)
 """
@@ -103,6 +105,7 @@ class Spec:
     timeout: float = 600.0
     step_timeout: float = 30.0
     settle: float = 5.0
+    converge: float = 20.0
     requests: int = 30
     probe_interval: float = 0.1
     probe_timeout: float = 1.0
@@ -212,7 +215,8 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     if not (persistence in ("none", "ip_hash") or persistence.startswith("cookie:")):
         problems.append(f"persistence = {persistence!r}: none, ip_hash or cookie:<name>")
     timing = {"timeout": num("timeout", 600, 1, 7200), "step_timeout": num("stepTimeout", 30, 1, 600),
-              "settle": num("settle", 5, 0, 120), "requests": int(num("requests", 30, 2, 1000)),
+              "settle": num("settle", 5, 0, 120), "converge": num("converge", 20, 0, 600),
+              "requests": int(num("requests", 30, 2, 1000)),
               "probe_interval": num("probeInterval", 0.1, 0.02, 5),
               "probe_timeout": num("probeTimeout", 1.0, 0.1, 30),
               "load_rate": num("loadRate", 10, 0.5, 100), "load_timeout": num("loadTimeout", 10, 0.5, 120),

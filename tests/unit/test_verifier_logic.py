@@ -172,7 +172,7 @@ class FakeActions(Actions):
         return IP_OUT if lb.name in self.vip_on else IP_OUT.splitlines()[0]
 
 
-SPEC = {"vip": "192.168.81.100", "serverName": "www.example.local", "settle": 0,
+SPEC = {"vip": "192.168.81.100", "serverName": "www.example.local", "settle": 0, "converge": 0.3,
         "balancers": [{"name": "lb01", "ip": "192.168.81.210", "priority": 150, "state": "MASTER"},
                       {"name": "lb02", "ip": "192.168.81.220", "priority": 100, "state": "BACKUP"}],
         "webNodes": [{"name": "web01", "ip": "192.168.81.230"}, {"name": "web02", "ip": "192.168.81.240"}]}
@@ -188,6 +188,37 @@ def test_holder_check_with_fake_actions(vip_on, passed, words):
     v = Verifier(from_dict(SPEC), FakeActions(vip_on), log=lambda _msg: None)
     assert v.check_holder() is passed
     assert any(words in c.detail for c in v.checks)
+    v._pool.shutdown()
+
+
+class ConvergingActions(FakeActions):
+    """A pair right after a reboot: the BACKUP took the VIP first, then the MASTER preempts (both hold it
+    for a moment), then the MASTER alone: one holder per call of the sequence, then the last for good."""
+
+    def __init__(self, sequence: list[set[str]]):
+        super().__init__(sequence[0])
+        self.sequence, self.calls = sequence, 0
+
+    def addresses(self, lb):
+        self.vip_on = self.sequence[min(self.calls // 2, len(self.sequence) - 1)]  # two balancers a sample
+        self.calls += 1
+        return super().addresses(lb)
+
+
+def test_a_converging_pair_passes_once_it_settles():
+    v = Verifier(from_dict({**SPEC, "converge": 30}), ConvergingActions([{"lb02"}, {"lb01", "lb02"}, {"lb01"}]),
+                 log=lambda _msg: None)
+    assert v.check_holder() is True
+    detail = next(c.detail for c in v.checks if c.name == "single_holder")
+    assert "lb01 holds the VIP" in detail and "settled after" in detail, detail
+    v._pool.shutdown()
+
+
+def test_split_brain_that_lasts_past_converge_fails():
+    v = Verifier(from_dict({**SPEC, "converge": 0.3}), ConvergingActions([{"lb01", "lb02"}]), log=lambda _msg: None)
+    assert v.check_holder() is False
+    detail = next(c.detail for c in v.checks if c.name == "single_holder")
+    assert detail.startswith("split brain: lb01 and lb02 both hold the VIP (for "), detail
     v._pool.shutdown()
 
 
