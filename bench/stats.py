@@ -78,7 +78,9 @@ def boot_phases(stages: dict[str, float]) -> dict[str, float]:
     """Durations from cloud_init_stages: kernel+systemd until cloud-init, its local+network stages,
     the config modules, the final modules (runcmd: nft, nginx, keepalived), and the total."""
     out = {}
-    for key, a, b in (("kernel_systemd_s", None, "init_local"), ("ci_init_s", "init_local", "config"),
+    # The golden image folds the config stage away: its local+network stages then run until 'final'.
+    after_init = "config" if "config" in stages else "final"
+    for key, a, b in (("kernel_systemd_s", None, "init_local"), ("ci_init_s", "init_local", after_init),
                       ("ci_config_s", "config", "final"), ("ci_final_s", "final", "done"), ("ready_s", None, "done")):
         if b in stages and (a is None or a in stages):
             out[key] = round(stages[b] - (stages[a] if a else 0.0), 1)
