@@ -27,10 +27,12 @@ class HaClusterArgs:
 
 def verifier_spec(s: Settings) -> dict:
     """What the verifier checks, from the settings alone (no secrets)."""
-    node = lambda n: {"name": n.name, "ip": n.ip, "domain": f"{s.stack}-{n.name}"}  # noqa: E731
+    several = s.hypervisors[0].name is not None  # `hypervisors` declared: each node names its host's URI
+    node = lambda n: {"name": n.name, "ip": n.ip, "domain": f"{s.stack}-{n.name}",  # noqa: E731
+                      **({"libvirtUri": s.hypervisor(n).uri} if several else {})}
     return {
         "stack": s.stack, "vip": s.vip, "serverName": s.nginx.server_name.split()[0],
-        # (one URI: the MASTER's host; per-node URIs come with the two-hypervisor lab, issue 14 part 2)
+        # the MASTER's host; with several hosts every node names its own
         "netns": s.lab_netns, "libvirtUri": s.hypervisor(s.master).uri, "sshUser": s.vm.admin_user,
         "interface": s.vrrp.interface,
         "balancers": [{**node(b), "state": b.state, "priority": b.priority, "mac": b.mac} for b in s.balancers],

@@ -191,7 +191,7 @@ class SshActions(Actions):
     def _virsh(self, verb: str, lb: Balancer | WebNode, *args: str) -> None:
         if not lb.domain:
             raise ActionError(f"no libvirt domain known for {lb.name}")
-        r = _run(["virsh", "-q", "-c", self.spec.libvirt_uri, verb, lb.domain, *args], 60)
+        r = _run(["virsh", "-q", "-c", lb.libvirt_uri or self.spec.libvirt_uri, verb, lb.domain, *args], 60)
         if r.returncode != 0:
             raise ActionError(f"virsh {verb} {lb.domain}: {_last_line(r.stderr)}")
 

@@ -14,6 +14,7 @@ Keys (camelCase, as in the stack config):
   actions                    "ssh" (VMs, default) or "netns" (the integration tier)
   sshUser                    for "ssh" actions; the key comes from env HACLUSTER_SSH_KEY
   libvirtUri                 for the hard-failure step with "ssh" actions (virsh suspend/resume)
+                             (a balancer or web node may name its own: its hypervisor's libvirtUri)
   hosts                      for "netns" actions: {balancer name: {netns, keepalived: SERVICE, nginx: SERVICE}}
                              SERVICE = {pidFile, childPidFiles: [...], start: [argv], foreground: bool, log}
   drill, hardFailure         run the failover drill; add the pause/resume step (default false)
@@ -71,6 +72,7 @@ class Balancer:
     state: str = "BACKUP"
     domain: str = ""
     mac: str = ""  # its NIC's MAC: who answers ARP for the VIP
+    libvirt_uri: str = ""  # its hypervisor (several hosts); "" = the spec's libvirtUri
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class WebNode:
     ip: str
     weight: int = 1
     domain: str = ""
+    libvirt_uri: str = ""  # its hypervisor (several hosts); "" = the spec's libvirtUri
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     try:
         lbs = tuple(Balancer(name=str(b["name"]), ip=str(b["ip"]), priority=int(b.get("priority") or 0),
                              state=str(b.get("state") or "BACKUP"), domain=str(b.get("domain") or ""),
-                             mac=str(b.get("mac") or "").lower())
+                             mac=str(b.get("mac") or "").lower(), libvirt_uri=str(b.get("libvirtUri") or ""))
                     for b in need("balancers") or [])
     except (KeyError, TypeError, ValueError) as e:
         problems.append(f"balancers: each needs name, ip, priority ({e})")
@@ -172,7 +175,7 @@ def from_dict(raw: dict[str, Any]) -> Spec:
         problems.append("balancers: priorities must differ (the higher one is the expected MASTER)")
     try:
         webs = tuple(WebNode(name=str(w["name"]), ip=str(w["ip"]), weight=int(w.get("weight") or 1),
-                             domain=str(w.get("domain") or ""))
+                             domain=str(w.get("domain") or ""), libvirt_uri=str(w.get("libvirtUri") or ""))
                      for w in need("webNodes") or [])
     except (KeyError, TypeError, ValueError) as e:
         problems.append(f"webNodes: each needs name and ip ({e})")

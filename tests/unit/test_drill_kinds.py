@@ -81,6 +81,27 @@ def test_kill_poweroff_and_priority_command_lines(calls):
         ssh.set_priority(spec.master, 0)
 
 
+def test_virsh_goes_to_each_nodes_own_hypervisor(calls):
+    """Several hypervisors: a node's libvirtUri in the spec wins over the spec's one."""
+    from components.cluster import verifier_spec
+
+    two = {"a": {"uri": "qemu+ssh://ops@kvm1/system"}, "b": {"uri": "qemu+ssh://ops@kvm2/system"}}
+    s = load({"hypervisors": two, "network": {"mode": "bridge", "bridge": "br0", "gateway": "192.168.81.254"},
+              "labNetns": ""}, "t", ".", host=HostFacts(False, False))
+    spec = from_dict(verifier_spec(s))
+    ssh = SshActions(spec, "/tmp/key-mock")
+    uri = {n.name: s.hypervisor(n).uri for n in s.nodes}
+    assert uri["lb01"] != uri["lb02"]  # spread
+    for lb in spec.balancers:
+        ssh.power_off(lb)
+        assert calls[-1] == ["virsh", "-q", "-c", uri[lb.name], "destroy", f"t-{lb.name}"]
+    ssh.web_pause(spec.web_nodes[1])
+    assert calls[-1][3] == uri["web02"]
+    # one host: the spec carries one URI and no node names its own (the spec of today's stacks is unchanged)
+    one = verifier_spec(load({}, "dev", ".", host=HostFacts(False, False)))
+    assert all("libvirtUri" not in n for n in [*one["balancers"], *one["webNodes"]])
+
+
 def test_sed_of_set_priority_rewrites_only_the_priority_line(tmp_path, calls):
     """The exact sed expression SshActions sends, run here on a rendered keepalived.conf: lowered, then restored."""
     s = load({}, "dev", ".", host=HostFacts(False, False))
