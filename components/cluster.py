@@ -27,9 +27,8 @@ class HaClusterArgs:
 
 def verifier_spec(s: Settings) -> dict:
     """What the verifier checks, from the settings alone (no secrets)."""
-    several = s.hypervisors[0].name is not None  # `hypervisors` declared: each node names its host's URI
     node = lambda n: {"name": n.name, "ip": n.ip, "domain": f"{s.stack}-{n.name}",  # noqa: E731
-                      **({"libvirtUri": s.hypervisor(n).uri} if several else {})}
+                      **({"libvirtUri": s.hypervisor(n).uri} if s.hypervisors_declared else {})}
     return {
         "stack": s.stack, "vip": s.vip, "serverName": s.nginx.server_name.split()[0],
         # the MASTER's host; with several hosts every node names its own
@@ -65,7 +64,7 @@ class HaCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: HaClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hacluster:index:HaCluster", name, {}, opts)
         s = args.settings
-        if s.hypervisors[0].name is None:  # no `hypervisors`: one host, its objects right here (URNs as before)
+        if not s.hypervisors_declared:  # one host: its objects right here (URNs as before)
             hosts = {None: host_objects(name, self, HypervisorArgs(s.hypervisors[0], s.vm, s.stack))}
         else:
             hosts = {h.name: Hypervisor(f"{name}-{h.name}", HypervisorArgs(h, s.vm, s.stack),

@@ -186,6 +186,11 @@ class Settings:
     def backup(self) -> Node:
         return min(self.balancers, key=lambda b: b.priority or 0)
 
+    @property
+    def hypervisors_declared(self) -> bool:
+        """`hypervisors` is set: every host has a name (else one unnamed host from vm.libvirtUri)."""
+        return self.hypervisors[0].name is not None
+
     def hypervisor(self, node: Node) -> HypervisorSettings:
         return next(h for h in self.hypervisors if h.name == node.host)
 

@@ -84,10 +84,9 @@ def test_kill_poweroff_and_priority_command_lines(calls):
 def test_virsh_goes_to_each_nodes_own_hypervisor(calls):
     """Several hypervisors: a node's libvirtUri in the spec wins over the spec's one."""
     from components.cluster import verifier_spec
+    from tests.unit.test_placement import BRIDGED, TWO
 
-    two = {"a": {"uri": "qemu+ssh://ops@kvm1/system"}, "b": {"uri": "qemu+ssh://ops@kvm2/system"}}
-    s = load({"hypervisors": two, "network": {"mode": "bridge", "bridge": "br0", "gateway": "192.168.81.254"},
-              "labNetns": ""}, "t", ".", host=HostFacts(False, False))
+    s = load({"hypervisors": TWO, **BRIDGED}, "t", ".", host=HostFacts(False, False))
     spec = from_dict(verifier_spec(s))
     ssh = SshActions(spec, "/tmp/key-mock")
     uri = {n.name: s.hypervisor(n).uri for n in s.nodes}
