@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 STACK ?= dev
+# Hypervisors in the lab: 1, or 2 for a stack placed on two (make lab HOSTS=2; the dev2 stack needs them).
+HOSTS ?= $(if $(filter dev2,$(STACK)),2,1)
 # Build caches shared by every clone on this machine (toolchain binaries, golden image), keyed by pins.
 export HACLUSTER_CACHE ?= $(HOME)/.cache/hacluster
 export HACLUSTER_NETNS ?= halab
@@ -41,8 +43,8 @@ $(VENV)/.stamp: requirements.txt
 image: deps ## Golden Debian 12 image (debootstrap) into .images/
 	@bash image/build.sh
 
-lab: deps ## Start the sandboxed libvirt inside network namespace $(HACLUSTER_NETNS)
-	@bash scripts/lab.sh up
+lab: deps ## Start the sandboxed libvirt inside network namespace $(HACLUSTER_NETNS) (HOSTS=2: and two hypervisors)
+	@HACLUSTER_LAB_HOSTS=$(HOSTS) bash scripts/lab.sh up
 
 lab-down: ## Stop what `make lab` started
 	@bash scripts/lab.sh down

@@ -169,9 +169,14 @@ def libvirt_uri(uri: str) -> str:
     return uri
 
 
+LOOPBACK_HOSTS = re.compile(r"localhost|127(?:\.[0-9]{1,3}){3}|\[::1\]")
+
+
 def uri_is_local(uri: str) -> bool:
+    """The hypervisor is this machine: no host, or a loopback one (e.g. the lab's hypervisors, qemu+ssh to
+    127.0.0.1), so what this machine can boot (KVM or TCG) is what it can boot."""
     m = LIBVIRT_URI.fullmatch(uri)
-    return bool(m) and not m["host"]
+    return bool(m) and (not m["host"] or bool(LOOPBACK_HOSTS.fullmatch(m["host"])))
 
 
 # ---- paths and URLs -----------------------------------------------------------------------------

@@ -22,6 +22,9 @@ PACKAGES=(
   nginx keepalived
   # lab plumbing, verifier, benchmarks
   iproute2 procps socat curl openssh-client wrk
+  # the two-hypervisor lab (make lab HOSTS=2): an sshd inside each hypervisor namespace (never started
+  # as a service here), nc -U for qemu+ssh
+  openssh-server netcat-openbsd
   # shared Pulumi state for a team (scripts/pg.sh, the PostgreSQL backend e2e test); never started here
   postgresql
   # the Makefile itself and its virtualenv

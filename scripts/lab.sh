@@ -7,6 +7,9 @@
 #   bash scripts/lab.sh status         # namespace, daemons, domains, networks, links
 #   bash scripts/lab.sh down [--force] # make lab-down: stop what `up` started
 #
+# HACLUSTER_LAB_HOSTS=2 (make lab HOSTS=2) adds two hypervisors, hv1 and hv2, each a libvirtd in a
+# network and mount namespace of its own, reached over qemu+ssh (see scripts/labhosts.sh).
+#
 # Pid files, logs and markers: $HACLUSTER_LAB_RUN_DIR (default /run/hacluster-lab).
 #
 # HACLUSTER_LAB_KVM=auto|on|off (default auto): with off, and with auto when /dev/kvm is missing or
@@ -19,6 +22,10 @@ set -euo pipefail
 
 # shellcheck source=scripts/labenv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/labenv.sh"
+LAB_SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+LAB_HOSTS=${HACLUSTER_LAB_HOSTS:-1}
+# shellcheck source=scripts/labhosts.sh
+source "$(dirname "${BASH_SOURCE[0]}")/labhosts.sh"
 
 LIBVIRTD_PID=$LAB_RUN_DIR/libvirtd.pid
 VIRTLOGD_PID=$LAB_RUN_DIR/virtlogd.pid
@@ -37,11 +44,15 @@ virsh_() { virsh -q -c "$LAB_URI" "$@"; }
 
 libvirt_answers() { virsh_ version >/dev/null 2>&1; }
 
-# PIDs of daemons with this name that the lab did not start (pgrep sees every namespace).
+# PIDs of daemons with this name that the lab did not start (pgrep sees every namespace): not in
+# any of the lab's pid files (its own, its hypervisors').
 foreign_pids() {
-  local name=$1 ours=${2:-} pid
+  local name=$1 ours=${2:-} pid f mine=" ${2:-} "
+  for f in "$LAB_RUN_DIR/$name.pid" "$LAB_RUN_DIR"/hv*/"$name.pid"; do
+    mine+="$(pidfile_pid "$f" "$name" || true) "
+  done
   for pid in $(pgrep -x "$name" || true); do
-    [[ "$pid" == "$ours" ]] || echo "$pid"
+    [[ "$mine" == *" $pid "* ]] || echo "$pid"
   done
 }
 
@@ -102,6 +113,7 @@ cmd_up() {
   ((EUID == 0)) || lab_die "the lab needs root (network namespaces, a privileged libvirtd)"
   [[ -n "$LAB_NETNS" ]] ||
     lab_die "HACLUSTER_NETNS is empty: the lab is disabled (the stack uses an external libvirt)"
+  hv_validate
   local tool
   for tool in ip libvirtd virtlogd virsh pgrep; do
     command -v "$tool" >/dev/null || lab_die "$tool not found (run: make deps)"
@@ -117,6 +129,7 @@ cmd_up() {
       lab_die "libvirtd pid $libvirtd_pid (from $LIBVIRTD_PID) is not inside netns '$LAB_NETNS'; run 'lab.sh down' first"
     lab_log "already running: libvirtd pid $libvirtd_pid in netns $LAB_NETNS"
     wait_connect
+    cmd_hosts_up
     return 0
   fi
 
@@ -161,6 +174,7 @@ cmd_up() {
   install -d -m 755 "$IMAGES_DIR"
   chmod 755 "$IMAGES_DIR"
   wait_connect
+  cmd_hosts_up
 }
 
 wait_connect() {
@@ -181,13 +195,20 @@ wait_connect() {
 # submounts in the mount table, which libvirt then tries to move twice.
 cmd_exec_libvirtd() {
   in_lab_netns || lab_die "internal: _exec-libvirtd must run inside netns $LAB_NETNS"
-  local host_mnt_ns=${2:-}
-  if [[ "${1:-}" == hide-kvm && -e /dev/kvm ]]; then
+  hide_kvm "${1:-}" "${2:-}"
+  mount_cgroups
+  exec libvirtd --daemon --pid-file "$LIBVIRTD_PID"
+}
+
+# With MODE hide-kvm: /dev without kvm, in this mount namespace only (not HOST_MNT_NS, the caller's).
+hide_kvm() {
+  local mode=$1 host_mnt_ns=$2
+  if [[ "$mode" == hide-kvm && -e /dev/kvm ]]; then
     # (/proc/1/ns/* is not readable here: the caller passes its own mount namespace.)
     [[ -n "$host_mnt_ns" && "$(stat -L -c %i /proc/self/ns/mnt)" != "$host_mnt_ns" ]] ||
       lab_die "internal: refusing to replace /dev in the caller's mount namespace"
-    local stage=$LAB_RUN_DIR/dev m
-    install -d -m 755 "$stage"
+    local stage m
+    stage=$(mktemp -d "$LAB_RUN_DIR/dev.XXXXXX")
     mount -t tmpfs -o mode=755,nosuid,size=4m hacluster-lab-dev "$stage"
     cp -a --one-file-system /dev/. "$stage/"
     rm -f "$stage/kvm"
@@ -197,9 +218,8 @@ cmd_exec_libvirtd() {
     done < <(awk '$2 ~ "^/dev/" { print $2 }' /proc/self/mounts | sort -u)
     umount -l /dev                  # only in this namespace: it is a slave, nothing propagates back
     mount --move "$stage" /dev
+    rmdir "$stage" 2>/dev/null || true
   fi
-  mount_cgroups
-  exec libvirtd --daemon --pid-file "$LIBVIRTD_PID"
 }
 
 # `ip netns exec` remounts /sys for the namespace, which hides the host's cgroup mounts: libvirtd then
@@ -225,6 +245,7 @@ cmd_down() {
   local force=0
   [[ "${1:-}" == "--force" ]] && force=1
   ((EUID == 0)) || lab_die "needs root"
+  cmd_hosts_down "$force"
   local libvirtd_pid virtlogd_pid
   libvirtd_pid=$(pidfile_pid "$LIBVIRTD_PID" libvirtd || true)
   virtlogd_pid=$(pidfile_pid "$VIRTLOGD_PID" virtlogd || true)
@@ -298,6 +319,7 @@ cmd_status() {
     virsh -c "$LAB_URI" list --all
     echo "--- virsh net-list --all"
     virsh -c "$LAB_URI" net-list --all
+    hv_status
   else
     echo "libvirt:  $LAB_URI does not answer"
   fi
@@ -313,6 +335,8 @@ case "${1:-}" in
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   _exec-libvirtd) shift; cmd_exec_libvirtd "$@" ;;
+  _exec-hv) shift; cmd_exec_hv "$@" ;;
+  _pipe) shift; cmd_pipe "$@" ;;
   -h | --help | help) usage 0 ;;
   *) usage 2 >&2 ;;
 esac

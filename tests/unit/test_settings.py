@@ -152,6 +152,10 @@ def test_domain_type_detection():
     assert resolve_domain_type("auto", "qemu:///system", HostFacts(True, True)) == "kvm"
     assert resolve_domain_type("auto", "qemu:///system", HostFacts(False, True)) == "qemu"
     assert resolve_domain_type("auto", "qemu+ssh://h/system", TCG_HOST) == "kvm"
+    # A loopback host is this machine (the two-hypervisor lab): what it can boot decides.
+    assert resolve_domain_type("auto", "qemu+ssh://root@127.0.0.1:2221/system?no_verify=1", TCG_HOST) == "qemu"
+    assert resolve_domain_type("auto", "qemu+ssh://localhost/system", HostFacts(True, True)) == "kvm"
+    assert resolve_domain_type("auto", "qemu+ssh://127.example/system", TCG_HOST) == "kvm"
     assert resolve_domain_type("qemu", "qemu:///system", HostFacts(True, True)) == "qemu"
 
 
