@@ -69,6 +69,17 @@ def after(cluster, check):
 
 
 @pulumi.runtime.test
+def test_kvm_domains_keep_the_kernels_mitigations(mocks):
+    cluster = build({"vm": {"domainType": "kvm"}})
+
+    def check(_):
+        for d in of(mocks, "libvirt:index:Domain"):
+            assert d.inputs["type"] == "kvm" and "mitigations" not in d.inputs["cmdlines"][0]
+
+    return after(cluster, check)
+
+
+@pulumi.runtime.test
 def test_four_domains_each_with_own_overlay_and_seed_on_the_network(mocks):
     cluster = build()
 
@@ -92,6 +103,7 @@ def test_four_domains_each_with_own_overlay_and_seed_on_the_network(mocks):
             assert d.inputs["type"] == "qemu" and d.inputs["kernel"] == "/pool/t-kernel"
             assert d.inputs["autostart"] is False and d.inputs["running"] is True  # the lab's default
             assert "tb-cache" in d.inputs["xml"]["xslt"]
+            assert d.inputs["cmdlines"][0]["mitigations"] == "off"  # TCG: an emulated CPU does not speculate
         assert macs["t-lb01"] == "52:54:00:a8:51:d2"  # .210
         addresses = {s.inputs["name"]: s.inputs["networkConfig"] for s in seeds}
         for name, ip in [("lb01", "210"), ("lb02", "220"), ("web01", "230"), ("web02", "240")]:
