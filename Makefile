@@ -79,7 +79,8 @@ test-unit: deps venv ## Settings, rendering (nginx -t, keepalived -t), resource 
 test-integration: deps venv ## Real nginx + keepalived in network namespaces, the verifier against them
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: deps toolchain venv image lab .state ## Real pulumi up/destroy of four VMs in the lab
+test-e2e: HOSTS = 2
+test-e2e: deps toolchain venv image lab .state ## Real pulumi up/destroy of four VMs in the lab (one host, then two)
 	$(PY) -m pytest -q -s tests/e2e
 
 bench: deps toolchain venv image lab ## Deploy/failover/overhead benchmarks -> bench/results/latest.json
