@@ -2,9 +2,14 @@
 (lab namespaces only, qemu processes only; fake proc dir, fake os.kill, fake `ip netns pids`), the scenario
 over fake actions and a fake prober, verifier_spec for two hosts and one."""
 
+import signal
+import subprocess
+
 import pytest
 
 from tests.unit.test_drill_kinds import SPEC
+from verifier import actions
+from verifier.actions import ActionError, Actions, SshActions
 from verifier.spec import SpecError, from_dict
 
 HVS = {"hv1": {"uri": "qemu+ssh://root@127.0.0.1:2221/system", "netns": "halab-hv1"},
@@ -60,3 +65,139 @@ def test_host_lost_needs_ssh_actions():
     hosts = {b: {"netns": f"ns-{b}", "keepalived": {"pidFile": "/x", "start": ["k"]},
                  "nginx": {"pidFile": "/y", "start": ["n"]}} for b in ("lb01", "lb02")}
     assert "host_lost needs ssh actions" in refusal(two_host_spec(actions="netns", hosts=hosts))
+
+
+# ---- the actions: lab namespaces and qemu processes only ----------------------------------------------
+class FakeLab:
+    """A fake lab: a proc dir (comm, stat), the marker files, `ip netns pids` and virsh answers, os.kill."""
+
+    def __init__(self, tmp_path, monkeypatch):
+        self.proc, self.run_dir = tmp_path / "proc", tmp_path / "run"
+        (self.run_dir / "hosts").mkdir(parents=True)
+        self.ns_pids: dict[str, list[int]] = {}
+        self.elsewhere: set[int] = set()  # pids that left the namespace between the listing and the signal
+        self.signals: list[tuple[int, str]] = []
+        self.argv: list[list[str]] = []
+        self.virsh_errors: list[str] = []  # stderr of the next virsh calls, one each ("" = success)
+        monkeypatch.setenv("HACLUSTER_LAB_RUN_DIR", str(self.run_dir))
+        monkeypatch.setattr(actions, "PROC", str(self.proc))
+        monkeypatch.setattr(actions, "_run", self.mock_run)
+        monkeypatch.setattr(actions.netns, "process_in", self.mock_process_in)
+        monkeypatch.setattr(actions.os, "kill", self.mock_kill)
+        monkeypatch.setattr(actions.time, "sleep", lambda _s: None)
+
+    def host(self, name: str, netns: str, marker: str | None = None) -> None:
+        (self.run_dir / "hosts" / name).write_text((netns if marker is None else marker) + "\n")
+
+    def process(self, netns: str, pid: int, comm: str) -> None:
+        (self.proc / str(pid)).mkdir(parents=True)
+        (self.proc / str(pid) / "comm").write_text(comm + "\n")
+        (self.proc / str(pid) / "stat").write_text(f"{pid} ({comm}) S 1 2 3\n")
+        self.ns_pids.setdefault(netns, []).append(pid)
+
+    def mock_run(self, argv, timeout, stdin=None):
+        self.argv.append(argv)
+        if argv[:3] == ["ip", "netns", "pids"]:
+            return subprocess.CompletedProcess(argv, 0, "\n".join(map(str, self.ns_pids.get(argv[3], []))), "")
+        err = self.virsh_errors.pop(0) if self.virsh_errors else ""
+        return subprocess.CompletedProcess(argv, 1 if err else 0, "", err)
+
+    def mock_process_in(self, pid, name):
+        return pid in self.ns_pids.get(name, []) and pid not in self.elsewhere
+
+    def mock_kill(self, pid, sig):
+        self.signals.append((pid, signal.Signals(sig).name))
+        if sig == signal.SIGKILL:
+            (self.proc / str(pid) / "stat").write_text(f"{pid} (qemu-system-x86) Z 1 2 3\n")
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    fake = FakeLab(tmp_path, monkeypatch)
+    fake.host("hv1", "halab-hv1")
+    fake.host("hv2", "halab-hv2")
+    fake.process("halab-hv1", 101, "qemu-system-x86")
+    fake.process("halab-hv1", 102, "libvirtd")
+    fake.process("halab-hv1", 103, "qemu-system-x86")
+    fake.process("halab-hv2", 201, "qemu-system-x86")
+    return fake
+
+
+def ssh(**kw) -> SshActions:
+    return SshActions(from_dict(two_host_spec(**kw)), "/tmp/key-mock")
+
+
+def test_freeze_thaw_kill_signal_only_the_hosts_qemu_processes(lab):
+    a = ssh()
+    a.host_freeze("hv1")
+    assert lab.signals == [(101, "SIGSTOP"), (103, "SIGSTOP")]  # not libvirtd, not hv2's qemu
+    assert lab.argv[0] == ["ip", "netns", "pids", "halab-hv1"]
+    a.host_thaw("hv1")
+    assert lab.signals[2:] == [(101, "SIGCONT"), (103, "SIGCONT")]
+    a.host_kill("hv1")
+    assert lab.signals[4:] == [(101, "SIGKILL"), (103, "SIGKILL")]
+
+
+def test_a_pid_that_left_the_namespace_is_not_signalled(lab):
+    lab.elsewhere.add(103)
+    ssh().host_freeze("hv1")
+    assert lab.signals == [(101, "SIGSTOP")]
+
+
+@pytest.mark.parametrize(("netns", "setup", "words"), [
+    ("other", lambda lab: None, "namespace 'other' of hv1 is not a lab hypervisor's (halab-*)"),
+    ("halab-hv1", lambda lab: (lab.run_dir / "hosts" / "hv1").unlink(),
+     "hosts/hv1 is missing: halab-hv1 is not a known lab hypervisor"),
+    ("halab-hv1", lambda lab: lab.host("hv1", "halab-hv1", marker="halab-hv2"), "names 'halab-hv2', not 'halab-hv1'"),
+])
+def test_actions_refuse_a_namespace_that_is_not_provably_a_lab_hosts(lab, netns, setup, words):
+    setup(lab)
+    a = ssh(hypervisors={**HVS, "hv1": {**HVS["hv1"], "netns": netns}})
+    for act in (a.host_freeze, a.host_kill, a.host_thaw, lambda h: a.host_return(h, ["s-lb01"])):
+        with pytest.raises(ActionError) as e:
+            act("hv1")
+        assert words in str(e.value)
+    assert lab.signals == [] and lab.argv == []
+
+
+def test_the_spec_namespace_itself_or_a_host_without_netns_is_refused(lab):
+    with pytest.raises(ActionError, match="not a lab hypervisor's"):
+        ssh(hypervisors={**HVS, "hv1": {**HVS["hv1"], "netns": "halab-"}}).host_freeze("hv1")
+    with pytest.raises(ActionError, match="has no lab namespace in the spec"):
+        ssh().host_freeze("hv9")
+    assert lab.signals == []
+
+
+def test_no_qemu_process_is_an_error(lab):
+    lab.ns_pids["halab-hv2"] = []
+    with pytest.raises(ActionError, match="no qemu-system process in namespace halab-hv2"):
+        ssh().host_freeze("hv2")
+
+
+def test_kill_waits_for_the_processes_and_gives_up_bounded(lab, monkeypatch):
+    monkeypatch.setattr(actions, "HOST_KILL_WAIT", 0.0)
+    lab.mock_kill = lambda pid, sig: lab.signals.append((pid, signal.Signals(sig).name))  # they never die
+    monkeypatch.setattr(actions.os, "kill", lab.mock_kill)
+    with pytest.raises(ActionError, match=r"hv1: qemu pids \[101, 103\] still running 0 s after SIGKILL"):
+        ssh().host_kill("hv1")
+
+
+def test_return_starts_the_domains_again_while_libvirt_still_calls_them_running(lab):
+    lab.virsh_errors = ["error: Requested operation is not valid: domain is already running", "", ""]
+    ssh().host_return("hv1", ["s-lb01", "s-web01"])
+    uri = HVS["hv1"]["uri"]
+    assert lab.argv == [["virsh", "-q", "-c", uri, "start", "s-lb01"]] * 2 + [["virsh", "-q", "-c", uri, "start", "s-web01"]]
+
+
+def test_return_reports_every_domain_that_did_not_start(lab, monkeypatch):
+    monkeypatch.setattr(actions, "HOST_RETURN_WAIT", 0.0)
+    lab.virsh_errors = ["error: domain is already running", "error: no such domain"]
+    with pytest.raises(ActionError, match=r"hv1 back, but virsh start s-lb01: .*already running; virsh start s-web01: "):
+        ssh().host_return("hv1", ["s-lb01", "s-web01"])
+
+
+def test_other_actions_refuse_the_host_actions():
+    a = Actions()
+    for act in (a.host_freeze, a.host_kill, a.host_thaw, lambda h: a.host_return(h, [])):
+        with pytest.raises(ActionError, match="needs a lab hypervisor namespace: ssh actions only"):
+            act("hv1")
