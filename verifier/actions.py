@@ -319,6 +319,8 @@ class SshActions(Actions):
         """`virsh start` each domain on `host`'s libvirtd, again while libvirt still calls it running (it
         notices the killed qemu within a moment), for at most HOST_RETURN_WAIT s."""
         self._lab_netns(host)
+        if not all(domains):
+            raise ActionError(f"{host}: a node without a libvirt domain name: cannot start it again")
         uri = self.spec.hypervisors[host].uri
         deadline = time.monotonic() + HOST_RETURN_WAIT
         failed = []

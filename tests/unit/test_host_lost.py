@@ -8,18 +8,21 @@ import subprocess
 import pytest
 
 from tests.unit.test_drill_kinds import SPEC
-from verifier import actions
+from verifier import actions, run, scenarios
 from verifier.actions import ActionError, Actions, SshActions
+from verifier.http import Probe
 from verifier.spec import SpecError, from_dict
 
 HVS = {"hv1": {"uri": "qemu+ssh://root@127.0.0.1:2221/system", "netns": "halab-hv1"},
        "hv2": {"uri": "qemu+ssh://root@127.0.0.1:2222/system", "netns": "halab-hv2"}}
 PLACED = {"lb01": "hv1", "lb02": "hv2", "web01": "hv1", "web02": "hv2"}
+MACS = {"lb01": "52:54:00:00:00:01", "lb02": "52:54:00:00:00:02"}
 
 
 def two_host_spec(placed=PLACED, hypervisors=HVS, **kw) -> dict:
     """SPEC on two lab hypervisors: lb01 (MASTER) + web01 on hv1, lb02 + web02 on hv2."""
-    with_host = lambda n: {**n, "host": placed[n["name"]]}  # noqa: E731
+    with_host = lambda n: {"domain": f"s-{n['name']}", "mac": MACS.get(n["name"]), **n,  # noqa: E731
+                           "host": placed[n["name"]]}
     return {**SPEC, "netns": "halab", "hypervisors": hypervisors, "drillKinds": ["host_lost"],
             "balancers": [with_host(b) for b in SPEC["balancers"]], "webNodes": [with_host(w) for w in SPEC["webNodes"]],
             **kw}
@@ -196,8 +199,222 @@ def test_return_reports_every_domain_that_did_not_start(lab, monkeypatch):
         ssh().host_return("hv1", ["s-lb01", "s-web01"])
 
 
+def test_return_wants_domain_names(lab):
+    with pytest.raises(ActionError, match="hv1: a node without a libvirt domain name"):
+        ssh().host_return("hv1", ["s-lb01", ""])
+    assert lab.argv == []
+
+
 def test_other_actions_refuse_the_host_actions():
     a = Actions()
     for act in (a.host_freeze, a.host_kill, a.host_thaw, lambda h: a.host_return(h, [])):
         with pytest.raises(ActionError, match="needs a lab hypervisor namespace: ssh actions only"):
             act("hv1")
+
+
+# ---- the scenario over a fake two-host cluster ---------------------------------------------------------
+class FakeClock:
+    """Stands in for the time module in verifier.scenarios: sleeping advances it, nothing waits."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.on_tick = []  # called after each sleep: the fake prober's clock-driven requests
+
+    def monotonic(self):
+        return self.now
+
+    def time(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += max(s, 0.05)
+        for tick in self.on_tick:
+            tick()
+
+
+class FakeHosts(Actions):
+    """Two hypervisors: the VIP on the highest-priority balancer whose host runs; a killed host's VMs boot
+    `boot_s` after their return (`returns` False: they never do); the BACKUP takes over `takeover_s` after
+    the MASTER's host froze (VRRP's timeout)."""
+
+    poll_interval = 0.5
+
+    def __init__(self, spec, clock, boot_s=6.0, returns=True, fail=None, takeover_s=0.0):
+        self.spec, self.clock, self.boot_s, self.returns, self.fail = spec, clock, boot_s, returns, fail
+        self.takeover_s, self.frozen_at = takeover_s, -1e9
+        self.state = {h: "up" for h in spec.hypervisors}
+        self.back_at: dict[str, float] = {}
+        self.calls: list[str] = []
+
+    def up(self, node) -> bool:
+        if self.state[node.host] == "returned" and self.clock.now >= self.back_at[node.host]:
+            self.state[node.host] = "up"
+        return self.state[node.host] == "up"
+
+    def holder(self):
+        up = [b for b in self.spec.balancers if self.up(b)]
+        if self.spec.master not in up and self.clock.now < self.frozen_at + self.takeover_s:
+            return None
+        return max(up, key=lambda b: b.priority).name if up else None
+
+    def serving(self):
+        return [w.name for w in self.spec.web_nodes if self.up(w)]
+
+    def ready(self, lb):
+        return None if self.up(lb) else f"{lb.name} does not answer"
+
+    def addresses(self, lb):
+        if not self.up(lb):
+            raise ActionError(f"{lb.name} does not answer")
+        return f"2: eth0    inet {self.spec.vip}/24 scope global eth0\n" if self.holder() == lb.name else ""
+
+    def _act(self, verb, host, state):
+        self.calls.append(f"{verb} {host}")
+        if self.fail == verb:
+            raise ActionError(f"{verb} went wrong")
+        self.state[host] = state
+
+    def host_freeze(self, host):
+        self._act("freeze", host, "frozen")
+        self.frozen_at = self.clock.now
+
+    def who_has(self, _ip, window):
+        """ARP: the holder's MAC, after `window` s of the fake clock."""
+        self.clock.sleep(window)
+        holder = self.holder()
+        return {next(b.mac for b in self.spec.balancers if b.name == holder)} if holder else set()
+
+    def host_kill(self, host):
+        self._act("kill", host, "killed")
+
+    def host_thaw(self, host):
+        self._act("thaw", host, "up")
+
+    def host_return(self, host, domains):
+        self._act(f"return {','.join(domains)}", host, "returned" if self.returns else "killed")
+        self.back_at[host] = self.clock.now + self.boot_s
+
+
+class FakeLoadProber:
+    """Stands in for verifier.http.Prober: a request every `interval` s of the fake clock, answered when the
+    cluster has a holder and a serving web node (round robin)."""
+
+    hosts: FakeHosts
+
+    def __init__(self, _vip, _name, interval, *_a, **_kw):
+        self.interval, self.probes, self.last = interval, [], None
+
+    def __enter__(self):
+        self.last = self.hosts.clock.now
+        self.hosts.clock.on_tick.append(self.fill)
+        return self
+
+    def __exit__(self, *exc):
+        self.hosts.clock.on_tick.remove(self.fill)
+
+    def snapshot(self):
+        return list(self.probes)
+
+    def fill(self):
+        h = self.hosts
+        while self.last + self.interval <= h.clock.now:
+            self.last += self.interval
+            webs, holder = h.serving(), h.holder()
+            node = webs[len(self.probes) % len(webs)] if webs and holder else None
+            self.probes.append(Probe(self.last, node is not None, holder, None if node else "timed out", node, 0.01))
+
+
+@pytest.fixture
+def drill(monkeypatch):
+    def make(**kw):
+        clock = FakeClock()
+        spec = from_dict(two_host_spec(hostFreezeSeconds=4, hostDownSeconds=4, rejoinTimeout=30, stepTimeout=2))
+        hosts = FakeHosts(spec, clock, **kw)
+        FakeLoadProber.hosts = hosts
+        monkeypatch.setattr(scenarios, "time", clock)
+        monkeypatch.setattr(scenarios, "Prober", FakeLoadProber)
+        monkeypatch.setattr(scenarios.arp, "who_has", mock_who_has)
+        monkeypatch.setattr(run.time, "sleep", lambda _s: None)  # restore()'s polls
+        v = run.Verifier(spec, hosts, log=lambda _m: None)
+        return v, hosts
+    return make
+
+
+def test_the_vip_gap_is_measured_by_arp(drill, monkeypatch):
+    v, hosts = drill(takeover_s=3.0)
+    monkeypatch.setattr(scenarios.arp, "who_has", hosts.who_has)
+    v.drill(["host_lost"])
+    got = checks(v)
+    g = v.gaps["host_lost"]  # (the fake prober fails a request while nobody holds the VIP: 30 fail here)
+    assert 2.5 <= g["no_holder_s"] <= 3.5 and g["unreadable_samples"] == 0  # ARP windows of 0.3 s
+    assert [h for _, h in g["holder_changes"]] == [[], ["lb02"], ["lb01"]]
+    assert f"{g['no_holder_s']:g} s with no holder (the VIP gap)" in got["drill_host_lost"][1]
+
+
+def mock_who_has(_ip, _wait):
+    raise OSError("no ARP here (a unit test): the holders are read through the actions")
+
+
+def checks(v):
+    v._pool.shutdown()
+    return {c.name: (c.passed, c.detail) for c in v.checks}
+
+
+def test_host_lost_passes_when_the_cluster_keeps_serving_and_the_host_returns(drill):
+    v, hosts = drill()
+    v.drill(["host_lost"])
+    got = checks(v)
+    assert got["drill_host_lost"][0], got
+    assert hosts.calls == ["freeze hv1", "kill hv1", "return s-lb01,s-web01 hv1"]
+    g = v.gaps["host_lost"]
+    assert g["host"] == "hv1" and g["nodes_lost"] == ["lb01", "web01"]
+    assert g["failed_requests"] == 0 and g["no_holder_s"] == 0 and g["two_holders_s"] == 0
+    assert 6 <= g["returned_after_s"] <= 8  # boot_s, then the next sample
+    changes = [h for _, h in g["holder_changes"]]
+    assert changes[0] == ["lb02"] and changes[-1] == ["lb01"]  # (the fake VIP moves at once; lb01 unreadable while it boots)
+    detail = got["drill_host_lost"][1]
+    assert detail.startswith("hypervisor hv1 lost (lb01, web01): frozen 4 s, killed, down 4 s, then started, 10 req/s")
+    assert "0 s with no holder (the VIP gap)" in detail
+    assert "lb01 alone holds the VIP, web01 serves again, lb01 answers again" in detail
+    assert got["cluster_restored"][0]
+
+
+def test_a_host_that_never_returns_fails_the_drill(drill):
+    v, _ = drill(returns=False)
+    v.drill(["host_lost"])
+    passed, detail = checks(v)["drill_host_lost"]
+    assert not passed and "not recovered within 30 s of the return (holders at the end: unreadable)" in detail
+    assert v.gaps["host_lost"]["returned_after_s"] is None
+
+
+def test_a_failed_kill_thaws_the_frozen_host(drill):
+    v, hosts = drill(fail="kill")
+    v.drill(["host_lost"])
+    passed, detail = checks(v)["drill_host_lost"]
+    assert not passed and detail.endswith("the action failed: kill went wrong")
+    assert hosts.calls == ["freeze hv1", "kill hv1", "thaw hv1"] and hosts.state["hv1"] == "up"
+
+
+def test_an_interrupted_drill_after_the_kill_starts_the_domains(drill):
+    v, hosts = drill()
+    loads = scenarios.LoadDrills(v)
+
+    def interrupted(*_a):
+        if hosts.state["hv1"] == "killed":
+            raise KeyboardInterrupt
+
+    loads._hold_arp = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        loads.host_lost()
+    v._pool.shutdown()
+    assert hosts.calls == ["freeze hv1", "kill hv1", "return s-lb01,s-web01 hv1"]
+
+
+def test_many_failed_requests_fail_the_drill(drill):
+    v, hosts = drill()
+    serving = hosts.serving
+    hosts.serving = lambda: [] if hosts.state["hv1"] == "frozen" else serving()  # nobody serves while frozen
+    v.drill(["host_lost"])
+    passed, detail = checks(v)["drill_host_lost"]
+    assert not passed and v.gaps["host_lost"]["failed_requests"] > 1 and "requests failed (timed out)" in detail
+    assert detail.endswith("recovered 6.0 s after the return: lb01 alone holds the VIP, web01 serves again, lb01 answers again")
