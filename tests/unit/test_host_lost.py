@@ -2,11 +2,13 @@
 (lab namespaces only, qemu processes only; fake proc dir, fake os.kill, fake `ip netns pids`), the scenario
 over fake actions and a fake prober, verifier_spec for two hosts and one."""
 
+import json
 import signal
 import subprocess
 
 import pytest
 
+from components import cluster
 from tests.unit.test_drill_kinds import SPEC
 from verifier import actions, run, scenarios
 from verifier.actions import ActionError, Actions, SshActions
@@ -418,3 +420,65 @@ def test_many_failed_requests_fail_the_drill(drill):
     passed, detail = checks(v)["drill_host_lost"]
     assert not passed and v.gaps["host_lost"]["failed_requests"] > 1 and "requests failed (timed out)" in detail
     assert detail.endswith("recovered 6.0 s after the return: lb01 alone holds the VIP, web01 serves again, lb01 answers again")
+
+
+# ---- verifier_spec: two hosts get the drill, one host's spec does not change ------------------------------
+def dev2(web_hosts=(None, None), **verify) -> dict:
+    import yaml
+
+    from bench.config import raw_settings
+    from components.cluster import verifier_spec
+    from model.settings import HostFacts, load
+    from tests.conftest import ROOT
+
+    raw = raw_settings(yaml.safe_load((ROOT / "Pulumi.dev2.yaml").read_text())["config"])
+    raw["verify"] = {**raw.get("verify", {}), **verify}
+    raw["webNodes"] = [{**w, **({"host": h} if h else {})} for w, h in zip(raw["webNodes"], web_hosts, strict=True)]
+    return verifier_spec(load(raw, "dev2", ROOT, host=HostFacts(False, False)))
+
+
+def test_two_lab_hosts_spec_names_hosts_namespaces_and_adds_host_lost():
+    spec = dev2(loadDrills=True)
+    assert spec["hypervisors"] == {
+        "hv1": {"uri": spec["balancers"][0]["libvirtUri"], "netns": "halab-hv1"},
+        "hv2": {"uri": spec["balancers"][1]["libvirtUri"], "netns": "halab-hv2"}}
+    assert {n["name"]: n["host"] for n in [*spec["balancers"], *spec["webNodes"]]} == PLACED
+    assert spec["drillKinds"][-1] == "host_lost" and spec["drillKinds"][:-1] == cluster.LOAD_DRILLS["drillKinds"]
+    assert (spec["hostFreezeSeconds"], spec["hostDownSeconds"]) == (5, 5)
+    s = from_dict(spec)
+    assert s.master.host == "hv1" and [n.name for n in s.on_host("hv1")] == ["lb01", "web01"]
+
+
+def test_two_hosts_without_load_drills_or_a_web_node_beside_the_master_have_no_host_lost():
+    spec = dev2()
+    assert "hypervisors" in spec and "drillKinds" not in spec and "hostFreezeSeconds" not in spec
+    from_dict(spec)
+    spec = dev2(web_hosts=("hv2", "hv2"), loadDrills=True)  # nothing to lose beside the MASTER: not drilled
+    assert "host_lost" not in spec["drillKinds"] and "hostFreezeSeconds" not in spec
+    from_dict(spec)
+
+
+def test_two_hosts_outside_the_lab_have_no_namespaces():
+    from model.settings import HostFacts, load
+    from tests.unit.test_placement import BRIDGED, TWO
+
+    spec = cluster.verifier_spec(load({"hypervisors": TWO, **BRIDGED}, "t", ".", host=HostFacts(False, False)))
+    assert spec["hypervisors"] == {"a": {"uri": TWO["a"]["uri"]}, "b": {"uri": TWO["b"]["uri"]}}
+    assert from_dict(spec).hypervisors["a"].netns == ""
+
+
+def test_a_one_host_stacks_spec_is_unchanged_byte_for_byte():
+    """Pulumi.dev.yaml as it is, and with the load drills: the spec recorded before issue 14's hosts."""
+    import yaml
+
+    from bench.config import raw_settings
+    from model.settings import HostFacts, load
+    from tests.conftest import ROOT
+
+    want = json.loads((ROOT / "tests" / "unit" / "data" / "verifier-spec-one-host.json").read_text())
+    raw = raw_settings(yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"])
+    got = {"dev": cluster.verifier_spec(load(raw, "dev", ROOT, host=HostFacts(False, False)))}
+    raw["verify"] = {"failoverDrill": True, "loadDrills": True}
+    got["dev_load_drills"] = cluster.verifier_spec(load(raw, "dev", ROOT, host=HostFacts(False, False)))
+    for name in want:  # as components.check serialises it
+        assert json.dumps(got[name], sort_keys=True) == json.dumps(want[name], sort_keys=True), name
