@@ -56,6 +56,7 @@ def test_one_host_spec_has_no_hypervisors_and_no_hosts():
     (two_host_spec(hypervisors={"hv1": HVS["hv1"], "hv2": {"uri": "qemu:///system"}}),
      "host_lost needs at least two hypervisors with a netns"),
     (two_host_spec(placed={**PLACED, "web01": "hv2"}), "host_lost needs a web node on the MASTER's host hv1"),
+    (two_host_spec(placed={**PLACED, "lb01": ""}), "host_lost needs the MASTER lb01 on a hypervisor with a netns"),
     (two_host_spec(placed={**PLACED, "lb01": "hv3"}), "lb01: host 'hv3' is not one of the hypervisors"),
     (two_host_spec(hypervisors={"hv1": {"netns": "x"}}), "hypervisors: {name: {uri, netns}} with a uri for each"),
     (two_host_spec(hostFreezeSeconds=0), "hostFreezeSeconds = 0: must be a number in 1..600"),
