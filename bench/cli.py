@@ -6,8 +6,11 @@ cluster was broken (a verifier check failed) or a bench stack could not be clean
 not start (the lab is missing, or busy for too long).
 
 Settings (environment): BENCH_CYCLES (3), BENCH_REPEAT (5), BENCH_WRK_SECONDS (10), BENCH_WRK_ROUNDS (3),
-BENCH_PROFILES (reference,fast), BENCH_KINDS (every drill kind of bench.config.KINDS, comma-separated),
-BENCH_FAST_KINDS (the fast profile's, default BENCH_KINDS).
+BENCH_PROFILES (reference,fast,two-hosts), BENCH_KINDS (every drill kind of bench.config.KINDS,
+comma-separated), BENCH_FAST_KINDS (the fast profile's, default BENCH_KINDS), BENCH_TWO_HOSTS_KINDS (the
+two-hosts profile's, default host_lost). The two-hosts profile (Pulumi.dev2.yaml across the lab's hv1 and
+hv2: a cold up and the hypervisor-lost drill) runs only when the lab has its hypervisors (make lab HOSTS=2);
+otherwise the report says why its rows are missing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from . import config as bcfg
 from . import drill as bdrill
 from .lab import (
     NETNS,
+    URI,
     blame,
     cpu_snapshot,
     domains,
@@ -73,21 +77,26 @@ class Bench:
         self.repeat = _env_int("BENCH_REPEAT", 5, 1, 20)
         self.wrk_seconds = _env_int("BENCH_WRK_SECONDS", 10, 1, 60)
         self.wrk_rounds = _env_int("BENCH_WRK_ROUNDS", 3, 1, 10)
-        self.profiles = [p for p in os.environ.get("BENCH_PROFILES", "reference,fast").split(",") if p in bcfg.SUBNETS]
+        self.profiles = [p for p in os.environ.get("BENCH_PROFILES", ",".join(bcfg.PROFILES)).split(",")
+                         if p in bcfg.PROFILES]
         kinds = os.environ.get("BENCH_KINDS", ",".join(bcfg.KINDS))
         self.kinds = {"reference": tuple(k for k in kinds.split(",") if k in bcfg.KINDS),
-                      "fast": tuple(k for k in os.environ.get("BENCH_FAST_KINDS", kinds).split(",") if k in bcfg.KINDS)}
+                      "fast": tuple(k for k in os.environ.get("BENCH_FAST_KINDS", kinds).split(",") if k in bcfg.KINDS),
+                      bcfg.TWO_HOSTS: tuple(k for k in os.environ.get("BENCH_TWO_HOSTS_KINDS", ",".join(
+                          bcfg.TWO_HOSTS_DEFAULT_KINDS)).split(",") if k in bcfg.TWO_HOSTS_KINDS)}
         self.id = uuid.uuid4().hex[:6]
         self.dev_yaml = (ROOT / "Pulumi.dev.yaml").read_text()
         self.log = RESULTS / "pulumi.log"
         self.stacks: list[str] = []
+        self.stack_uris: dict[str, tuple[str, ...]] = {}  # a stack on other hypervisors than the lab host's
         self.results: dict[str, Any] = {
             "schema": 1, "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "passed": False,
             "config": {"cycles": self.cycles, "repeat": self.repeat, "probe_interval_s": 0.1,
                        "kinds": {p: list(k) for p, k in self.kinds.items()},
                        "step_timeout_s": bcfg.STEP_TIMEOUT, "profiles": self.profiles,
                        "wrk": {"threads": 1, "connections": 8, "seconds": self.wrk_seconds, "rounds": self.wrk_rounds}},
-            "machine": {}, "deploy": {}, "failover": {}, "overhead": {}, "memory": {}, "notes": [], "errors": []}
+            "machine": {}, "deploy": {}, "failover": {}, "overhead": {}, "memory": {}, "skipped": {}, "notes": [],
+            "errors": []}
 
     # ---- helpers ---------------------------------------------------------------------------------
     def note(self, text: str) -> None:
@@ -187,6 +196,27 @@ class Bench:
         finally:
             self._cleanup(st)
 
+    def two_hosts(self) -> None:
+        """A cold up of the dev2 configuration across the lab's two hypervisors, then its drill rounds
+        (by default the hypervisor lost)."""
+        name = f"bench-2h-{self.id}"
+        config = bcfg.two_hosts_config((ROOT / "Pulumi.dev2.yaml").read_text(), name, failover_drill=True)
+        self.stack_uris[name] = tuple(h.uri for h in self._settings(name, config).hypervisors)
+        st = BenchStack(ROOT, name, self.log, self.stack_uris[name])
+        self.stacks.append(name)
+        try:
+            st.configure(config)
+            up_s, up, phases = self._up(st)
+            cold = self.results["deploy"]["two_hosts_cold_up"] = {
+                "stack": name, "subnet": bcfg.subnet(bcfg.TWO_HOSTS), "hypervisors": len(self.stack_uris[name]),
+                "up_cold_s": up_s, "phases": phases, "verification": (up.outputs["verification"].value or {}).get("durations")}
+            self.save()
+            if self.kinds[bcfg.TWO_HOSTS]:
+                self.failover(bcfg.TWO_HOSTS, name, config, up.outputs)
+            cold["destroy_s"] = st.destroy()
+        finally:
+            self._cleanup(st)
+
     def _cleanup(self, st: BenchStack) -> None:
         progress(f"cleaning up {st.name}")
         try:
@@ -219,12 +249,12 @@ class Bench:
         except subprocess.TimeoutExpired:
             rc = None
         data = json.loads(out_file.read_text()) if out_file.exists() else {"passed": False, "rounds": []}
-        res = {"stack": name, "subnet": f"{bcfg.SUBNETS[profile]}.0/24", "rc": rc, "seconds": round(time.monotonic() - t0, 1),
+        res = {"stack": name, "subnet": bcfg.subnet(profile), "rc": rc, "seconds": round(time.monotonic() - t0, 1),
                "passed": data.get("passed"), "rounds": data.get("rounds", []),
                "summary": failover_summary(data.get("rounds", [])),
                "failed_checks": [c for c in data.get("checks", []) if not c["passed"]]}
         self.results["failover"][profile] = res
-        if data.get("timeline"):
+        if (data.get("timeline") or {}).get("marks"):  # drills under load only: no break/restore to plot
             png = RESULTS / ("failover-timeline.png" if profile == "reference" else f"failover-timeline-{profile}.png")
             try:
                 from .plot import timeline_png
@@ -277,6 +307,12 @@ class Bench:
                   "include that contention")
         self.save()
 
+    def two_hosts_skipped(self) -> str | None:
+        """Why the two-hosts profile does not run (None: it does)."""
+        if bcfg.TWO_HOSTS not in self.profiles:
+            return "not in BENCH_PROFILES"
+        return bcfg.two_hosts_missing()
+
     # ---- results ---------------------------------------------------------------------------------
     def save(self) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -290,13 +326,19 @@ class Bench:
         rc = 0
         try:
             used = {n: a for n, a in subnets_in_use().items()
-                    if any(a.startswith(f"{bcfg.SUBNETS[p]}.") for p in self.profiles)}
+                    if any(a.startswith(f"{bcfg.SUBNETS[p]}.") for p in self.profiles if p in bcfg.SUBNETS)}
             if used:
                 raise RuntimeError(f"the bench subnets are taken by libvirt networks {used}: not touching them")
             if "reference" in self.profiles:
                 self.reference()
             if "fast" in self.profiles:
                 self.fast()
+            skip = self.two_hosts_skipped()
+            if skip:
+                self.results["skipped"][bcfg.TWO_HOSTS] = skip
+                self.note(f"two-hosts profile skipped: {skip}")
+            else:
+                self.two_hosts()
             self.results["passed"] = True
         except Broken as e:
             progress(f"BROKEN: {e}")
@@ -310,7 +352,7 @@ class Bench:
             self.results["errors"].append(f"{type(e).__name__}: {e}")
             rc = 1
         finally:
-            left = [o for s in self.stacks for o in libvirt_objects(s)]
+            left = [o for s in self.stacks for o in libvirt_objects(s, self.stack_uris.get(s, (URI,)))]
             self.results["leftovers"] = left
             if left:
                 self.results["errors"].append(f"libvirt still holds bench objects: {', '.join(left)}")

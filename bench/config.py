@@ -1,12 +1,16 @@
 """The bench stacks' configuration: the dev stack's config moved to a subnet of their own (as the e2e test
-does), with the lab host allowed to reach the web nodes directly (for the overhead baseline)."""
+does), with the lab host allowed to reach the web nodes directly (for the overhead baseline); the dev2
+stack's (two hypervisors) moved to addresses and a VRRP router id of their own on the lab's one segment."""
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from verifier.actions import lab_run_dir
 
 DEV_PREFIX = "192.168.81."
 # One subnet per bench profile: neither dev (81) nor e2e (91).
@@ -15,6 +19,19 @@ KINDS = ("keepalived", "nginx_kill", "hard", "poweroff", "switchover",
          "web_freeze", "web_poweroff", "lb_starve", "vrrp_cut")
 # A powered-off master boots again (~40 s under TCG) before it takes the VIP back: steps may take this long.
 STEP_TIMEOUT = 240
+
+# The two-hypervisor profile: Pulumi.dev2.yaml on the lab's hv1 and hv2 (make lab HOSTS=2). They share one
+# L2 segment whose subnet the lab fixes (its own address on it is the gateway), so the bench stack keeps the
+# subnet and takes other host addresses and another VRID than the dev2 stack: both can exist at once.
+TWO_HOSTS = "two-hosts"
+PROFILES = (*SUBNETS, TWO_HOSTS)
+DEV2_PREFIX = "192.168.85."
+TWO_HOSTS_HOSTS = {"vip": 150, "lb01": 151, "lb02": 152, "web01": 153, "web02": 154}
+TWO_HOSTS_VRID = 62  # dev2: 52
+# What the two-host profile may drill (every one-host kind works there too); by default the host lost.
+TWO_HOSTS_KINDS = (*KINDS, "host_lost")
+TWO_HOSTS_DEFAULT_KINDS = ("host_lost",)
+LAB_HOSTS_MARKER = "hosts/hv1"  # written by make lab HOSTS=2 under the lab's run directory
 
 
 def stack_config(dev_yaml: str, stack: str, profile: str, failover_drill: bool = True) -> dict[str, Any]:
@@ -46,3 +63,30 @@ def raw_settings(config: dict[str, Any]) -> dict[str, Any]:
 def drill_spec(base: dict[str, Any], kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     """The verifier spec (components.cluster.verifier_spec) for the bench's drill rounds."""
     return {**base, "drill": True, "drillKinds": list(kinds), "stepTimeout": STEP_TIMEOUT, "timeout": 600}
+
+
+def subnet(profile: str) -> str:
+    """The profile's subnet (CIDR)."""
+    return f"{DEV2_PREFIX}0/24" if profile == TWO_HOSTS else f"{SUBNETS[profile]}.0/24"
+
+
+def two_hosts_config(dev2_yaml: str, stack: str, failover_drill: bool = True) -> dict[str, Any]:
+    """Pulumi.<stack>.yaml's `config` for the two-hypervisor bench stack: dev2's, on TWO_HOSTS_HOSTS and
+    TWO_HOSTS_VRID, its libvirt network named after the stack."""
+    config = dict(yaml.safe_load(dev2_yaml)["config"])
+    ip = lambda key: f"{DEV2_PREFIX}{TWO_HOSTS_HOSTS[key]}"  # noqa: E731
+    config["hacluster:vip"] = ip("vip")
+    for key in ("hacluster:balancers", "hacluster:webNodes"):
+        config[key] = [{**n, "ip": ip(n["name"])} for n in config[key]]
+    config["hacluster:network"] = {**config["hacluster:network"], "name": f"hacluster-{stack}"}
+    config["hacluster:vrrp"] = {**config["hacluster:vrrp"], "virtualRouterId": TWO_HOSTS_VRID}
+    config["hacluster:verify"] = {**(config.get("hacluster:verify") or {}), "failoverDrill": failover_drill}
+    return config
+
+
+def two_hosts_missing(run_dir: str | None = None) -> str | None:
+    """Why the two-hypervisor profile cannot run here (None: the lab has its hypervisors)."""
+    root = Path(run_dir) if run_dir else lab_run_dir()
+    if not (root / LAB_HOSTS_MARKER).exists():
+        return f"the lab has no hypervisors ({root / LAB_HOSTS_MARKER} is missing: make lab HOSTS=2)"
+    return None

@@ -30,8 +30,8 @@ def run(argv: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProce
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
 
 
-def virsh(*args: str, timeout: float = 60) -> str:
-    return run(["virsh", "-q", "-c", URI, *args], timeout=timeout).stdout
+def virsh(*args: str, timeout: float = 60, uri: str = URI) -> str:
+    return run(["virsh", "-q", "-c", uri, *args], timeout=timeout).stdout
 
 
 def lab_exec(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -42,15 +42,21 @@ def lab_exec(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 # ---- libvirt objects -----------------------------------------------------------------------------
-def domains() -> list[str]:
-    return virsh("list", "--all", "--name").split()
+def domains(uri: str = URI) -> list[str]:
+    return virsh("list", "--all", "--name", uri=uri).split()
 
 
-def libvirt_objects(stack: str) -> list[str]:
-    """What libvirt still holds of `stack` (domains, its network, its pool): empty after a clean destroy."""
-    found = [f"domain {d}" for d in domains() if d.startswith(f"{stack}-")]
-    found += [f"network {n}" for n in virsh("net-list", "--all", "--name").split() if n == f"hacluster-{stack}"]
-    found += [f"pool {p}" for p in virsh("pool-list", "--all", "--name").split() if p == f"hacluster-{stack}"]
+def libvirt_objects(stack: str, uris: tuple[str, ...] = (URI,)) -> list[str]:
+    """What libvirt (each of `uris`: the stack's hypervisors) still holds of `stack` (domains, its network,
+    its pool): empty after a clean destroy."""
+    found = []
+    for uri in uris:
+        at = "" if uri == URI else f" on {uri.split('?')[0]}"
+        found += [f"domain {d}{at}" for d in domains(uri) if d.startswith(f"{stack}-")]
+        found += [f"network {n}{at}" for n in virsh("net-list", "--all", "--name", uri=uri).split()
+                  if n == f"hacluster-{stack}"]
+        found += [f"pool {p}{at}" for p in virsh("pool-list", "--all", "--name", uri=uri).split()
+                  if p == f"hacluster-{stack}"]
     return found
 
 

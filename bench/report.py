@@ -13,14 +13,16 @@ KIND_TITLES = {"keepalived": "keepalived stopped (graceful)", "nginx": "nginx st
                "web_freeze": "web01 frozen 20 s (virsh suspend), then resumed",
                "web_poweroff": "web01 powered off 20 s (virsh destroy), then started",
                "lb_starve": "both balancers starved (vcpu_quota 10%) for 60 s",
-               "vrrp_cut": "VRRP cut on the MASTER for 15 s, then healed"}
+               "vrrp_cut": "VRRP cut on the MASTER for 15 s, then healed",
+               "host_lost": "the MASTER's hypervisor lost (lb01 + web01 frozen 10 s, killed, down 10 s, started)"}
 # The same failures before the health agent (2026-12-01, reported in the issue on HA under load, 10 req/s).
 BEFORE = {"web_freeze": "75 of 400 requests failed, p99 10 s", "web_poweroff": "238 of 400 requests failed",
           "lb_starve": "both balancers FAULT: no holder", "vrrp_cut": "no holder at the end, 7.7 s dark after the heal",
           "poweroff": "returning MASTER: 14.6 s dark (225 failed probes)",
-          "nginx_kill": "2.10 s (reference), no holder at the end"}
+          "nginx_kill": "2.10 s (reference), no holder at the end",
+          "host_lost": "a powered-off master today: 2.9 s gap (reference), 0.4 s (fast)"}
 LOAD_FIELDS = ("failed_requests", "requests", "max_latency_s", "p99_latency_s", "no_holder_s", "two_holders_s",
-               "failed_probes_after_heal", "rejoined_after_s")
+               "failed_probes_after_heal", "rejoined_after_s", "returned_after_s")
 LOAD_TARGETS = {"web_freeze": ("web_freeze_failed", "web_freeze_latency"),
                 "web_poweroff": ("web_poweroff_failed", "web_poweroff_latency"),
                 "lb_starve": ("starve_no_holder", "starve_two_holders"), "vrrp_cut": ("cut_heal_failed",)}
@@ -28,6 +30,11 @@ LOAD_TARGET_FIELD = {"web_freeze_failed": "failed_requests", "web_freeze_latency
                      "web_poweroff_failed": "failed_requests", "web_poweroff_latency": "max_latency_s",
                      "starve_no_holder": "no_holder_s", "starve_two_holders": "two_holders_s",
                      "cut_heal_failed": "failed_probes_after_heal"}
+# The two-hosts profile's drills under load: (profile, kind) -> {target: the field it compares}.
+HOST_TARGETS = {("two-hosts", "host_lost"): {"two_hosts_host_lost_gap": "no_holder_s",
+                                             "two_hosts_host_lost_failed": "failed_requests"}}
+LOAD_PROFILES = ("reference", "fast", "two-hosts")
+LOAD_KIND_ORDER = ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut", "host_lost")
 PROFILE_TARGETS = {("fast", "hard"): "fast_hard", ("fast", "poweroff"): "fast_poweroff",
                    ("fast", "keepalived"): "fast_keepalived", ("reference", "nginx_kill"): "reference_nginx_kill",
                    ("fast", "nginx_kill"): "fast_nginx_kill", ("reference", "switchover"): "reference_switchover",
@@ -120,10 +127,25 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
             for key in keys:
                 t = TARGET_BY_KEY[f"{profile}_{key}"]
                 values[t.key] = (load.get(LOAD_TARGET_FIELD[key]) or {}).get(t.stat)
+    for (profile, kind), fields in HOST_TARGETS.items():
+        load = (_summary(results, profile).get(kind) or {}).get("load") or {}
+        for key, field in fields.items():
+            values[key] = (load.get(field) or {}).get(TARGET_BY_KEY[key].stat)
     values["rps_ratio"] = ((results.get("overhead") or {}).get("summary") or {}).get("ratio")
     mems = [m.get("max_mib") for m in (results.get("memory") or {}).values() if m.get("max_mib") is not None]
     values["vm_memory"] = round(max(mems) / 1024, 3) if mems else None
     return [verdict(t, values.get(t.key)) for t in TARGETS]
+
+
+def _summary(results: dict[str, Any], profile: str) -> dict[str, Any]:
+    return (((results.get("failover") or {}).get(profile) or {}).get("summary")) or {}
+
+
+def load_target_keys(profile: str, kind: str) -> list[str]:
+    """The targets a drill under load of `profile` is held to."""
+    if (profile, kind) in HOST_TARGETS:
+        return list(HOST_TARGETS[profile, kind])
+    return [f"{profile}_{key}" for key in LOAD_TARGETS.get(kind, ())] if profile in ("reference", "fast") else []
 
 
 # ---- Markdown --------------------------------------------------------------------------------------
@@ -194,6 +216,17 @@ def render(results: dict[str, Any]) -> str:
                            f"wait {_s(ver.get('wait_s'))}, checks {_s(ver.get('checks_s'))}"
                            + (f", drill {_s(ver.get('drill_s'))}" if ver.get("drill_s") is not None else "")
                            + guest_text(c.get("guests")), ""]))
+    two = dep.get("two_hosts_cold_up")
+    skipped = (results.get("skipped") or {}).get("two-hosts")
+    if two or skipped:
+        ph, ver = (two or {}).get("phases") or {}, (two or {}).get("verification") or {}
+        lines.append(_row(["cold `pulumi up` across 2 hypervisors (dev2 config, full verification incl. failover "
+                           "drill)", _s((two or {}).get("up_cold_s")), "", "", "1" if two else "0",
+                           f"skipped: {skipped}" if not two else
+                           f"stack {two.get('stack')} on {two.get('subnet')}: VMs defined+started at "
+                           f"{_s(ph.get('vms_s'))}, nodes configured at {_s(ph.get('configs_s'))}; verifier "
+                           f"{_s(ph.get('verify_s'))}: wait {_s(ver.get('wait_s'))}, checks {_s(ver.get('checks_s'))}"
+                           + (f", drill {_s(ver.get('drill_s'))}" if ver.get("drill_s") is not None else ""), ""]))
     dep_row("no-change `pulumi up`", ds.get("up_noop_s"), "noop_up")
     dep_row("`pulumi preview` (no changes)", ds.get("preview_s"))
     dep_row("`pulumi destroy`", ds.get("destroy_s"))
@@ -240,21 +273,27 @@ def render(results: dict[str, Any]) -> str:
                        "no holder / two holders (s, median)", "node back after repair (median)", "n", "before",
                        "target", "verdict"]))
     lines.append(_row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---", "---", "---"]))
-    for profile in ("reference", "fast"):
+    for profile in LOAD_PROFILES:
         fs = (fo.get(profile) or {}).get("summary") or {}
-        for kind in ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut"):
+        skipped = (results.get("skipped") or {}).get(profile)
+        if skipped:
+            lines.append(_row([profile, KIND_TITLES["host_lost"], f"skipped: {skipped}", "", "", "", "0",
+                               BEFORE["host_lost"], "", ""]))
+        for kind in LOAD_KIND_ORDER:
             ld = (fs.get(kind) or {}).get("load")
             if not ld:
                 continue
             md = lambda f, ld=ld: (ld.get(f) or {}).get("median")  # noqa: E731
             mx = lambda f, ld=ld: (ld.get(f) or {}).get("max")  # noqa: E731
-            vs = [verdicts.get(f"{profile}_{key}") for key in LOAD_TARGETS[kind]]
+            vs = [verdicts.get(key) for key in load_target_keys(profile, kind)]
             failed = (f"{_n(md('failed_probes_after_heal'))} / {_n(mx('failed_probes_after_heal'))} probes after the heal"
                       if kind == "vrrp_cut" else f"{_n(md('failed_requests'))} / {_n(mx('failed_requests'))} "
                                                  f"(of {_n(md('requests'))})")
             lines.append(_row([profile, KIND_TITLES[kind], failed, f"{_s(md('max_latency_s'))} / {_s(mx('max_latency_s'))}",
-                               f"{_s(md('no_holder_s'))} / {_s(md('two_holders_s'))}" if kind == "lb_starve" else "",
-                               _s(md("rejoined_after_s")) if kind.startswith("web_") else "",
+                               f"{_s(md('no_holder_s'))} / {_s(md('two_holders_s'))}"
+                               if kind in ("lb_starve", "host_lost") else "",
+                               _s(md("rejoined_after_s")) if kind.startswith("web_") else
+                               _s(md("returned_after_s")) if kind == "host_lost" else "",
                                str((ld.get("max_latency_s") or {}).get("n", 0)), BEFORE.get(kind, ""),
                                "; ".join(v.detail for v in vs if v), " ".join(_mark(v) for v in vs if v)]))
         for kind in ("nginx_kill", "poweroff"):

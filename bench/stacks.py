@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pulumi import automation as auto
 
-from .lab import libvirt_objects, progress
+from .lab import URI, libvirt_objects, progress
 
 DOMAIN_TYPE = "libvirt:index/domain:Domain"
 COMMAND_TYPE = "command:local:Command"
@@ -39,10 +39,11 @@ def phases(events: list[tuple[float, str, str, str]]) -> dict[str, float]:
 
 
 class BenchStack:
-    """One stack in the project directory (its Pulumi.<name>.yaml written here, removed by cleanup)."""
+    """One stack in the project directory (its Pulumi.<name>.yaml written here, removed by cleanup), on the
+    libvirtd of each of `uris` (its hypervisors)."""
 
-    def __init__(self, root: Path, name: str, log_file: Path):
-        self.root, self.name, self.log_file = root, name, log_file
+    def __init__(self, root: Path, name: str, log_file: Path, uris: tuple[str, ...] = (URI,)):
+        self.root, self.name, self.log_file, self.uris = root, name, log_file, uris
         self.stack: auto.Stack | None = None
         self.config_file = root / f"Pulumi.{name}.yaml"
 
@@ -108,7 +109,7 @@ class BenchStack:
                 problems.append(f"remove stack {self.name}: {str(e).strip().splitlines()[-1:]}")
             self.stack = None
         self.config_file.unlink(missing_ok=True)
-        left = libvirt_objects(self.name)
+        left = libvirt_objects(self.name, self.uris)
         if left:
             problems.append(f"libvirt still holds {', '.join(left)}")
         return problems

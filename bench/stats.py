@@ -141,6 +141,12 @@ TARGETS: tuple[Target, ...] = (
         Target(f"{p}_cut_heal_failed", f"{p}: VRRP cut healed: failed probes", 1, "<=", "probes", "median"))],
     Target("reference_switchover", "reference profile: planned switchover loses", 1, "<=", "probes", "max"),
     Target("fast_switchover", "fast profile: planned switchover loses", 1, "<=", "probes", "max"),
+    # Issue 14: the MASTER's hypervisor lost (two-hosts profile, dev2's VRRP timing: the reference one). The
+    # gap may be no worse than a powered-off master's today (2.9 s reference; 0.4 s with the fast profile).
+    Target("two_hosts_host_lost_gap", "two hypervisors: the MASTER's host lost: seconds with no holder (VIP gap)",
+           2.9, "<=", "s", "median"),
+    Target("two_hosts_host_lost_failed", "two hypervisors: the MASTER's host lost: failed requests", 1, "<=",
+           "requests", "median"),
     Target("rps_ratio", "requests/s through the VIP vs direct to a web node", 0.9, ">=", "x", "median"),
     Target("vm_memory", "host memory (RSS) per VM", 0.55, "<=", "GiB", "max"),
 )

@@ -26,9 +26,11 @@ class HaClusterArgs:
 
 
 def verifier_spec(s: Settings) -> dict:
-    """What the verifier checks, from the settings alone (no secrets)."""
+    """What the verifier checks, from the settings alone (no secrets). A one-host stack's spec has none of
+    the several-hosts keys (hypervisors, each node's host): it must not change, or deployed stacks re-verify."""
     node = lambda n: {"name": n.name, "ip": n.ip, "domain": f"{s.stack}-{n.name}",  # noqa: E731
-                      **({"libvirtUri": s.hypervisor(n).uri} if s.hypervisors_declared else {})}
+                      **({"libvirtUri": s.hypervisor(n).uri, "host": n.host} if s.hypervisors_declared else {})}
+    load_drills = s.verify.failover_drill and s.verify.load_drills and s.lab_netns is not None
     return {
         "stack": s.stack, "vip": s.vip, "serverName": s.nginx.server_name.split()[0],
         # the MASTER's host; with several hosts every node names its own
@@ -43,8 +45,19 @@ def verifier_spec(s: Settings) -> dict:
         "drill": s.verify.failover_drill, "timeout": s.verify.timeout,
         # Pausing the MASTER through libvirt is part of the drill on lab stacks only.
         "hardFailure": s.verify.failover_drill and s.lab_netns is not None,
-        **(LOAD_DRILLS if s.verify.failover_drill and s.verify.load_drills and s.lab_netns is not None else {}),
+        **(LOAD_DRILLS if load_drills else {}),
+        **(_hosts_spec(s, load_drills) if s.hypervisors_declared else {}),
     }
+
+
+def _hosts_spec(s: Settings, load_drills: bool) -> dict:
+    """Several hypervisors: each one's URI and, on lab stacks, its namespace (`<labNetns>-<name>`); with the
+    load drills and a web node beside the MASTER, the hypervisor-lost drill after the others."""
+    out: dict = {"hypervisors": {h.name: {"uri": h.uri, **({"netns": f"{s.lab_netns}-{h.name}"} if s.lab_netns else {})}
+                                 for h in s.hypervisors}}
+    if load_drills and len(s.hypervisors) >= 2 and any(w.host == s.master.host for w in s.web_nodes):
+        out.update(HOST_LOST_DRILL, drillKinds=[*LOAD_DRILLS["drillKinds"], "host_lost"])
+    return out
 
 
 # verify.loadDrills on a lab stack: the drills under client load in their quick form (the bench runs them
@@ -54,6 +67,8 @@ LOAD_DRILLS = {
                    "web_freeze", "web_poweroff", "lb_starve", "vrrp_cut"],
     "webFreezeSeconds": 8, "starveSeconds": 20, "cutSeconds": 8, "stepTimeout": 240, "rejoinTimeout": 300,
 }
+# ... and across two or more lab hypervisors: the MASTER's host lost (issue 14), in its quick form too.
+HOST_LOST_DRILL = {"hostFreezeSeconds": 5, "hostDownSeconds": 5}
 
 
 class HaCluster(pulumi.ComponentResource):

@@ -16,6 +16,16 @@ from pathlib import Path
 from . import netns
 from .spec import Balancer, Spec, WebNode
 
+# What the lab (make lab HOSTS=2) writes: hosts/<hypervisor> holds the name of that host's namespace.
+LAB_RUN_DIR = "/run/hacluster-lab"
+QEMU_COMM = "qemu-system"
+HOST_KILL_WAIT = 30.0  # s until every killed qemu process is gone
+HOST_RETURN_WAIT = 60.0  # s libvirt may take to notice a killed qemu (the domain still "running")
+NEEDS_LAB_HOST = "needs a lab hypervisor namespace: ssh actions only"
+PROC = "/proc"  # tests point it at a fake proc dir
+# virsh start of a domain libvirt still believes runs (its qemu was just killed)
+STILL_RUNNING = re.compile(r"already (active|running)", re.IGNORECASE)
+
 SERVICES = ("keepalived", "nginx")
 # Where the VMs keep keepalived's config (model.render.VM_PATHS.keepalived_conf; a unit test keeps them equal).
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
@@ -98,6 +108,22 @@ class Actions:
     def vrrp_cut(self, lb: Balancer, cut: bool) -> None:
         """Drop every VRRP packet in and out of `lb` (cut), or remove that again."""
         raise NotImplementedError
+
+    def host_freeze(self, host: str) -> None:
+        """Freeze a whole hypervisor: SIGSTOP every qemu process of its lab namespace."""
+        raise ActionError(f"host_freeze {NEEDS_LAB_HOST}")
+
+    def host_kill(self, host: str) -> None:
+        """Kill a whole hypervisor's VMs: SIGKILL every qemu process of its lab namespace, wait until gone."""
+        raise ActionError(f"host_kill {NEEDS_LAB_HOST}")
+
+    def host_thaw(self, host: str) -> None:
+        """Undo host_freeze (SIGCONT): cleanup of a drill stopped before the kill."""
+        raise ActionError(f"host_thaw {NEEDS_LAB_HOST}")
+
+    def host_return(self, host: str, domains: list[str]) -> None:
+        """The hypervisor is back: start `domains` (the stack's domains on it) again."""
+        raise ActionError(f"host_return {NEEDS_LAB_HOST}")
 
     def health_state(self, lb: Balancer) -> dict | None:
         """The health agent's state file on `lb` (None: not readable)."""
@@ -191,9 +217,13 @@ class SshActions(Actions):
     def _virsh(self, verb: str, lb: Balancer | WebNode, *args: str) -> None:
         if not lb.domain:
             raise ActionError(f"no libvirt domain known for {lb.name}")
-        r = _run(["virsh", "-q", "-c", lb.libvirt_uri or self.spec.libvirt_uri, verb, lb.domain, *args], 60)
+        self._virsh_at(lb.libvirt_uri or self.spec.libvirt_uri, verb, lb.domain, *args)
+
+    @staticmethod
+    def _virsh_at(uri: str, verb: str, domain: str, *args: str) -> None:
+        r = _run(["virsh", "-q", "-c", uri, verb, domain, *args], 60)
         if r.returncode != 0:
-            raise ActionError(f"virsh {verb} {lb.domain}: {_last_line(r.stderr)}")
+            raise ActionError(f"virsh {verb} {domain}: {_last_line(r.stderr)}")
 
     def web_pause(self, node: WebNode) -> None:
         self._virsh("suspend", node)
@@ -225,6 +255,87 @@ class SshActions(Actions):
                 break
         if r.returncode != 0:
             raise ActionError(f"nft on {lb.name}: {_last_line(r.stderr) or f'ssh exit {r.returncode}'}")
+
+    # ---- a whole hypervisor (lab stacks across several hosts) ---------------------------------------
+    def _lab_netns(self, host: str) -> str:
+        """`host`'s namespace, only when it is provably a lab hypervisor's: named `<spec netns>-...` and
+        named so by the lab's marker file hosts/<host>."""
+        h = self.spec.hypervisors.get(host)
+        if h is None or not h.netns:
+            raise ActionError(f"hypervisor {host!r} has no lab namespace in the spec: not touching it")
+        prefix = f"{self.spec.netns}-"
+        if not self.spec.netns or not h.netns.startswith(prefix) or h.netns == prefix:
+            raise ActionError(f"namespace {h.netns!r} of {host} is not a lab hypervisor's ({prefix}*): not touching it")
+        if "/" in host or host in (".", ".."):
+            raise ActionError(f"invalid hypervisor name {host!r}")
+        marker = lab_run_dir() / "hosts" / host
+        try:
+            named = marker.read_text().strip()
+        except OSError:
+            raise ActionError(f"{marker} is missing: {h.netns} is not a known lab hypervisor, not touching it") from None
+        if named != h.netns:
+            raise ActionError(f"{marker} names {named!r}, not {h.netns!r}: not touching it")
+        return h.netns
+
+    def _qemu_pids(self, host: str) -> tuple[str, list[int]]:
+        """The lab namespace of `host` and its qemu processes (none: an ActionError)."""
+        ns = self._lab_netns(host)
+        r = _run(["ip", "netns", "pids", ns], 15)
+        if r.returncode != 0:
+            raise ActionError(f"ip netns pids {ns}: {_last_line(r.stderr)}")
+        pids = [int(x) for x in r.stdout.split() if x.isdigit() and _comm(int(x)).startswith(QEMU_COMM)]
+        if not pids:
+            raise ActionError(f"no {QEMU_COMM} process in namespace {ns} ({host})")
+        return ns, pids
+
+    def _signal_qemus(self, host: str, sig: signal.Signals) -> list[int]:
+        """Send `sig` to every qemu process of `host`, each re-checked to be in its namespace just before."""
+        ns, pids = self._qemu_pids(host)
+        sent = []
+        for pid in pids:
+            if netns.process_in(pid, ns) and _comm(pid).startswith(QEMU_COMM):
+                os.kill(pid, sig)
+                sent.append(pid)
+        if not sent:
+            raise ActionError(f"the {QEMU_COMM} processes of {ns} ({host}) went away before {sig.name}")
+        return sent
+
+    def host_freeze(self, host: str) -> None:
+        self._signal_qemus(host, signal.SIGSTOP)
+
+    def host_thaw(self, host: str) -> None:
+        self._signal_qemus(host, signal.SIGCONT)
+
+    def host_kill(self, host: str) -> None:
+        pids = self._signal_qemus(host, signal.SIGKILL)
+        deadline = time.monotonic() + HOST_KILL_WAIT
+        while any(_alive(p) for p in pids):
+            if time.monotonic() >= deadline:
+                raise ActionError(f"{host}: qemu pids {[p for p in pids if _alive(p)]} still running "
+                                  f"{HOST_KILL_WAIT:g} s after SIGKILL")
+            time.sleep(0.1)
+
+    def host_return(self, host: str, domains: list[str]) -> None:
+        """`virsh start` each domain on `host`'s libvirtd, again while libvirt still calls it running (it
+        notices the killed qemu within a moment), for at most HOST_RETURN_WAIT s."""
+        self._lab_netns(host)
+        if not all(domains):
+            raise ActionError(f"{host}: a node without a libvirt domain name: cannot start it again")
+        uri = self.spec.hypervisors[host].uri
+        deadline = time.monotonic() + HOST_RETURN_WAIT
+        failed = []
+        for domain in domains:
+            while True:
+                try:
+                    self._virsh_at(uri, "start", domain)
+                    break
+                except ActionError as e:
+                    if not STILL_RUNNING.search(str(e)) or time.monotonic() >= deadline:
+                        failed.append(str(e))
+                        break
+                    time.sleep(0.5)
+        if failed:
+            raise ActionError(f"{host} back, but " + "; ".join(failed))
 
     def health_state(self, lb: Balancer) -> dict | None:
         try:
@@ -268,10 +379,23 @@ class SshActions(Actions):
 
 
 # ----------------------------------------------------------------------------------------------------
+def lab_run_dir() -> Path:
+    """Where the lab leaves its markers (env HACLUSTER_LAB_RUN_DIR for tests)."""
+    return Path(os.environ.get("HACLUSTER_LAB_RUN_DIR") or LAB_RUN_DIR)
+
+
+def _comm(pid: int) -> str:
+    """The process's name (/proc/PID/comm); "" when it is gone."""
+    try:
+        return Path(f"{PROC}/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     """Running (a zombie is not: nobody may have reaped it yet)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"{PROC}/{pid}/stat").read_text()
     except OSError:
         return False
     return stat[stat.rindex(")") + 2:][:1] not in ("Z", "X", "")

@@ -90,6 +90,9 @@ KINDS: dict[str, Kind] = {
                        lambda v, lb: v.a.set_priority(lb, lb.priority), needs_preempt=True),
 }
 assert set(KINDS) == set(DRILL_KINDS)
+# The LoadDrills method of each drill under load but the web ones (LoadDrills.web(kind)).
+LOAD_RUNS = {"lb_starve": "starve", "vrrp_cut": "vrrp_cut", "host_lost": "host_lost"}
+assert {*LOAD_RUNS, "web_freeze", "web_poweroff"} == set(LOAD_KINDS)
 
 
 class Verifier:
@@ -323,7 +326,7 @@ class Verifier:
             self._vip_drill(kinds)
         loads = LoadDrills(self)
         for kind in load_kinds:
-            ok = loads.web(kind) if kind.startswith("web_") else loads.starve() if kind == "lb_starve" else loads.vrrp_cut()
+            ok = loads.web(kind) if kind.startswith("web_") else getattr(loads, LOAD_RUNS[kind])()
             if not ok:
                 for rest in load_kinds[load_kinds.index(kind) + 1:]:
                     self.check(f"drill_{rest}", False, "not run: an earlier drill step failed")

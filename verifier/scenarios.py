@@ -1,4 +1,5 @@
-"""Drills under client load: what a web node failure, starved balancers and a VRRP cut cost the clients.
+"""Drills under client load: what a web node failure, starved balancers, a VRRP cut and a lost hypervisor
+cost the clients.
 
 Each runs `spec.loadRate` GETs/s through the VIP (open loop: a request that hangs does not delay the
 next; each may take `loadTimeout` s) while it breaks and repairs one thing, and reports failed requests,
@@ -16,10 +17,14 @@ from . import arp
 from .actions import ActionError
 from .http import Probe, Prober
 from .logic import holders_of
+from .spec import Balancer, WebNode
 
 BASELINE_S = 2.0
 AFTER_S = 3.0
 ARP_CONFIRM_S = 3.0
+# A lost hypervisor's balancer does not answer ARP late, it does not answer at all: short windows, no
+# confirmation, so a VIP gap of a few tenths of a second shows (a false "none" costs at most this much).
+HOST_ARP_WINDOW = 0.3
 
 
 @dataclass
@@ -76,15 +81,15 @@ class LoadDrills:
         return Prober(s.vip, s.server_name, 1.0 / s.load_rate, s.load_timeout,
                       max_seconds=seconds + s.load_timeout + 30, max_in_flight=int(s.load_rate * s.load_timeout) + 8)
 
-    def _arp_sample(self, samples: list) -> bool:
+    def _arp_sample(self, samples: list, window: float = 1.0, confirm: float = ARP_CONFIRM_S) -> bool:
         """Holders as ARP shows them (see verifier.arp); False when ARP cannot be used here."""
         names = {b.mac: b.name for b in self.s.balancers if b.mac}
         try:
-            macs = arp.who_has(self.s.vip, 1.0)
-            if not macs:
+            macs = arp.who_has(self.s.vip, window)
+            if not macs and confirm:
                 # A starved holder's kernel may answer ARP late (seen here: 0 failed requests, no VRRP
                 # transition, one silent window): ask again, longer, before calling it "no holder".
-                macs = arp.who_has(self.s.vip, ARP_CONFIRM_S)
+                macs = arp.who_has(self.s.vip, confirm)
         except OSError:
             return False
         samples.append((time.monotonic(), sorted(names.get(m, m) for m in macs)))
@@ -98,26 +103,29 @@ class LoadDrills:
         readable = [v for v in sample.values() if v is not None]
         samples.append((time.monotonic(), holders_of(sample) if len(readable) == len(sample) and sample else None))
 
-    def _hold(self, seconds: float, samples: list | None, until: Callable[[], bool] | None = None) -> float | None:
-        """Wait `seconds` (or until `until()`, bounded by `seconds`), sampling holders; returns when
-        `until` became true (None if it never did)."""
+    def _hold(self, seconds: float, samples: list | None, until: Callable[[], bool] | None = None,
+              arp_window: float | None = None, only: list | None = None) -> float | None:
+        """Wait `seconds` (or until `until()`, bounded by `seconds`), sampling holders (by ARP windows of
+        `arp_window` s where it can be used; else through the actions of `only`, default both); returns
+        when `until` became true (None if it never did)."""
         t0 = time.monotonic()
         end = t0 + seconds
         while time.monotonic() < end:
-            if samples is not None:
-                self._sample(samples)
+            if samples is not None and not (arp_window and self._arp_sample(samples, arp_window, 0.0)):
+                self._sample(samples, only)
             if until is not None and until():
                 return time.monotonic() - t0
             time.sleep(max(0.0, min(self.a.poll_interval, end - time.monotonic())))
         return None
 
-    def _hold_arp(self, seconds: float, samples: list) -> None:
+    def _hold_arp(self, seconds: float, samples: list, only: list | None = None, window: float = 1.0,
+                  confirm: float = ARP_CONFIRM_S) -> None:
         """Sample the holders through ARP for `seconds` (a starved balancer answers ARP long before SSH);
-        through the actions where ARP cannot be used."""
+        through the actions (of `only`: the ones that can answer) where ARP cannot be used."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            if not self._arp_sample(samples):
-                self._hold(max(0.0, end - time.monotonic()), samples)
+            if not self._arp_sample(samples, window, confirm):
+                self._hold(max(0.0, end - time.monotonic()), samples, only=only)
                 return
 
     def _record(self, name: str, stats: LoadStats, **extra) -> dict:
@@ -253,3 +261,87 @@ class LoadDrills:
             f"{what}: {failed} failed probes after the heal, "
             + (f"{master.name} alone holds the VIP {settled:.1f} s after it" if ok else
                f"holders at the end: {' and '.join(final) if final else ('unreadable' if final is None else 'none')}")))
+
+    # ---- a whole hypervisor ------------------------------------------------------------------------
+    def host_lost(self) -> bool:
+        """The MASTER's hypervisor (with a web node) frozen, killed, down a while, back: the cluster keeps
+        serving on the other host; afterwards one holder, and every node of that host serves again."""
+        s, a, v = self.s, self.a, self.v
+        host = s.master.host
+        lost = s.on_host(host)
+        domains = [n.domain for n in lost]
+        others = [b for b in s.balancers if b not in lost]  # where ARP cannot be used: who can be asked
+        samples: list = []
+        prober = self._prober(BASELINE_S + s.host_freeze_seconds + s.host_down_seconds + s.rejoin_timeout + AFTER_S + 120)
+        what = (f"hypervisor {host} lost ({', '.join(n.name for n in lost)}): frozen {s.host_freeze_seconds:g} s, "
+                f"killed, down {s.host_down_seconds:g} s, then started")
+        frozen = killed = False
+        back = None
+        with prober:
+            time.sleep(BASELINE_S)
+            t0 = time.monotonic()
+            try:
+                a.host_freeze(host)
+                frozen = True
+                self._hold_arp(s.host_freeze_seconds, samples, others, HOST_ARP_WINDOW, 0.0)
+                a.host_kill(host)
+                killed = True
+                self._hold_arp(s.host_down_seconds, samples, others, HOST_ARP_WINDOW, 0.0)
+                frozen = killed = False  # a failed return is the check's failure (and restore's), not retried
+                a.host_return(host, domains)
+                t_back = time.monotonic()
+                back = self._hold(s.rejoin_timeout, samples, lambda: self._host_back(lost, samples, prober, t_back),
+                                  arp_window=HOST_ARP_WINDOW)
+                self._hold_arp(AFTER_S, samples, window=HOST_ARP_WINDOW, confirm=0.0)
+            except ActionError as e:
+                return v.check("drill_host_lost", False, f"{what}: the action failed: {e}")
+            finally:
+                self._repair_host(host, domains, frozen, killed)
+        end = time.monotonic()
+        stats = load_stats(prober.snapshot(), t0, end)
+        none_s, two_s, unreadable = holder_seconds(samples, end)
+        self._record("host_lost", stats, no_holder_s=none_s, two_holders_s=two_s, holder_samples=len(samples),
+                     unreadable_samples=unreadable,
+                     holder_changes=holder_changes(samples, t0), returned_after_s=None if back is None else round(back, 2),
+                     host=host, nodes_lost=[n.name for n in lost])
+        final = samples[-1][1] if samples else None
+        where = " and ".join(final) if final else ("unreadable" if final is None else "none")
+        if back is None:
+            recovery = f"not recovered within {s.rejoin_timeout:g} s of the return (holders at the end: {where})"
+        elif not self._one_holder(final):
+            recovery = f"recovered {back:.1f} s after the return, but the VIP is on {where} at the end"
+        else:
+            webs, lbs = ([n.name for n in lost if isinstance(n, k)] for k in (WebNode, Balancer))
+            recovery = (f"recovered {back:.1f} s after the return: {where} alone holds the VIP, "
+                        f"{', '.join(webs)} serve{'s' if len(webs) == 1 else ''} again"
+                        + (f", {', '.join(lbs)} answer{'s' if len(lbs) == 1 else ''} again" if lbs else ""))
+        ok = stats.failed <= 1 and back is not None and self._one_holder(final)
+        return v.check("drill_host_lost", ok, (
+            f"{what}, {s.load_rate:g} req/s through the VIP: {stats.failed} of {stats.requests} requests failed"
+            f"{' (' + '; '.join(stats.errors) + ')' if stats.errors else ''}, max latency {stats.max_latency_s:.2f} s, "
+            f"{none_s:g} s with no holder (the VIP gap), {two_s:g} s with two; {recovery}"))
+
+    def _one_holder(self, holders: list[str] | None) -> bool:
+        """Exactly one holder: the MASTER when preempt is on, any one otherwise."""
+        return holders is not None and (holders == [self.s.master.name] if self.s.preempt else len(holders) == 1)
+
+    def _host_back(self, lost: list, samples: list, prober: Prober, since: float) -> bool:
+        """One holder now, every web node of the lost host served a request launched after `since`, and its
+        balancers answer the actions again."""
+        if not samples or not self._one_holder(samples[-1][1]):
+            return False
+        probes = prober.snapshot()
+        webs = [n.name for n in lost if isinstance(n, WebNode)]
+        if not all(any(p.ok and p.node == w and p.t >= since for p in probes) for w in webs):
+            return False
+        return all(self.a.ready(b) is None for b in lost if isinstance(b, Balancer))
+
+    def _repair_host(self, host: str, domains: list[str], frozen: bool, killed: bool) -> None:
+        """Whatever an interrupted host_lost left: a frozen host thawed, a killed one's domains started."""
+        try:
+            if killed:
+                self.a.host_return(host, domains)
+            elif frozen:
+                self.a.host_thaw(host)
+        except ActionError as e:
+            self.v.log(f"could not bring hypervisor {host} back: {e}")

@@ -15,6 +15,9 @@ Keys (camelCase, as in the stack config):
   sshUser                    for "ssh" actions; the key comes from env HACLUSTER_SSH_KEY
   libvirtUri                 for the hard-failure step with "ssh" actions (virsh suspend/resume)
                              (a balancer or web node may name its own: its hypervisor's libvirtUri)
+  hypervisors                {NAME: {uri, netns}}: the stack's hosts (several hypervisors); netns: the lab
+                             namespace holding that host's libvirtd and qemu processes (lab stacks only);
+                             each balancer and web node then names its `host`
   hosts                      for "netns" actions: {balancer name: {netns, keepalived: SERVICE, nginx: SERVICE}}
                              SERVICE = {pidFile, childPidFiles: [...], start: [argv], foreground: bool, log}
   drill, hardFailure         run the failover drill; add the pause/resume step (default false)
@@ -35,6 +38,10 @@ Keys (camelCase, as in the stack config):
                                lb_starve    both balancers CPU-starved (libvirt vcpu_quota `starveQuota` of
                                             100000) for `starveSeconds`, then restored (ssh)
                                vrrp_cut     VRRP dropped on the MASTER for `cutSeconds`, then healed
+                               host_lost    the MASTER's hypervisor lost: every qemu process of it frozen
+                                            (SIGSTOP) `hostFreezeSeconds`, then killed, down
+                                            `hostDownSeconds`, then its domains started (ssh actions; needs
+                                            two hypervisors with a netns and a web node on the MASTER's host)
   hosts (netns actions)      web nodes too: {web name: {netns, nginx: SERVICE}}; balancers may add
                              healthState: the agent's state file
   timeout                    seconds to wait for the VIP and the balancers to answer (default 600)
@@ -60,8 +67,9 @@ class SpecError(ValueError):
 DRILL_KINDS = ("keepalived", "nginx", "nginx_kill", "hard", "poweroff", "switchover")
 # Drills under client load (verifier.scenarios): a web node frozen / powered off, both balancers
 # CPU-starved, VRRP cut between the balancers and healed.
-LOAD_KINDS = ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut")
-SSH_ONLY_KINDS = ("poweroff", "lb_starve")
+# host_lost: the MASTER's whole hypervisor (with a web node) frozen, killed and brought back.
+LOAD_KINDS = ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut", "host_lost")
+SSH_ONLY_KINDS = ("poweroff", "lb_starve", "host_lost")
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class Balancer:
     domain: str = ""
     mac: str = ""  # its NIC's MAC: who answers ARP for the VIP
     libvirt_uri: str = ""  # its hypervisor (several hosts); "" = the spec's libvirtUri
+    host: str = ""  # its hypervisor's name (several hosts); "" = the one host
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,14 @@ class WebNode:
     weight: int = 1
     domain: str = ""
     libvirt_uri: str = ""  # its hypervisor (several hosts); "" = the spec's libvirtUri
+    host: str = ""  # its hypervisor's name (several hosts); "" = the one host
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str
+    uri: str
+    netns: str = ""  # the lab namespace of its libvirtd and qemu processes; "" = not a lab host
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ class Spec:
     ssh_user: str = "ops"
     libvirt_uri: str = "qemu:///system"
     hosts: dict[str, Any] = field(default_factory=dict)
+    hypervisors: dict[str, Hypervisor] = field(default_factory=dict)
     drill: bool = True
     hard_failure: bool = False
     drill_kinds: tuple[str, ...] = ("keepalived", "nginx")
@@ -120,6 +138,8 @@ class Spec:
     starve_quota: int = 10000
     cut_seconds: float = 15.0
     rejoin_timeout: float = 300.0
+    host_freeze_seconds: float = 10.0
+    host_down_seconds: float = 10.0
 
     @property
     def master(self) -> Balancer:
@@ -131,6 +151,10 @@ class Spec:
 
     def weights(self) -> dict[str, int]:
         return {w.name: w.weight for w in self.web_nodes}
+
+    def on_host(self, host: str) -> list[Balancer | WebNode]:
+        """The balancers and web nodes on hypervisor `host`."""
+        return [n for n in (*self.balancers, *self.web_nodes) if host and n.host == host]
 
 
 def parse(text: str) -> Spec:
@@ -164,7 +188,8 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     try:
         lbs = tuple(Balancer(name=str(b["name"]), ip=str(b["ip"]), priority=int(b.get("priority") or 0),
                              state=str(b.get("state") or "BACKUP"), domain=str(b.get("domain") or ""),
-                             mac=str(b.get("mac") or "").lower(), libvirt_uri=str(b.get("libvirtUri") or ""))
+                             mac=str(b.get("mac") or "").lower(), libvirt_uri=str(b.get("libvirtUri") or ""),
+                             host=str(b.get("host") or ""))
                     for b in need("balancers") or [])
     except (KeyError, TypeError, ValueError) as e:
         problems.append(f"balancers: each needs name, ip, priority ({e})")
@@ -175,7 +200,8 @@ def from_dict(raw: dict[str, Any]) -> Spec:
         problems.append("balancers: priorities must differ (the higher one is the expected MASTER)")
     try:
         webs = tuple(WebNode(name=str(w["name"]), ip=str(w["ip"]), weight=int(w.get("weight") or 1),
-                             domain=str(w.get("domain") or ""), libvirt_uri=str(w.get("libvirtUri") or ""))
+                             domain=str(w.get("domain") or ""), libvirt_uri=str(w.get("libvirtUri") or ""),
+                             host=str(w.get("host") or ""))
                      for w in need("webNodes") or [])
     except (KeyError, TypeError, ValueError) as e:
         problems.append(f"webNodes: each needs name and ip ({e})")
@@ -214,6 +240,9 @@ def from_dict(raw: dict[str, Any]) -> Spec:
         kinds = []
     elif actions != "ssh" and any(k in SSH_ONLY_KINDS for k in kinds):
         problems.append(f"drillKinds: {', '.join(k for k in kinds if k in SSH_ONLY_KINDS)} needs ssh actions (VMs)")
+    hypervisors = _hypervisors(raw.get("hypervisors"), [*lbs, *webs], problems)
+    if "host_lost" in kinds:
+        problems += _host_lost_problems(hypervisors, lbs, webs)
     persistence = str(raw.get("persistence") or "none")
     if not (persistence in ("none", "ip_hash") or persistence.startswith("cookie:")):
         problems.append(f"persistence = {persistence!r}: none, ip_hash or cookie:<name>")
@@ -226,7 +255,9 @@ def from_dict(raw: dict[str, Any]) -> Spec:
               "web_freeze_seconds": num("webFreezeSeconds", 20, 1, 600),
               "starve_seconds": num("starveSeconds", 60, 1, 600),
               "starve_quota": int(num("starveQuota", 10000, 1000, 100000)),
-              "cut_seconds": num("cutSeconds", 15, 1, 600), "rejoin_timeout": num("rejoinTimeout", 300, 5, 1800)}
+              "cut_seconds": num("cutSeconds", 15, 1, 600), "rejoin_timeout": num("rejoinTimeout", 300, 5, 1800),
+              "host_freeze_seconds": num("hostFreezeSeconds", 10, 1, 600),
+              "host_down_seconds": num("hostDownSeconds", 10, 1, 600)}
     if problems:
         raise SpecError("invalid verifier spec: " + "; ".join(problems))
     return Spec(
@@ -235,7 +266,35 @@ def from_dict(raw: dict[str, Any]) -> Spec:
         persistence=persistence, health_check=health_check,
         preempt=bool(raw.get("preempt", True)), interface=str(raw.get("interface") or "eth0"),
         netns=raw.get("netns") or None, actions=actions, ssh_user=str(raw.get("sshUser") or "ops"),
-        libvirt_uri=str(raw.get("libvirtUri") or "qemu:///system"), hosts=hosts,
+        libvirt_uri=str(raw.get("libvirtUri") or "qemu:///system"), hosts=hosts, hypervisors=hypervisors,
         drill=bool(raw.get("drill", True)), hard_failure=hard_failure, drill_kinds=tuple(kinds),
         stack=str(raw.get("stack") or ""), **timing,
     )
+
+
+def _hypervisors(raw: Any, nodes: list, problems: list[str]) -> dict[str, Hypervisor]:
+    """The `hypervisors` key; every node's `host` must be one of them."""
+    if raw in (None, {}):
+        out: dict[str, Hypervisor] = {}
+    elif not isinstance(raw, dict) or not all(isinstance(h, dict) and h.get("uri") for h in raw.values()):
+        problems.append("hypervisors: {name: {uri, netns}} with a uri for each")
+        return {}
+    else:
+        out = {str(n): Hypervisor(str(n), str(h["uri"]), str(h.get("netns") or "")) for n, h in raw.items()}
+    for n in nodes:
+        if n.host and n.host not in out:
+            problems.append(f"{n.name}: host {n.host!r} is not one of the hypervisors")
+    return out
+
+
+def _host_lost_problems(hypervisors: dict[str, Hypervisor], lbs: tuple, webs: tuple) -> list[str]:
+    """Why the host_lost drill cannot run on this spec (one line), or nothing."""
+    if sum(1 for h in hypervisors.values() if h.netns) < 2:
+        return ["drillKinds: host_lost needs at least two hypervisors with a netns (a lab stack across 2 hosts)"]
+    if len(lbs) == 2:
+        master = max(lbs, key=lambda b: b.priority)
+        if not master.host or not hypervisors.get(master.host, Hypervisor("", "")).netns:
+            return [f"drillKinds: host_lost needs the MASTER {master.name} on a hypervisor with a netns"]
+        if not any(w.host == master.host for w in webs):
+            return [f"drillKinds: host_lost needs a web node on the MASTER's host {master.host}"]
+    return []

@@ -80,8 +80,9 @@ def test_verdict_ratio_probes_and_memory():
 def test_every_target_has_a_figure_in_evaluate():
     keys = {t.key for t in stats.TARGETS}
     load_keys = {f"{p}_{k}" for p in ("reference", "fast") for ks in report.LOAD_TARGETS.values() for k in ks}
+    host_keys = {k for fields in report.HOST_TARGETS.values() for k in fields}
     assert keys == {"cold_up", "noop_up", "rps_ratio", "vm_memory", *report.PROFILE_TARGETS.values(), *load_keys,
-                    "reference_return", "fast_return"}
+                    "reference_return", "fast_return", *host_keys}
 
 
 # ---- results -> summaries -> verdicts -> table ---------------------------------------------------------
@@ -160,7 +161,7 @@ def test_markdown_table():
     assert "| ratio VIP / direct (requests/s) | 0.90× |" in md
     assert "| reference | lb01 500, web01 520 | 0.508 GiB | 0.997 GiB | met (0.508 GiB ≤ 0.55 GiB) |" in md
     assert "**not met**" in md and "**met**" in md
-    assert md.count("\n| ") > 25 and "7 of 27 targets met." in md
+    assert md.count("\n| ") > 25 and "7 of 29 targets met." in md
     for line in md.splitlines():  # every table row has as many cells as its header
         assert not line.startswith("|") or line.endswith("|")
 
@@ -324,3 +325,95 @@ def test_table_shows_each_guests_boot_profile():
     md = report.render(res)
     assert "- lb01: systemd 12.1s cloud-init.service; 3.0s nginx.service | cloud-init 4.20s init-network/config-ssh" in md
     assert "- web01: not readable (ssh exit 255)" in md
+
+
+# ---- the two-hosts profile (issue 14: the hypervisor lost) ------------------------------------------------
+def two_hosts_settings(name="bench-2h-x"):
+    cfg = bcfg.two_hosts_config((ROOT / "Pulumi.dev2.yaml").read_text(), name)
+    return load(bcfg.raw_settings(cfg), name, ROOT, host=HostFacts(False, False))
+
+
+def test_two_hosts_config_keeps_the_labs_segment_with_addresses_and_a_vrid_of_its_own():
+    s = two_hosts_settings()
+    dev2 = load(bcfg.raw_settings(yaml.safe_load((ROOT / "Pulumi.dev2.yaml").read_text())["config"]), "dev2", ROOT,
+                host=HostFacts(False, False))
+    assert s.vip == "192.168.85.150" and [n.ip for n in s.nodes] == [f"192.168.85.{i}" for i in (151, 152, 153, 154)]
+    assert not {s.vip, *(n.ip for n in s.nodes)} & {dev2.vip, *(n.ip for n in dev2.nodes)}
+    assert s.vrrp.virtual_router_id == bcfg.TWO_HOSTS_VRID != dev2.vrrp.virtual_router_id
+    assert s.network.cidr == dev2.network.cidr == bcfg.subnet(bcfg.TWO_HOSTS) and s.network.name == "hacluster-bench-2h-x"
+    assert [h.name for h in s.hypervisors] == ["hv1", "hv2"] and s.verify.failover_drill
+    assert {n.name: n.host for n in s.nodes} == {"lb01": "hv1", "lb02": "hv2", "web01": "hv1", "web02": "hv2"}
+
+
+def test_two_hosts_drill_spec_runs_the_host_lost_drill_at_full_length():
+    from components.cluster import verifier_spec
+    from verifier.spec import from_dict
+
+    s = two_hosts_settings()
+    spec = from_dict(bcfg.drill_spec(verifier_spec(s), bcfg.TWO_HOSTS_DEFAULT_KINDS))
+    assert spec.drill_kinds == ("host_lost",) and (spec.host_freeze_seconds, spec.host_down_seconds) == (10, 10)
+    assert {h: x.netns for h, x in spec.hypervisors.items()} == {"hv1": "halab-hv1", "hv2": "halab-hv2"}
+    assert [n.name for n in spec.on_host(spec.master.host)] == ["lb01", "web01"]
+
+
+def test_two_hosts_run_only_when_the_lab_has_hypervisors(tmp_path, monkeypatch):
+    from bench.cli import Bench
+
+    monkeypatch.setenv("HACLUSTER_LAB_RUN_DIR", str(tmp_path))
+    monkeypatch.delenv("BENCH_PROFILES", raising=False)
+    assert "make lab HOSTS=2" in Bench().two_hosts_skipped()
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / "hv1").write_text("halab-hv1\n")
+    b = Bench()
+    assert b.two_hosts_skipped() is None and b.kinds[bcfg.TWO_HOSTS] == ("host_lost",)
+    monkeypatch.setenv("BENCH_PROFILES", "reference,fast")
+    assert Bench().two_hosts_skipped() == "not in BENCH_PROFILES"
+    monkeypatch.setenv("BENCH_TWO_HOSTS_KINDS", "host_lost,poweroff,bogus")
+    assert Bench().kinds[bcfg.TWO_HOSTS] == ("host_lost", "poweroff")
+
+
+def test_leftovers_are_looked_for_on_every_hypervisor(monkeypatch):
+    from bench import lab
+
+    held = {"qemu:///system": "", "qemu+ssh://hv1/system?keyfile=k": "bench-2h-x-lb01\nother-web01"}
+    monkeypatch.setattr(lab, "virsh", lambda *args, uri=lab.URI, **_: held[uri] if args[0] == "list" else "")
+    assert lab.libvirt_objects("bench-2h-x", tuple(held)) == ["domain bench-2h-x-lb01 on qemu+ssh://hv1/system"]
+
+
+def host_lost_round(i, gap, failed, back):
+    return {"round": i, "steps": {"host_lost": {
+        "kind": "host_lost", "role": "load", "requests": 300, "failed_requests": failed, "max_latency_s": 3.1,
+        "p99_latency_s": 1.0, "no_holder_s": gap, "two_holders_s": 0.0, "returned_after_s": back, "host": "hv1",
+        "holder_changes": [[0.0, []], [gap, ["lb02"]]], "nodes_lost": ["lb01", "web01"]}}}
+
+
+def test_host_lost_rows_and_targets_from_fake_results():
+    res = sample_results()
+    rounds = [host_lost_round(i, g, f, b) for i, (g, f, b) in enumerate(
+        [(3.2, 0, 61.0), (2.8, 1, 58.0), (2.6, 0, 75.0), (3.0, 2, 60.0), (2.7, 0, 59.5)], 1)]
+    res["failover"]["two-hosts"] = {"summary": report.failover_summary(rounds)}
+    res["deploy"]["two_hosts_cold_up"] = {"stack": "bench-2h-x", "subnet": "192.168.85.0/24", "up_cold_s": 412.5,
+                                          "phases": {"vms_s": 70.0}, "verification": {"wait_s": 90.0, "drill_s": 80.0}}
+    load = res["failover"]["two-hosts"]["summary"]["host_lost"]["load"]
+    assert load["no_holder_s"] == {"median": 2.8, "min": 2.6, "max": 3.2, "n": 5}
+    assert load["returned_after_s"]["median"] == 60.0 and load["failed_requests"]["median"] == 0
+    v = {x.key: x for x in report.evaluate(res)}
+    assert v["two_hosts_host_lost_gap"].value == 2.8 and v["two_hosts_host_lost_gap"].met
+    assert v["two_hosts_host_lost_failed"].value == 0 and v["two_hosts_host_lost_failed"].met
+    md = report.render(res)
+    assert ("| two-hosts | the MASTER's hypervisor lost (lb01 + web01 frozen 10 s, killed, down 10 s, started) | "
+            "0 / 2 (of 300) | 3.10 s / 3.10 s | 2.80 s / 0.00 s | 60.0 s | 5 |") in md
+    assert "| cold `pulumi up` across 2 hypervisors (dev2 config, full verification incl. failover drill) | 412.5 s |" in md
+    assert "stack bench-2h-x on 192.168.85.0/24: VMs defined+started at 70.0 s" in md
+    for line in md.splitlines():
+        assert not line.startswith("|") or line.endswith("|")
+
+
+def test_a_skipped_two_hosts_profile_says_why_in_the_report():
+    res = sample_results()
+    res["skipped"] = {"two-hosts": "the lab has no hypervisors (/run/hacluster-lab/hosts/hv1 is missing: make lab HOSTS=2)"}
+    md = report.render(res)
+    assert "| cold `pulumi up` across 2 hypervisors (dev2 config, full verification incl. failover drill) | – |" in md
+    assert md.count("skipped: the lab has no hypervisors") == 2  # the deploy row and the drill row
+    v = {x.key: x for x in report.evaluate(res)}
+    assert v["two_hosts_host_lost_gap"].met is None and "not measured" in v["two_hosts_host_lost_gap"].detail
