@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from components.cluster import HOST_LOST_DRILL, LOAD_DRILLS
 from verifier.actions import lab_run_dir
 
 DEV_PREFIX = "192.168.81."
@@ -61,7 +62,9 @@ def raw_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def drill_spec(base: dict[str, Any], kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
-    """The verifier spec (components.cluster.verifier_spec) for the bench's drill rounds."""
+    """The verifier spec (components.cluster.verifier_spec) for the bench's drill rounds, at full length
+    (without the stack verification's quick-form timings)."""
+    base = {k: v for k, v in base.items() if k not in {**HOST_LOST_DRILL, **LOAD_DRILLS}}
     return {**base, "drill": True, "drillKinds": list(kinds), "stepTimeout": STEP_TIMEOUT, "timeout": 600}
 
 

@@ -51,12 +51,15 @@ def verifier_spec(s: Settings) -> dict:
 
 
 def _hosts_spec(s: Settings, load_drills: bool) -> dict:
-    """Several hypervisors: each one's URI and, on lab stacks, its namespace (`<labNetns>-<name>`); with the
-    load drills and a web node beside the MASTER, the hypervisor-lost drill after the others."""
+    """Several hypervisors: each one's URI and, on lab stacks, its namespace (`<labNetns>-<name>`). A lab
+    stack's failover drill across 2+ hosts, with a web node beside the MASTER, ends with the hypervisor-lost
+    drill (quick form), after the load drills or after the default kinds."""
     out: dict = {"hypervisors": {h.name: {"uri": h.uri, **({"netns": f"{s.lab_netns}-{h.name}"} if s.lab_netns else {})}
                                  for h in s.hypervisors}}
-    if load_drills and len(s.hypervisors) >= 2 and any(w.host == s.master.host for w in s.web_nodes):
-        out.update(HOST_LOST_DRILL, drillKinds=[*LOAD_DRILLS["drillKinds"], "host_lost"])
+    if (s.verify.failover_drill and s.lab_netns and len(s.hypervisors) >= 2
+            and any(w.host == s.master.host for w in s.web_nodes)):
+        kinds = LOAD_DRILLS["drillKinds"] if load_drills else ["keepalived", *(["nginx"] if s.vrrp.health_check else []), "hard"]
+        out.update(HOST_LOST_DRILL, drillKinds=[*kinds, "host_lost"])
     return out
 
 

@@ -450,13 +450,21 @@ def test_two_lab_hosts_spec_names_hosts_namespaces_and_adds_host_lost():
     assert s.master.host == "hv1" and [n.name for n in s.on_host("hv1")] == ["lb01", "web01"]
 
 
-def test_two_hosts_without_load_drills_or_a_web_node_beside_the_master_have_no_host_lost():
+def test_two_lab_hosts_without_load_drills_end_the_default_drill_with_host_lost():
     spec = dev2()
+    assert spec["drillKinds"] == ["keepalived", "nginx", "hard", "host_lost"] and spec["hostFreezeSeconds"] == 5
+    assert from_dict(spec).hard_failure
+
+
+def test_no_host_lost_without_the_drill_or_a_web_node_beside_the_master():
+    spec = dev2(failoverDrill=False)
     assert "hypervisors" in spec and "drillKinds" not in spec and "hostFreezeSeconds" not in spec
     from_dict(spec)
     spec = dev2(web_hosts=("hv2", "hv2"), loadDrills=True)  # nothing to lose beside the MASTER: not drilled
     assert "host_lost" not in spec["drillKinds"] and "hostFreezeSeconds" not in spec
     from_dict(spec)
+    spec = dev2(web_hosts=("hv2", "hv2"))
+    assert "drillKinds" not in spec
 
 
 def test_two_hosts_outside_the_lab_have_no_namespaces():
