@@ -55,6 +55,32 @@ def deploy_summary(cycles: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def two_hosts_lines(dep: dict[str, Any], one_host: list[dict[str, Any]], skipped: str | None) -> list[str]:
+    """The deploy rows across two hypervisors: every cycle, and cycles 2..N (verified without the drill)
+    against the one-host cycles 2..N of the same run."""
+    two = dep.get("two_hosts") or {}
+    if not two and not skipped:
+        return []
+    head = "cold `pulumi up` across 2 hypervisors (dev2 config)"
+    if not two:
+        return [_row([head, "–", "", "", "0", f"skipped: {skipped}", ""])]
+    plain = summary(c.get("up_cold_s") for c in two["cycles"] if not c.get("failover_drill"))
+    one = summary(c.get("up_cold_s") for c in one_host if not c.get("failover_drill"))
+    ratio = (f"{plain['median'] / one['median']:.2f}× the one-host median ({_s(one['median'])}, same run)"
+             if plain.get("median") and one.get("median") else "no one-host cycles without the drill to compare")
+    out = [_row([f"{head}, cycles without the drill", _s(plain.get("median")), _s(plain.get("min")),
+                 _s(plain.get("max")), str(plain.get("n", 0)), f"stack {two['stack']} on {two['subnet']}: {ratio}", ""])]
+    for c in two["cycles"]:
+        what = "full verification incl. failover drill and host_lost" if c.get("failover_drill") else "verification without drill"
+        ph, ver = c.get("phases") or {}, c.get("verification") or {}
+        out.append(_row([f"↳ 2 hypervisors, cycle {c['cycle']}: cold up ({what})", _s(c.get("up_cold_s")), "", "", "1",
+                         f"VMs defined+started at {_s(ph.get('vms_s'))}, nodes configured at {_s(ph.get('configs_s'))}; "
+                         f"verifier {_s(ph.get('verify_s'))}: wait {_s(ver.get('wait_s'))}, checks {_s(ver.get('checks_s'))}"
+                         + (f", drill {_s(ver.get('drill_s'))}" if ver.get("drill_s") is not None else "")
+                         + f"; destroy {_s(c.get('destroy_s'))}", ""]))
+    return out
+
+
 def guest_median(guests: dict[str, dict[str, float]] | None, key: str) -> float | None:
     """The median over a stack's nodes of one boot phase (None when no node logged it)."""
     return summary((g or {}).get(key) for g in (guests or {}).values())["median"]
@@ -216,17 +242,7 @@ def render(results: dict[str, Any]) -> str:
                            f"wait {_s(ver.get('wait_s'))}, checks {_s(ver.get('checks_s'))}"
                            + (f", drill {_s(ver.get('drill_s'))}" if ver.get("drill_s") is not None else "")
                            + guest_text(c.get("guests")), ""]))
-    two = dep.get("two_hosts_cold_up")
-    skipped = (results.get("skipped") or {}).get("two-hosts")
-    if two or skipped:
-        ph, ver = (two or {}).get("phases") or {}, (two or {}).get("verification") or {}
-        lines.append(_row(["cold `pulumi up` across 2 hypervisors (dev2 config, full verification incl. failover "
-                           "drill)", _s((two or {}).get("up_cold_s")), "", "", "1" if two else "0",
-                           f"skipped: {skipped}" if not two else
-                           f"stack {two.get('stack')} on {two.get('subnet')}: VMs defined+started at "
-                           f"{_s(ph.get('vms_s'))}, nodes configured at {_s(ph.get('configs_s'))}; verifier "
-                           f"{_s(ph.get('verify_s'))}: wait {_s(ver.get('wait_s'))}, checks {_s(ver.get('checks_s'))}"
-                           + (f", drill {_s(ver.get('drill_s'))}" if ver.get("drill_s") is not None else ""), ""]))
+    lines += two_hosts_lines(dep, cycles, (results.get("skipped") or {}).get("two-hosts"))
     dep_row("no-change `pulumi up`", ds.get("up_noop_s"), "noop_up")
     dep_row("`pulumi preview` (no changes)", ds.get("preview_s"))
     dep_row("`pulumi destroy`", ds.get("destroy_s"))

@@ -392,8 +392,12 @@ def test_host_lost_rows_and_targets_from_fake_results():
     rounds = [host_lost_round(i, g, f, b) for i, (g, f, b) in enumerate(
         [(3.2, 0, 61.0), (2.8, 1, 58.0), (2.6, 0, 75.0), (3.0, 2, 60.0), (2.7, 0, 59.5)], 1)]
     res["failover"]["two-hosts"] = {"summary": report.failover_summary(rounds)}
-    res["deploy"]["two_hosts_cold_up"] = {"stack": "bench-2h-x", "subnet": "192.168.85.0/24", "up_cold_s": 412.5,
-                                          "phases": {"vms_s": 70.0}, "verification": {"wait_s": 90.0, "drill_s": 80.0}}
+    res["deploy"]["two_hosts"] = {"stack": "bench-2h-x", "subnet": "192.168.85.0/24", "cycles": [
+        {"cycle": 1, "failover_drill": True, "up_cold_s": 412.5, "phases": {"vms_s": 70.0},
+         "verification": {"wait_s": 90.0, "drill_s": 80.0}, "destroy_s": 12.0},
+        *({"cycle": i, "failover_drill": False, "up_cold_s": t} for i, t in ((2, 90.0), (3, 100.0)))]}
+    res["deploy"]["cycles"] = [{"cycle": 1, "failover_drill": True, "up_cold_s": 150.0},
+                               *({"cycle": i, "failover_drill": False, "up_cold_s": t} for i, t in ((2, 80.0), (3, 90.0)))]
     load = res["failover"]["two-hosts"]["summary"]["host_lost"]["load"]
     assert load["no_holder_s"] == {"median": 2.8, "min": 2.6, "max": 3.2, "n": 5}
     assert load["returned_after_s"]["median"] == 60.0 and load["failed_requests"]["median"] == 0
@@ -403,8 +407,10 @@ def test_host_lost_rows_and_targets_from_fake_results():
     md = report.render(res)
     assert ("| two-hosts | the MASTER's hypervisor lost (lb01 + web01 frozen 10 s, killed, down 10 s, started) | "
             "0 / 2 (of 300) | 3.10 s / 3.10 s | 2.80 s / 0.00 s | 60.0 s | 5 |") in md
-    assert "| cold `pulumi up` across 2 hypervisors (dev2 config, full verification incl. failover drill) | 412.5 s |" in md
-    assert "stack bench-2h-x on 192.168.85.0/24: VMs defined+started at 70.0 s" in md
+    assert ("| cold `pulumi up` across 2 hypervisors (dev2 config), cycles without the drill | 95.0 s | 90.0 s | "
+            "100.0 s | 2 | stack bench-2h-x on 192.168.85.0/24: 1.12× the one-host median (85.0 s, same run) |") in md
+    assert ("| ↳ 2 hypervisors, cycle 1: cold up (full verification incl. failover drill and host_lost) | 412.5 s |"
+            "  |  | 1 | VMs defined+started at 70.0 s") in md
     for line in md.splitlines():
         assert not line.startswith("|") or line.endswith("|")
 
@@ -413,7 +419,7 @@ def test_a_skipped_two_hosts_profile_says_why_in_the_report():
     res = sample_results()
     res["skipped"] = {"two-hosts": "the lab has no hypervisors (/run/hacluster-lab/hosts/hv1 is missing: make lab HOSTS=2)"}
     md = report.render(res)
-    assert "| cold `pulumi up` across 2 hypervisors (dev2 config, full verification incl. failover drill) | – |" in md
+    assert "| cold `pulumi up` across 2 hypervisors (dev2 config) | – |" in md
     assert md.count("skipped: the lab has no hypervisors") == 2  # the deploy row and the drill row
     v = {x.key: x for x in report.evaluate(res)}
     assert v["two_hosts_host_lost_gap"].met is None and "not measured" in v["two_hosts_host_lost_gap"].detail
