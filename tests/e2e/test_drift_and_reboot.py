@@ -33,6 +33,7 @@ from pulumi import automation as auto
 from components.cluster import verifier_spec
 from model.settings import load
 from tests.conftest import ROOT
+from tests.e2e.stacks import e2e_stack, timed_up
 from tests.e2e.test_pulumi_up import NETNS, lab_exec, libvirt_objects, virsh
 
 SUBNET = "192.168.92"
@@ -104,25 +105,10 @@ def stack(tmp_path_factory):
     (wrap / "virsh").write_text(f'#!/bin/sh\necho "$(cat /proc/$PPID/comm): $*" >>{log}\nexec {real} "$@"\n')
     (wrap / "virsh").chmod(0o755)
     ws = auto.LocalWorkspaceOptions(work_dir=str(ROOT), env_vars={"PATH": f"{wrap}:{os.environ['PATH']}"})
-    st = auto.create_stack(name, work_dir=str(ROOT), opts=ws)
-    with open(ROOT / f"Pulumi.{name}.yaml", "w") as fh:
-        yaml.safe_dump({"config": config(name)}, fh)
-    timings: dict[str, float] = {}
-    try:
-        t = time.monotonic()
-        up = st.up(on_output=print, color="never")
-        timings["up_cold"] = time.monotonic() - t
+    with e2e_stack(name, config(name), libvirt_objects, "e2e drift", ws) as (st, timings):
+        up = timed_up(st, timings)
         assert up.outputs["verification"].value["passed"] is True
         yield st, name, up.outputs, log, timings
-    finally:
-        try:
-            st.destroy(on_output=print, color="never")
-        finally:
-            left = libvirt_objects(name)
-            st.workspace.remove_stack(name)
-            (ROOT / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
-            print("e2e drift durations (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
-            assert left == [], f"destroy left {left}"
 
 
 def test_cold_up_runs_no_virsh(stack):

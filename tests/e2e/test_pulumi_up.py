@@ -24,6 +24,7 @@ from pulumi import automation as auto
 from components.cluster import verifier_spec
 from model.settings import load
 from tests.conftest import ROOT
+from tests.e2e.stacks import e2e_stack, timed_up
 
 NETNS = os.environ.get("HACLUSTER_NETNS", "halab")
 URI = "qemu:///system"
@@ -77,32 +78,14 @@ def stack():
     if shutil.which("pulumi") is None or not os.path.exists(f"/run/netns/{NETNS}"):
         pytest.fail("the e2e tier needs the toolchain and the lab: run it with `make test-e2e`")
     name = f"e2e-{uuid.uuid4().hex[:6]}"
-    st = auto.create_stack(name, work_dir=str(ROOT))
-    with open(ROOT / f"Pulumi.{name}.yaml", "w") as fh:
-        yaml.safe_dump({"config": stack_config(name)}, fh)
-    timings: dict[str, float] = {}
-    try:
+    with e2e_stack(name, stack_config(name), libvirt_objects, "e2e") as (st, timings):
         yield st, name, timings
-    finally:
-        t = time.monotonic()
-        try:
-            st.destroy(on_output=print, color="never")
-        finally:
-            timings["destroy"] = time.monotonic() - t
-            left = libvirt_objects(name)
-            st.workspace.remove_stack(name)
-            (ROOT / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
-            (ROOT / ".state" / f"{name}.key").unlink(missing_ok=True)
-            print("e2e durations (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
-            assert left == [], f"destroy left {left}"
 
 
 def test_up_verify_break_noop_destroy(stack):
     st, name, timings = stack
 
-    t = time.monotonic()
-    up = st.up(on_output=print, color="never")
-    timings["up_cold"] = time.monotonic() - t
+    up = timed_up(st, timings)
     outputs = up.outputs
     vip = outputs["vip"].value
     assert vip == f"{SUBNET}.100"

@@ -14,15 +14,14 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from pulumi import automation as auto
 
 from tests.conftest import ROOT
+from tests.e2e.stacks import e2e_stack, timed_up
 
 NETNS = os.environ.get("HACLUSTER_NETNS", "halab")
 LAB_RUN_DIR = Path(os.environ.get("HACLUSTER_LAB_RUN_DIR", "/run/hacluster-lab"))
@@ -68,30 +67,13 @@ def stack():
         pytest.fail("the two-hypervisor e2e needs the toolchain and the lab's hv1 and hv2: run it with "
                     "`make test-e2e` (it starts `make lab HOSTS=2`)")
     name = f"e2e2-{uuid.uuid4().hex[:6]}"
-    st = auto.create_stack(name, work_dir=str(ROOT))
-    with open(ROOT / f"Pulumi.{name}.yaml", "w") as fh:
-        yaml.safe_dump({"config": stack_config()}, fh)
-    timings: dict[str, float] = {}
-    try:
+    with e2e_stack(name, stack_config(), leftovers, "e2e two hypervisors") as (st, timings):
         yield st, name, timings
-    finally:
-        t = time.monotonic()
-        try:
-            st.destroy(on_output=print, color="never")
-        finally:
-            timings["destroy"] = time.monotonic() - t
-            left = leftovers(name)
-            st.workspace.remove_stack(name)
-            (ROOT / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
-            print("e2e two hypervisors, durations (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
-            assert left == [], f"destroy left {left}"
 
 
 def test_two_hypervisors_up_host_lost_destroy(stack):
     st, name, timings = stack
-    t = time.monotonic()
-    up = st.up(on_output=print, color="never")
-    timings["up_cold"] = time.monotonic() - t
+    up = timed_up(st, timings)
     nodes = up.outputs["nodes"].value
 
     # Anti-affinity: the balancers on different hosts; every VM lives where the output says, nowhere else.
