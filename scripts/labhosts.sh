@@ -36,7 +36,7 @@ hv_validate() {
     lab_die "HACLUSTER_LAB_SSH_PORT_BASE must be a port number 100..65531 (got '$HV_PORT_BASE')"
   [[ "$HV_SEGMENT_ADDR" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/([89]|[12][0-9]|30)$ ]] ||
     lab_die "HACLUSTER_LAB_SEGMENT_ADDR must be an IPv4 address with prefix, like 192.168.85.1/24 (got '$HV_SEGMENT_ADDR')"
-  ((${#LAB_NETNS} <= 20)) || lab_die "HACLUSTER_NETNS '$LAB_NETNS' is too long for the hypervisor namespaces (at most 20)"
+  ((LAB_HOSTS == 1 || ${#LAB_NETNS} <= 20)) || lab_die "HACLUSTER_NETNS '$LAB_NETNS' is too long for the hypervisor namespaces (at most 20)"
 }
 
 hv_keys() {
