@@ -42,7 +42,13 @@ hv_validate() {
 hv_keys() {
   install -d -m 700 "$HV_STATE" "$HV_STATE/ssh"
   [[ -s "$HV_KEY" ]] || ssh-keygen -q -t ed25519 -N '' -C hacluster-lab -f "$HV_KEY"
-  [[ -s "$HV_STATE/ssh/host_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C hacluster-lab-host -f "$HV_STATE/ssh/host_ed25519"
+  if [[ ! -s "$HV_STATE/ssh/host_ed25519" ]]; then
+    ssh-keygen -q -t ed25519 -N '' -C hacluster-lab-host -f "$HV_STATE/ssh/host_ed25519"
+    # A new host key: forget what root's ssh recorded for the forwarder ports (no_verify=1 would still
+    # connect, under a "REMOTE HOST IDENTIFICATION HAS CHANGED" warning).
+    local i
+    for ((i = 1; i <= 4; i++)); do ssh-keygen -q -R "[127.0.0.1]:$((HV_PORT_BASE + i))" >/dev/null 2>&1 || true; done
+  fi
   install -m 600 "$HV_KEY.pub" "$HV_STATE/ssh/authorized_keys"
 }
 
