@@ -32,8 +32,10 @@ LOAD_TARGET_FIELD = {"web_freeze_failed": "failed_requests", "web_freeze_latency
                      "cut_heal_failed": "failed_probes_after_heal"}
 # The two-hosts profile's drills under load: (profile, kind) -> {target: the field it compares}.
 HOST_TARGETS = {("two-hosts", "host_lost"): {"two_hosts_host_lost_gap": "no_holder_s",
-                                             "two_hosts_host_lost_failed": "failed_requests"}}
-LOAD_PROFILES = ("reference", "fast", "two-hosts")
+                                             "two_hosts_host_lost_failed": "failed_requests"},
+                ("two-hosts-fast", "host_lost"): {"two_hosts_fast_host_lost_gap": "no_holder_s",
+                                                  "two_hosts_fast_host_lost_failed": "failed_requests"}}
+LOAD_PROFILES = ("reference", "fast", "two-hosts", "two-hosts-fast")
 LOAD_KIND_ORDER = ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut", "host_lost")
 PROFILE_TARGETS = {("fast", "hard"): "fast_hard", ("fast", "poweroff"): "fast_poweroff",
                    ("fast", "keepalived"): "fast_keepalived", ("reference", "nginx_kill"): "reference_nginx_kill",

@@ -147,6 +147,10 @@ TARGETS: tuple[Target, ...] = (
            2.9, "<=", "s", "median"),
     Target("two_hosts_host_lost_failed", "two hypervisors: the MASTER's host lost: failed requests", 1, "<=",
            "requests", "median"),
+    Target("two_hosts_fast_host_lost_gap", "two hypervisors, fast profile: the MASTER's host lost: seconds with no "
+           "holder (VIP gap)", 0.4, "<=", "s", "median"),
+    Target("two_hosts_fast_host_lost_failed", "two hypervisors, fast profile: the MASTER's host lost: failed requests",
+           1, "<=", "requests", "median"),
     Target("rps_ratio", "requests/s through the VIP vs direct to a web node", 0.9, ">=", "x", "median"),
     Target("vm_memory", "host memory (RSS) per VM", 0.55, "<=", "GiB", "max"),
 )

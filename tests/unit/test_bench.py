@@ -161,7 +161,7 @@ def test_markdown_table():
     assert "| ratio VIP / direct (requests/s) | 0.90× |" in md
     assert "| reference | lb01 500, web01 520 | 0.508 GiB | 0.997 GiB | met (0.508 GiB ≤ 0.55 GiB) |" in md
     assert "**not met**" in md and "**met**" in md
-    assert md.count("\n| ") > 25 and "7 of 29 targets met." in md
+    assert md.count("\n| ") > 25 and "7 of 31 targets met." in md
     for line in md.splitlines():  # every table row has as many cells as its header
         assert not line.startswith("|") or line.endswith("|")
 
@@ -423,3 +423,23 @@ def test_a_skipped_two_hosts_profile_says_why_in_the_report():
     assert md.count("skipped: the lab has no hypervisors") == 2  # the deploy row and the drill row
     v = {x.key: x for x in report.evaluate(res)}
     assert v["two_hosts_host_lost_gap"].met is None and "not measured" in v["two_hosts_host_lost_gap"].detail
+
+
+def test_two_hosts_fast_config_takes_the_fast_vrrp_profile_on_the_same_addresses():
+    dev2 = (ROOT / "Pulumi.dev2.yaml").read_text()
+    ref, fast = bcfg.two_hosts_config(dev2, "bench-2h-x"), bcfg.two_hosts_config(dev2, "bench-2h-x", False, fast=True)
+    assert fast["hacluster:vrrp"] == {"profile": "fast", "virtualRouterId": bcfg.TWO_HOSTS_VRID}
+    assert ref["hacluster:vrrp"]["advertInt"] == 1 and ref["hacluster:vrrp"]["virtualRouterId"] == bcfg.TWO_HOSTS_VRID
+    assert {k: v for k, v in fast.items() if k not in ("hacluster:vrrp", "hacluster:verify")} == \
+        {k: v for k, v in ref.items() if k not in ("hacluster:vrrp", "hacluster:verify")}
+    assert bcfg.subnet(bcfg.TWO_HOSTS_FAST) == bcfg.subnet(bcfg.TWO_HOSTS)
+
+
+def test_two_hosts_fast_rows_have_their_own_targets():
+    res = sample_results()
+    rounds = [host_lost_round(i, g, f, b) for i, (g, f, b) in enumerate([(0.3, 0, 30.0), (0.6, 0, 31.0), (0.3, 1, 29.0)], 1)]
+    res["failover"]["two-hosts-fast"] = {"summary": report.failover_summary(rounds)}
+    v = {x.key: x for x in report.evaluate(res)}
+    assert v["two_hosts_fast_host_lost_gap"].value == 0.3 and v["two_hosts_fast_host_lost_gap"].met
+    assert v["two_hosts_fast_host_lost_failed"].met and v["two_hosts_host_lost_gap"].met is None
+    assert "| two-hosts-fast | the MASTER's hypervisor lost" in report.render(res)
