@@ -130,7 +130,7 @@ mod_dir() { # <wrapper dir> <module path>; downloads (verified against go.sum) w
 if [ -f "$cache/.complete" ]; then
   echo "toolchain: reusing $cache"
 else
-  echo "toolchain: building $hash into $cache (Go $go_used; 4 binaries, ~9 min on 2 cores when the Go caches are cold)"
+  echo "toolchain: building $hash into $cache (Go $go_used; 4 binaries, ~4 min on 2 cores when the Go caches are cold)"
   step=0
   nsteps=4
   work="$cache_root/.tmp.$hash.$$"
