@@ -29,11 +29,11 @@ def verifier_spec(s: Settings) -> dict:
     """What the verifier checks, from the settings alone (no secrets). A one-host stack's spec has none of
     the several-hosts keys (hypervisors, each node's host): it must not change, or deployed stacks re-verify."""
     node = lambda n: {"name": n.name, "ip": n.ip, "domain": f"{s.stack}-{n.name}",  # noqa: E731
-                      **({"libvirtUri": s.hypervisor(n).uri, "host": n.host} if s.hypervisors_declared else {})}
+                      **({"host": n.host} if s.hypervisors_declared else {})}
     load_drills = s.verify.failover_drill and s.verify.load_drills and s.lab_netns is not None
     return {
         "stack": s.stack, "vip": s.vip, "serverName": s.nginx.server_name.split()[0],
-        # the MASTER's host; with several hosts every node names its own
+        # the MASTER's host; with several hosts each node's virsh steps go to its host in `hypervisors`
         "netns": s.lab_netns, "libvirtUri": s.hypervisor(s.master).uri, "sshUser": s.vm.admin_user,
         "interface": s.vrrp.interface,
         "balancers": [{**node(b), "state": b.state, "priority": b.priority, "mac": b.mac} for b in s.balancers],

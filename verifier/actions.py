@@ -217,7 +217,7 @@ class SshActions(Actions):
     def _virsh(self, verb: str, lb: Balancer | WebNode, *args: str) -> None:
         if not lb.domain:
             raise ActionError(f"no libvirt domain known for {lb.name}")
-        self._virsh_at(lb.libvirt_uri or self.spec.libvirt_uri, verb, lb.domain, *args)
+        self._virsh_at(self.spec.uri(lb), verb, lb.domain, *args)
 
     @staticmethod
     def _virsh_at(uri: str, verb: str, domain: str, *args: str) -> None:

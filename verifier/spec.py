@@ -14,10 +14,10 @@ Keys (camelCase, as in the stack config):
   actions                    "ssh" (VMs, default) or "netns" (the integration tier)
   sshUser                    for "ssh" actions; the key comes from env HACLUSTER_SSH_KEY
   libvirtUri                 for the hard-failure step with "ssh" actions (virsh suspend/resume)
-                             (a balancer or web node may name its own: its hypervisor's libvirtUri)
   hypervisors                {NAME: {uri, netns}}: the stack's hosts (several hypervisors); netns: the lab
                              namespace holding that host's libvirtd and qemu processes (lab stacks only);
-                             each balancer and web node then names its `host`
+                             each balancer and web node then names its `host`, whose uri its virsh
+                             steps use (instead of libvirtUri)
   hosts                      for "netns" actions: {balancer name: {netns, keepalived: SERVICE, nginx: SERVICE}}
                              SERVICE = {pidFile, childPidFiles: [...], start: [argv], foreground: bool, log}
   drill, hardFailure         run the failover drill; add the pause/resume step (default false)
@@ -80,7 +80,6 @@ class Balancer:
     state: str = "BACKUP"
     domain: str = ""
     mac: str = ""  # its NIC's MAC: who answers ARP for the VIP
-    libvirt_uri: str = ""  # its hypervisor (several hosts); "" = the spec's libvirtUri
     host: str = ""  # its hypervisor's name (several hosts); "" = the one host
 
 
@@ -90,7 +89,6 @@ class WebNode:
     ip: str
     weight: int = 1
     domain: str = ""
-    libvirt_uri: str = ""  # its hypervisor (several hosts); "" = the spec's libvirtUri
     host: str = ""  # its hypervisor's name (several hosts); "" = the one host
 
 
@@ -152,6 +150,11 @@ class Spec:
     def weights(self) -> dict[str, int]:
         return {w.name: w.weight for w in self.web_nodes}
 
+    def uri(self, node: Balancer | WebNode) -> str:
+        """The libvirt URI of `node`'s hypervisor: its host's (several hosts), else the spec's libvirtUri."""
+        h = self.hypervisors.get(node.host)
+        return h.uri if h else self.libvirt_uri
+
     def on_host(self, host: str) -> list[Balancer | WebNode]:
         """The balancers and web nodes on hypervisor `host`."""
         return [n for n in (*self.balancers, *self.web_nodes) if host and n.host == host]
@@ -188,8 +191,7 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     try:
         lbs = tuple(Balancer(name=str(b["name"]), ip=str(b["ip"]), priority=int(b.get("priority") or 0),
                              state=str(b.get("state") or "BACKUP"), domain=str(b.get("domain") or ""),
-                             mac=str(b.get("mac") or "").lower(), libvirt_uri=str(b.get("libvirtUri") or ""),
-                             host=str(b.get("host") or ""))
+                             mac=str(b.get("mac") or "").lower(), host=str(b.get("host") or ""))
                     for b in need("balancers") or [])
     except (KeyError, TypeError, ValueError) as e:
         problems.append(f"balancers: each needs name, ip, priority ({e})")
@@ -200,8 +202,7 @@ def from_dict(raw: dict[str, Any]) -> Spec:
         problems.append("balancers: priorities must differ (the higher one is the expected MASTER)")
     try:
         webs = tuple(WebNode(name=str(w["name"]), ip=str(w["ip"]), weight=int(w.get("weight") or 1),
-                             domain=str(w.get("domain") or ""), libvirt_uri=str(w.get("libvirtUri") or ""),
-                             host=str(w.get("host") or ""))
+                             domain=str(w.get("domain") or ""), host=str(w.get("host") or ""))
                      for w in need("webNodes") or [])
     except (KeyError, TypeError, ValueError) as e:
         problems.append(f"webNodes: each needs name and ip ({e})")

@@ -82,7 +82,7 @@ def test_kill_poweroff_and_priority_command_lines(calls):
 
 
 def test_virsh_goes_to_each_nodes_own_hypervisor(calls):
-    """Several hypervisors: a node's libvirtUri in the spec wins over the spec's one."""
+    """Several hypervisors: a node's host's uri in the spec wins over the spec's libvirtUri."""
     from components.cluster import verifier_spec
     from tests.unit.test_placement import BRIDGED, TWO
 

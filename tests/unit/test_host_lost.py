@@ -441,8 +441,10 @@ def dev2(web_hosts=(None, None), **verify) -> dict:
 def test_two_lab_hosts_spec_names_hosts_namespaces_and_adds_host_lost():
     spec = dev2(loadDrills=True)
     assert spec["hypervisors"] == {
-        "hv1": {"uri": spec["balancers"][0]["libvirtUri"], "netns": "halab-hv1"},
-        "hv2": {"uri": spec["balancers"][1]["libvirtUri"], "netns": "halab-hv2"}}
+        "hv1": {"uri": "qemu+ssh://root@127.0.0.1:2221/system?keyfile=/var/lib/hacluster-lab/ssh/id_ed25519&no_verify=1",
+                "netns": "halab-hv1"},
+        "hv2": {"uri": "qemu+ssh://root@127.0.0.1:2222/system?keyfile=/var/lib/hacluster-lab/ssh/id_ed25519&no_verify=1",
+                "netns": "halab-hv2"}}
     assert {n["name"]: n["host"] for n in [*spec["balancers"], *spec["webNodes"]]} == PLACED
     assert spec["drillKinds"][-1] == "host_lost" and spec["drillKinds"][:-1] == cluster.LOAD_DRILLS["drillKinds"]
     assert (spec["hostFreezeSeconds"], spec["hostDownSeconds"]) == (5, 5)
