@@ -202,7 +202,8 @@ class Bench:
         cycle 1 fully verified (failover drill, host_lost quick form), then its drill rounds (by default the
         hypervisor lost); cycles 2..N verified without the drill, comparable with the one-host cycles."""
         name = f"bench-2h-{self.id}"
-        config = bcfg.two_hosts_config((ROOT / "Pulumi.dev2.yaml").read_text(), name, failover_drill=True)
+        dev2 = (ROOT / "Pulumi.dev2.yaml").read_text()
+        config = bcfg.two_hosts_config(dev2, name, failover_drill=True)
         self.stack_uris[name] = tuple(h.uri for h in self._settings(name, config).hypervisors)
         st = BenchStack(ROOT, name, self.log, self.stack_uris[name])
         self.stacks.append(name)
@@ -211,7 +212,7 @@ class Bench:
         try:
             for cycle in range(1, self.cycles + 1):
                 full = cycle == 1
-                config = bcfg.two_hosts_config((ROOT / "Pulumi.dev2.yaml").read_text(), name, failover_drill=full)
+                config = bcfg.two_hosts_config(dev2, name, failover_drill=full)
                 st.configure(config)
                 up_s, up, phases = self._up(st)
                 rec: dict[str, Any] = {"cycle": cycle, "failover_drill": full, "up_cold_s": up_s, "phases": phases,
@@ -220,7 +221,7 @@ class Bench:
                     self.failover(bcfg.TWO_HOSTS, name, config, up.outputs)
                 if full and self.kinds[bcfg.TWO_HOSTS] and bcfg.TWO_HOSTS_FAST in self.profiles:
                     # The fast VRRP timing reaches the running nodes as a day-2 change (keepalived reloaded).
-                    fast = bcfg.two_hosts_config((ROOT / "Pulumi.dev2.yaml").read_text(), name, False, fast=True)
+                    fast = bcfg.two_hosts_config(dev2, name, False, fast=True)
                     st.configure(fast)
                     self._up(st)
                     self.failover(bcfg.TWO_HOSTS_FAST, name, fast, up.outputs)

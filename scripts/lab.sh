@@ -177,14 +177,17 @@ cmd_up() {
   cmd_hosts_up
 }
 
-wait_connect() {
-  local start=$SECONDS
-  until libvirt_answers; do
+wait_connect() { wait_libvirt "$LAB_URI" "$LAB_RUN_DIR" "VMs live in netns $LAB_NETNS"; }
+
+# Wait until libvirtd answers on URI (its pid file and logs in RUN); NOTE ends the ready line.
+wait_libvirt() {
+  local uri=$1 run=$2 note=$3 start=$SECONDS
+  until virsh -q -c "$uri" version >/dev/null 2>"$run/connect.err"; do
     ((SECONDS - start < CONNECT_TIMEOUT)) ||
-      lab_die "libvirtd does not answer on $LAB_URI after ${CONNECT_TIMEOUT} s (see $LAB_RUN_DIR/libvirtd.log)"
+      lab_die "libvirtd does not answer on $uri after ${CONNECT_TIMEOUT} s ($(tail -n1 "$run/connect.err"); see $run/libvirtd.log)"
     sleep 1
   done
-  lab_log "ready: $LAB_URI answers ($((SECONDS - start)) s); VMs live in netns $LAB_NETNS"
+  lab_log "ready: $uri answers ($((SECONDS - start)) s); $note"
 }
 
 # Internal: runs under `ip netns exec` (its own mount namespace, a slave of the host's) and

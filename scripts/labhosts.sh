@@ -191,16 +191,7 @@ cmd_pipe() {
   exec nsenter --net="/run/netns/$ns" socat STDIO TCP:127.0.0.1:22
 }
 
-hv_wait() {
-  local name=$1 uri start=$SECONDS
-  uri=$(hv_uri "$name")
-  until virsh -q -c "$uri" version >/dev/null 2>"$LAB_RUN_DIR/$name/connect.err"; do
-    ((SECONDS - start < CONNECT_TIMEOUT)) ||
-      lab_die "$name: $uri does not answer after ${CONNECT_TIMEOUT} s ($(tail -n1 "$LAB_RUN_DIR/$name/connect.err"))"
-    sleep 1
-  done
-  lab_log "ready: $name at $uri ($((SECONDS - start)) s)"
-}
+hv_wait() { wait_libvirt "$(hv_uri "$1")" "$LAB_RUN_DIR/$1" "hypervisor $1, netns $(hv_netns "$1")"; }
 
 cmd_hosts_up() {
   hv_validate
