@@ -34,11 +34,13 @@ def files_for(raw, prefix):
             if f.path.endswith("nginx.conf")]
 
 
-def apply(files, reload_log):
+def apply(files, reload_log, healthy=("true",)):
     cmds = {"nginx": {"match": "nginx.conf", "check": ["nginx", "-t", "-q", "-c", "{staged}"],
-                      "reload": ["sh", "-c", f"echo reloaded >> {reload_log}"]}}
+                      "reload": ["sh", "-c", f"echo reloaded >> {reload_log}"], "healthy": list(healthy)}}
+    stamp = os.path.join(os.path.dirname(reload_log), "applied.json")
     r = subprocess.run([sys.executable, APPLY], input=json.dumps({"node": "lb01", "files": files}),
-                       capture_output=True, text=True, env={**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds)})
+                       capture_output=True, text=True, env={**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds),
+                                                            "HACLUSTER_APPLY_STAMP": stamp})
     return r.returncode, json.loads(r.stdout)
 
 
@@ -78,7 +80,7 @@ def test_agent_and_unit_changes_reload_units_first_then_restart_the_agent(node_d
                       "reload": ["sh", "-c", f"echo agent >> {log}"]}}
     files = [{"path": f"{node_dir}/health.json", "content": '{"node": "lb01"}\n', "mode": "0644"},
              {"path": f"{node_dir}/hacluster-health.service", "content": "[Service]\n", "mode": "0644"}]
-    env = {**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds)}
+    env = {**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds), "HACLUSTER_APPLY_STAMP": f"{node_dir}/applied.json"}
     r = subprocess.run([sys.executable, APPLY], input=json.dumps({"node": "lb01", "files": files}),
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -89,3 +91,42 @@ def test_agent_and_unit_changes_reload_units_first_then_restart_the_agent(node_d
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "refused" in json.loads(r.stdout)["error"]
     assert open(f"{node_dir}/health.json").read() == '{"node": "lb01"}\n'
+
+
+def test_staged_files_are_created_private_then_given_their_mode(node_dir):
+    log = f"{node_dir}/reloads"
+    files = [{**files_for({}, node_dir)[0], "mode": "0640"}]
+    rc, _ = apply(files, log)
+    assert rc == 0 and oct(os.stat(files[0]["path"]).st_mode & 0o777) == "0o640"
+    assert oct(os.stat(f"{node_dir}/applied.json").st_mode & 0o777) == "0o600"
+    src = open(APPLY).read()
+    assert "os.O_EXCL, 0o600)" in src and "os.fsync(fh.fileno())" in src  # created private, synced before the rename
+
+
+def test_a_reload_that_leaves_the_service_unhealthy_puts_the_previous_files_back(node_dir):
+    log = f"{node_dir}/reloads"
+    first = files_for({}, node_dir)
+    assert apply(first, log)[0] == 0
+    conf = first[0]["path"]
+    before = open(conf).read()
+    changed = files_for({"nginx": {"clientMaxBodySize": "100m"}}, node_dir)
+    # the new config's service does not come up healthy; the old one does
+    rc, out = apply(changed, log, healthy=("sh", "-c", f"! grep -q 'client_max_body_size 100m' {conf}"))
+    assert rc == 2 and "not healthy after its reload" in out["error"] and "put back and reloaded" in out["error"]
+    assert open(conf).read() == before
+    assert open(log).read().count("reloaded") == 3  # the first apply, the failed one, the restore
+
+
+def test_matching_files_that_were_never_confirmed_applied_are_reloaded_again(node_dir):
+    """A run that swapped the files but did not finish its reload (cancelled, failed): the next run sees the
+    rendered content on disk, yet reloads it, because the stamp does not say it was applied."""
+    log = f"{node_dir}/reloads"
+    first = files_for({}, node_dir)
+    assert apply(first, log)[0] == 0
+    changed = files_for({"nginx": {"clientMaxBodySize": "100m"}}, node_dir)
+    open(changed[0]["path"], "w").write(changed[0]["content"])  # swapped by an interrupted run, never reloaded
+    rc, out = apply(changed, log)
+    assert rc == 0 and out["changed"] == [] and out["pending"] == [changed[0]["path"]]
+    assert out["reloaded"] == ["nginx"]
+    rc, out = apply(changed, log)  # confirmed now
+    assert (rc, out["pending"], out["reloaded"]) == (0, [], [])
