@@ -7,6 +7,7 @@ from pathlib import Path
 import pulumi
 
 from components import HaCluster, HaClusterArgs, quiet
+from components.previous import previous_deployment
 from model.settings import SettingsError, load
 
 PROJECT = pulumi.get_project()
@@ -34,7 +35,7 @@ except SettingsError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
 
-cluster = HaCluster("hacluster", HaClusterArgs(settings))
+cluster = HaCluster("hacluster", HaClusterArgs(settings, previous=previous_deployment()))
 
 pulumi.export("vip", cluster.vip)
 pulumi.export("vipUrl", f"http://{cluster.vip}/")
@@ -42,5 +43,7 @@ pulumi.export("nodes", cluster.nodes)
 pulumi.export("domainType", settings.hypervisor(settings.master).domain_type)
 pulumi.export("labNetns", settings.lab_netns)
 pulumi.export("sshPrivateKey", cluster.private_key)
+# What the next deployment rolls against (components/previous.py): each node's VM identity.
+pulumi.export("rollout", cluster.rollout)
 if cluster.verification is not None:
     pulumi.export("verification", cluster.verification)

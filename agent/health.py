@@ -25,6 +25,11 @@ UPSTREAM  Active checks of the web nodes. A node failing `fall` rounds is ejecte
        pool, requests in flight): nginx retries them on the next server at once (`proxy_next_upstream
        error`). After `rise` good rounds the node rejoins (element removed, nginx reloaded so its passive
        max_fails state starts afresh). Never ejects the last live member of a pool.
+       DRAIN (a rolling change, day2/gate.py): the nodes named in `drainFile` (a JSON list, in /run) get no
+       new connections from this balancer (nft set `drain`: a reset for a new connection, established ones
+       finish) and nginx is reloaded, so its workers let go of their kept-alive connections to them once
+       their requests are done. A drained node is still probed; it leaves the file when it is admitted.
+       Draining follows the same rule: never the last live member of a pool.
 
 Input: argv[1], a JSON file rendered by hacluster (model/render.py `health_conf`). State (for the
 verifier): `stateFile`, JSON, rewritten on every change. Log: one line per transition on stdout.
@@ -238,9 +243,11 @@ class Agent:
     def setup_table(self, port: int) -> bool:
         t = self.nft_table
         return self.nft(f"table inet {t} {{}}\ndelete table inet {t}\n"
-                        f"table inet {t} {{\n  set down {{ type ipv4_addr; }}\n"
+                        f"table inet {t} {{\n  set down {{ type ipv4_addr; }}\n  set drain {{ type ipv4_addr; }}\n"
                         f"  chain out {{ type filter hook output priority 0; policy accept;\n"
                         f"    ip daddr @down tcp dport {port} meta mark != {PROBE_MARK:#x} reject with tcp reset\n"
+                        f"    ip daddr @drain tcp dport {port} ct state new meta mark != {PROBE_MARK:#x} "
+                        "reject with tcp reset\n"
                         "  }\n}\n")
 
     def table_present(self) -> bool:
@@ -254,9 +261,39 @@ class Agent:
 
     def rejoin(self, ip: str) -> None:
         self.nft(f"delete element inet {self.nft_table} down {{ {ip} }}\n")
+        self.reload_nginx()
+
+    def reload_nginx(self) -> None:
+        """A graceful reload: new workers start afresh (passive failure counts, kept-alive connections); the
+        old ones finish their requests in flight and exit."""
         reload = self.c["upstream"].get("reload")
         if reload:
             subprocess.run(reload, capture_output=True, timeout=60)
+
+    def read_drain(self, known: set[str]) -> set[str]:
+        """The node names in the drain file (none when it is absent or unreadable)."""
+        path = self.c["upstream"].get("drainFile")
+        try:
+            with open(path) as f:
+                names = json.load(f)
+        except (OSError, TypeError, ValueError):
+            return set()
+        return {n for n in names if isinstance(n, str) and n in known} if isinstance(names, list) else set()
+
+    def apply_drain(self, nodes: dict[str, str], drained: set[str], want: set[str]) -> set[str]:
+        """Make the nft set `drain` hold `want`, then reload nginx so no worker keeps a connection to them."""
+        if want == drained:
+            return drained
+        ops = [f"add element inet {self.nft_table} drain {{ {nodes[n]} }}" for n in sorted(want - drained)]
+        ops += [f"delete element inet {self.nft_table} drain {{ {nodes[n]} }}" for n in sorted(drained - want)]
+        if not self.nft("\n".join(ops) + "\n"):
+            return drained
+        self.reload_nginx()
+        for n in sorted(want - drained):
+            self.event(f"drained {n} ({nodes[n]}): no new connections", node=n)
+        for n in sorted(drained - want):
+            self.event(f"{n} admitted again ({nodes[n]})", node=n)
+        return want
 
     def upstream_loop(self) -> None:
         u = self.c["upstream"]
@@ -266,6 +303,7 @@ class Agent:
         pools = [list(p) for p in u["pools"]]
         trackers = {n: Tracker(int(u["fall"]), int(u["rise"]), healthy=True) for n in nodes}
         ejected: set[str] = set()
+        drained: set[str] = set()
         if not self.setup_table(port):
             self.event("cannot create the nft table: web node ejection is off")
             return
@@ -294,7 +332,7 @@ class Agent:
                 if not self.table_present():
                     self.event("nft table missing: recreating it")
                     self.setup_table(port)
-                    ejected = set()
+                    ejected, drained = set(), set()
             for name in sorted(want - ejected):
                 self.eject(nodes[name], port)
                 self.event(f"ejected {name} ({nodes[name]})", node=name)
@@ -304,7 +342,11 @@ class Agent:
             if (down - want) and self.state.get("kept") != sorted(down - want):
                 self.event(f"kept {', '.join(sorted(down - want))} in: the last live member of a pool", node=None)
             ejected = set(want)
-            self.set(ejected=sorted(ejected), kept=sorted(down - want))
+            # Drained nodes count as down for the last-live-member rule: a drain never empties a pool.
+            to_drain = self.read_drain(set(nodes))
+            drained = self.apply_drain(nodes, drained, ejectable(down | to_drain, pools) & to_drain)
+            self.set(ejected=sorted(ejected), kept=sorted(down - want), drained=sorted(drained),
+                     healthy=sorted(n for n, t in trackers.items() if t.healthy))
             due = max(due + interval, time.monotonic())
             time.sleep(max(0.0, due - time.monotonic()))
 

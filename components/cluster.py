@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 import pulumi
 
-from model import render
+from model import render, rollout
+from model.images import image_set
 from model.settings import HypervisorSettings, Settings
 
 from .check import FailoverCheck, FailoverCheckArgs
 from .hypervisor import Hypervisor, HypervisorArgs, host_objects
 from .network import ClusterNetwork, ClusterNetworkArgs
 from .secrets import StackSecrets, StackSecretsArgs
-from .tiers import LoadBalancerPair, LoadBalancerPairArgs, TierArgs, WebTier
+from .tiers import LoadBalancerPair, LoadBalancerPairArgs, Roll, TierArgs, WebTier
 from .vm import VmBase
 
 
@@ -23,6 +24,9 @@ from .vm import VmBase
 class HaClusterArgs:
     settings: Settings
     """Validated stack settings (model.settings.load)."""
+    previous: pulumi.Input[dict] | None = None
+    """The stack's previous deployment: {"nodes": its `nodes` output, "rollout": its `rollout` output}
+    (components/previous.py); None or {}: none (a cold up)."""
 
 
 def verifier_spec(s: Settings) -> dict:
@@ -82,14 +86,23 @@ class HaCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: HaClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hacluster:index:HaCluster", name, {}, opts)
         s = args.settings
+        images = image_set(s.vm.image, s.vm.kernel, s.vm.initrd)
+        xslt = (render.TEMPLATES / "domain-tcg.xsl").read_text()
+        identities = {n.name: rollout.vm_identity(
+            s, n, images, render.network_config(s, n) + render.meta_data(s, n),
+            xslt if s.hypervisor(n).domain_type == "qemu" else None) for n in s.nodes}
+        previous = pulumi.Output.from_input(args.previous or {})
+        # Nothing is touched before the rolling plan holds no refused change (model/rollout.py).
+        gate = previous.apply(lambda p: _plan(s, identities, p))
+        self.rollout = rollout.record(s, identities)
         if not s.hypervisors_declared:  # one host: its objects right here (URNs as before)
-            hosts = {None: host_objects(name, self, HypervisorArgs(s.hypervisors[0], s.vm, s.stack))}
+            hosts = {None: host_objects(name, self, HypervisorArgs(s.hypervisors[0], s.vm, s.stack, images, gate))}
         else:
-            hosts = {h.name: Hypervisor(f"{name}-{h.name}", HypervisorArgs(h, s.vm, s.stack),
+            hosts = {h.name: Hypervisor(f"{name}-{h.name}", HypervisorArgs(h, s.vm, s.stack, images, gate),
                                         pulumi.ResourceOptions(parent=self)).objects for h in s.hypervisors}
         # A NAT network exists on one host: validation allows nat with one hypervisor only.
         first = next(iter(hosts.values()))
-        network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network, autostart=s.vm.autostart),
+        network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network, autostart=s.vm.autostart, gate=gate),
                                  pulumi.ResourceOptions(parent=self, providers=[first.provider]))
         secrets = StackSecrets(f"{name}-secrets", StackSecretsArgs(
             stack=s.stack, vrrp_auth_pass=s.vrrp_auth_pass, need_vrrp_pass=bool(s.vrrp.auth_type)),
@@ -101,10 +114,11 @@ class HaCluster(pulumi.ComponentResource):
                 pool=o.pool.name, base_volume_id=o.base.id, domain_type=h.domain_type, stack=s.stack,
                 kernel=o.kernel.id if o.kernel else None, initrd=o.initrd.id if o.initrd else None,
                 autostart=s.vm.autostart, network_id=network.network_id, bridge=h.bridge, provider=o.provider,
-                xslt=(render.TEMPLATES / "domain-tcg.xsl").read_text() if h.domain_type == "qemu" else None,
+                xslt=xslt if h.domain_type == "qemu" else None,
             )
+        roll = Roll(deployed=previous.apply(lambda p: bool((p or {}).get("nodes"))), gate=gate, identities=identities)
         tier = TierArgs(settings=s, bases={h.name: vm_base(h) for h in s.hypervisors},
-                        ssh_public_key=secrets.public_key, ssh_private_key=secrets.private_key)
+                        ssh_public_key=secrets.public_key, ssh_private_key=secrets.private_key, roll=roll)
         child = pulumi.ResourceOptions(parent=self)
         web = WebTier(f"{name}-web", tier, child)
         lbs = LoadBalancerPair(f"{name}-lb", LoadBalancerPairArgs(
@@ -127,7 +141,30 @@ class HaCluster(pulumi.ComponentResource):
             check = FailoverCheck(f"{name}-check", FailoverCheckArgs(
                 spec=verifier_spec(s), private_key=secrets.private_key,
                 depends_on=[*vms.values(), *web.configs, *lbs.configs],
-                triggers=[pulumi.Output.unsecret(configs), *[vm.domain_id for vm in vms.values()]]),
+                triggers=[pulumi.Output.unsecret(configs), *[vm.domain_id for vm in vms.values()],
+                          rollout.digest(identities)]),
                 pulumi.ResourceOptions(parent=self))
             self.verification = check.report
-        self.register_outputs({"vip": self.vip, "nodes": self.nodes, "verification": self.verification})
+        self.register_outputs({"vip": self.vip, "nodes": self.nodes, "verification": self.verification,
+                               "rollout": self.rollout})
+
+
+def _plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> list:
+    """The rolling plan, shown in the preview (one line per node that rolls, in order); a refused change
+    fails the deployment here, with one line per problem, before any resource is touched."""
+    prev = previous or {}
+    record = prev.get("rollout")
+    if record is None and prev.get("nodes"):  # deployed before the rolling plan existed: every node may roll
+        steps = [rollout.Step(n.name, n.role, "replace", ("deployed before rolling updates",))
+                 for n in rollout.order(s) if n.name in prev["nodes"]]
+        problems: list[str] = []
+    else:
+        steps, problems = rollout.plan(s, identities, record)
+    if problems:
+        for line in problems:
+            pulumi.log.error(line)
+        raise pulumi.RunError(f"{len(problems)} change(s) cannot roll safely (see above); nothing was changed")
+    rolling = [st for st in steps if st.action in ("replace", "restart")]
+    for i, st in enumerate(rolling, 1):
+        pulumi.log.info(st.line(i, len(rolling), s))
+    return []

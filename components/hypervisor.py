@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_libvirt as libvirt
 
+from model.images import ImageSet
 from model.settings import HypervisorSettings, VmSettings
 
 
@@ -19,6 +20,11 @@ class HypervisorArgs:
     """The image set uploaded to it (image, kernel, initrd)."""
     stack: str
     """Stack name: names the pool and the volumes."""
+    images: ImageSet
+    """The identities of the image set: each volume's name carries its file's, so a rebuilt image is a new
+    volume beside the old one (which goes once no node uses it)."""
+    gate: pulumi.Input[list[pulumi.Resource]] | None = None
+    """What every object waits for: the rolling plan's refusal of an unsafe change."""
 
 
 @dataclass
@@ -37,17 +43,19 @@ def host_objects(name: str, parent: pulumi.Resource, args: HypervisorArgs) -> Ho
     `hypervisors` makes them under its HaCluster, as before there were several hosts (same URNs)."""
     hv, vm, stack = args.hypervisor, args.vm, args.stack
     provider = libvirt.Provider(f"{name}-libvirt", uri=hv.uri, opts=pulumi.ResourceOptions(parent=parent))
-    child = pulumi.ResourceOptions(parent=parent, provider=provider)
+    child = pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=args.gate)
     pool = libvirt.Pool(f"{name}-pool", name=f"hacluster-{stack}", type="dir", path=f"{hv.pool_path}/{stack}",
                         opts=child)
 
-    def image(rname: str, src: str | None, fmt: str) -> libvirt.Volume | None:
+    def image(rname: str, which: str, src: str | None, fmt: str) -> libvirt.Volume | None:
         """A file of the image set uploaded into the stack's pool."""
-        return libvirt.Volume(f"{name}-{rname}", name=f"{stack}-{rname}", pool=pool.name, source=src, format=fmt,
-                              opts=child) if src else None
+        if not src:
+            return None
+        return libvirt.Volume(f"{name}-{rname}", name=f"{stack}-{rname}-{args.images.short(which)}", pool=pool.name,
+                              source=src, format=fmt, opts=child)
 
-    return HostObjects(provider, pool, image("base", vm.image, "qcow2"), image("kernel", vm.kernel, "raw"),
-                       image("initrd", vm.initrd, "raw"))
+    return HostObjects(provider, pool, image("base", "image", vm.image, "qcow2"),
+                       image("kernel", "kernel", vm.kernel, "raw"), image("initrd", "initrd", vm.initrd, "raw"))
 
 
 class Hypervisor(pulumi.ComponentResource):

@@ -16,6 +16,8 @@ class ClusterNetworkArgs:
     """Validated network settings (mode nat: create; mode bridge: attach to `bridge`)."""
     autostart: bool = False
     """libvirt starts the network when libvirtd starts (with the VMs: vm.autostart)."""
+    gate: pulumi.Input[list] | None = None
+    """What the network waits for: the rolling plan's refusal of an unsafe change."""
 
 
 class ClusterNetwork(pulumi.ComponentResource):
@@ -37,7 +39,7 @@ class ClusterNetwork(pulumi.ComponentResource):
                 addresses=[s.cidr],
                 autostart=args.autostart,
                 dhcp=libvirt.NetworkDhcpArgs(enabled=False),  # every node has a static address
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.gate),
             )
             self.network_id = net.id
         self.register_outputs({"networkId": self.network_id, "bridge": self.bridge})

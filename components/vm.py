@@ -9,8 +9,9 @@ import pulumi_libvirt as libvirt
 
 from model.settings import Node
 
-# Every Domain input this component sets, except the two that change in place.
-REPLACE_ON_CHANGES = ["name", "type", "vcpu", "memory", "cloudinit", "disks", "networkInterfaces", "consoles", "xml",
+# Every Domain input this component sets, except those the plugin changes in place: running and
+# autostart, and vcpu and memory (the domain is redefined and restarted cleanly: same disk, UUID and MAC).
+REPLACE_ON_CHANGES = ["name", "type", "cloudinit", "disks", "networkInterfaces", "consoles", "xml",
                       "kernel", "initrd", "cmdlines"]
 
 
@@ -54,6 +55,10 @@ class VirtualMachineArgs:
     """cloud-init network-config (static address)."""
     meta_data: str
     """cloud-init meta-data (instance-id, hostname)."""
+    fresh: str = ""
+    """The node's replace identity (model/rollout.py): when it changes, the node gets a fresh disk and seed."""
+    after: pulumi.Input[list[pulumi.Resource]] | None = None
+    """What the node's libvirt objects wait for: its drain, the previous node of the roll."""
 
 
 class VirtualMachine(pulumi.ComponentResource):
@@ -63,18 +68,19 @@ class VirtualMachine(pulumi.ComponentResource):
     def __init__(self, name: str, args: VirtualMachineArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hacluster:index:VirtualMachine", name, {}, opts)
         node, base = args.node, args.base
-        child = pulumi.ResourceOptions(parent=self)
         prefix = f"{base.stack}-{node.name}"
-
+        # A new replace identity (image, kernel, network attachment, ...) gives the node a fresh disk and
+        # seed, the old ones first (their names are the node's). Both wait for the node's drain.
+        fresh = pulumi.ResourceOptions(parent=self, depends_on=args.after, replacement_trigger=args.fresh,
+                                       delete_before_replace=True)
         volume = libvirt.Volume(
             f"{name}-disk", name=f"{prefix}.qcow2", pool=base.pool, base_volume_id=base.base_volume_id,
-            format="qcow2", opts=child)
-        # First boot only: later config changes reach the node through its NodeConfig command, so a
-        # changed nginx or keepalived setting never replaces the seed (and with it the VM).
+            format="qcow2", opts=fresh)
+        # Read at a node's first boot only. A changed user-data (a config, a key) updates the seed in place
+        # for the node's next fresh boot; the running node gets it from its NodeConfig command (day 2).
         seed = libvirt.CloudInitDisk(
             f"{name}-seed", name=f"{prefix}-seed.iso", pool=base.pool, user_data=args.user_data,
-            network_config=args.network_config, meta_data=args.meta_data,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["userData"]))
+            network_config=args.network_config, meta_data=args.meta_data, opts=fresh)
         boot = {}
         if base.kernel:
             # Under TCG the guest's CPU is emulated: no speculative execution to guard against, while
@@ -97,11 +103,12 @@ class VirtualMachine(pulumi.ComponentResource):
             autostart=base.autostart,
             running=True,
             **boot,
-            # A change of anything but running and autostart replaces the domain (whatever the plugin
-            # would do in place), and the old one goes first: two domains never run on one overlay. (A
-            # new image replaces the overlays, and with them the domains, through baseVolumeId.)
-            # running and autostart change in place: a domain stopped out of band is started again.
-            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=REPLACE_ON_CHANGES, delete_before_replace=True),
+            # A change of anything but running, autostart, vcpu and memory replaces the domain, and the old
+            # one goes first: two domains never run on one overlay. (A fresh disk or seed replaces it
+            # through disks and cloudinit.) running and autostart change in place: a domain stopped out of
+            # band is started again; vcpu and memory restart it in place.
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=REPLACE_ON_CHANGES, delete_before_replace=True,
+                                        depends_on=args.after),
         )
         self.domain_name = domain.name
         self.domain_id = domain.id

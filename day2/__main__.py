@@ -1,4 +1,5 @@
-"""Deploy side of a day-2 change: `python -m day2` (run by each node's config command resource).
+"""Deploy side of a day-2 change: `python -m day2` (run by each node's config command resource), and
+`python -m day2 drain` (its drain command, before a rolling restart or replacement: day2/gate.py).
 
 Env: HACLUSTER_DAY2_SPEC = {"node", "ip", "sshUser", "netns", "timeout", "console"?, "limit"?},
 HACLUSTER_NODE_FILES = [{"path", "content", "mode"}] (a secret: it can hold the VRRP password),
@@ -9,7 +10,8 @@ the stage, read over SSH and from the serial console log "console", changes, or 
 stage is printed as it is reached ("lb02: cloud-init modules:config (212 s)"). Then it runs
 day2/apply.py on the node as root with the files on stdin.
 For lab stacks every connection starts inside the lab namespace (`ip netns exec`), never from the
-root one. Prints the node's JSON answer; exit 2 with the reason when the node refused the change.
+root one. Prints the node's JSON answer; exit 2 with the reason when the node refused the change. Then
+the node's gate: a drained node is admitted again once it serves (day2/gate.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from day2 import gate
 from day2.spec import Day2Spec
 from verifier import netns, progress
 from verifier.actions import ssh_argv
@@ -144,9 +147,9 @@ def day2_ssh(user: str, ip: str, key: str) -> list[str]:
             for a in ssh_argv(user, ip, key)]
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     spec = Day2Spec.model_validate_json(os.environ["HACLUSTER_DAY2_SPEC"]).model_dump(by_alias=True)
-    files = os.environ["HACLUSTER_NODE_FILES"]
+    drain = argv[1:] == ["drain"]
     prefix: list[str] = []
     if spec.get("netns"):
         if not netns.exists(spec["netns"]):
@@ -155,34 +158,45 @@ def main() -> int:
             return 2
         prefix = ["ip", "netns", "exec", spec["netns"]]
     fd, key = tempfile.mkstemp(prefix="hacluster-day2-", suffix=".key")
+    nodes = None
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(os.environ["HACLUSTER_SSH_KEY"].rstrip("\n") + "\n")
+        nodes = gate.Nodes(spec["sshUser"], key, prefix)
+        if drain:
+            gate.drain(spec, nodes)
+            return 0
         ssh = [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key)]
         # First boot: let cloud-init finish writing and starting things before anything is compared.
         stuck = wait_booted(spec, ssh)
         if stuck:
             log(stuck)
             return 2
-        r = apply(spec, ssh, files)
+        r = apply(spec, ssh, os.environ["HACLUSTER_NODE_FILES"])
         if r is None:
             return 2
-    finally:
-        Path(key).unlink(missing_ok=True)
-    answer = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    print(answer)
-    if r.returncode != 0:
-        reason = json.loads(answer).get("error") if answer.startswith("{") else r.stderr.strip()[-400:]
-        log(f"{spec['node']}: change refused: {reason}")
+        answer = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        print(answer)
+        if r.returncode != 0:
+            reason = json.loads(answer).get("error") if answer.startswith("{") else r.stderr.strip()[-400:]
+            log(f"{spec['node']}: change refused: {reason}")
+            return 2
+        log(f"{spec['node']}: {answer}")
+        gate.admit(spec, nodes)
+        return 0
+    except gate.Refused as e:
+        log(str(e))
         return 2
-    log(f"{spec['node']}: {answer}")
-    return 0
+    finally:
+        if nodes is not None:
+            nodes.close()
+        Path(key).unlink(missing_ok=True)
 
 
 def guarded() -> int:
     """main(), with every unexpected failure as one line (never a traceback) and exit 2."""
     try:
-        return main()
+        return main(sys.argv)
     except KeyboardInterrupt:
         log(f"{node_name()}: interrupted (the deployment was cancelled or ended early)")
         return 130

@@ -459,6 +459,17 @@ class VerifyConfig(Model):
         "before it gives up"))
 
 
+class RolloutConfig(Model):
+    """How a change that restarts or replaces VMs rolls through the nodes: one at a time, each drained
+    first and admitted again only once it serves (web nodes in order, then the BACKUP, then the MASTER)."""
+
+    drain_timeout: Int(1, 3600) = Field(30, description=(
+        "seconds a drained node's requests in flight get to finish before it is stopped"))
+    allow_downtime: Bool = Field(False, description=(
+        "roll a node even when its tier (or a routing pool) has no other node serving meanwhile: a single "
+        "web node, a pool of one, a balancer whose peer is down"))
+
+
 class FirewallConfig(Model):
     enabled: Bool = Field(True, description="nftables on every VM")
     ssh_from: list[Cidr] | None = Field(None, description="CIDRs allowed to SSH in (default: the deploy side)")
@@ -515,6 +526,8 @@ class StackConfig(Model):
         "a host are spread: the balancers on different hypervisors, web nodes round robin (in name order).")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="The post-deploy verification.")
     firewall: FirewallConfig = Field(default_factory=FirewallConfig, description="nftables on every VM.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description=(
+        "How changes that restart or replace VMs roll through the nodes."))
     lab_netns: Annotated[Text(_netns_name, NETNS_ALLOWED), BeforeValidator(_netns)] = Field(
         "halab",
             description="Network namespace of the project's libvirt lab (probes run inside it); '' for a "

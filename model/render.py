@@ -57,6 +57,7 @@ class Paths:
     health_conf: str = "/etc/hacluster/health.json"
     track_file: str = "/run/hacluster/vrrp-track"
     health_state: str = "/run/hacluster/health-state.json"
+    drain_file: str = "/run/hacluster/drain.json"  # written by a rolling change (day2/gate.py)
     nginx_reload: tuple[str, ...] = ("systemctl", "reload", "nginx")
     systemd_dir: str | None = "/etc/systemd/system"  # None: no init system (the namespace tier)
     require_netns: bool = False  # the agent refuses the root namespace (the namespace tier)
@@ -75,6 +76,7 @@ class Paths:
                        nftables_conf=f"{prefix}/nftables.conf", state_file=f"{prefix}/vrrp-state.log",
                        health_agent=f"{prefix}/health.py", health_conf=f"{prefix}/health.json",
                        track_file=f"{prefix}/vrrp-track", health_state=f"{prefix}/health-state.json",
+                       drain_file=f"{prefix}/drain.json",
                        nginx_reload=("nginx", "-p", prefix, "-c", f"{prefix}/nginx.conf", "-s", "reload"),
                        systemd_dir=None, require_netns=True)
 
@@ -87,6 +89,7 @@ class NodeFile:
     path: str
     content: str
     mode: str = "0644"
+    owner: str = "root"
 
 
 def render(template: str, **ctx) -> str:
@@ -119,8 +122,10 @@ def keepalived_conf(s: Settings, node: Node, auth_pass: str | None, paths: Paths
     return render("keepalived.conf.j2", peer=peer, auth_pass=auth_pass or "", **_ctx(s, node, paths))
 
 
-def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM_PATHS) -> list[NodeFile]:
-    """Every config file a node needs, as (path, content, mode)."""
+def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM_PATHS,
+               ssh_keys: list[str] | None = None) -> list[NodeFile]:
+    """Every config file a node needs, as (path, content, mode, owner). With `ssh_keys` (day 2: the stack's
+    key and sshAuthorizedKeys), the admin user's authorized_keys too: at first boot cloud-init writes it."""
     ctx = _ctx(s, node, paths)
     files = [NodeFile(paths.nginx_conf, nginx_conf(s, node, paths))]
     if node.role == "web":
@@ -141,6 +146,10 @@ def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM
         files += [NodeFile(f"{d}/{u}", (UNITS / u).read_text()) for u in units]
     if s.firewall.enabled:
         files.append(NodeFile(paths.nftables_conf, firewall_conf(s, node), "0644"))
+    if ssh_keys is not None:
+        keys = [grammar.ssh_public_key(k.strip()) for k in ssh_keys]  # ValueError on anything but one key line
+        user = s.vm.admin_user
+        files.append(NodeFile(f"/home/{user}/.ssh/authorized_keys", "".join(f"{k}\n" for k in keys), "0600", user))
     return files
 
 
@@ -159,7 +168,7 @@ def health_conf(s: Settings, node: Node, paths: Paths = VM_PATHS) -> str:
                      "rise": ac.rise, "port": 80, "path": "/healthz", "nftTable": EJECT_TABLE,
                      "nodes": [{"name": w.name, "ip": w.ip} for w in s.web_nodes],
                      "pools": [[by_name[m].name for m in p.members] for p in s.nginx.pools],
-                     "killConnections": True, "reload": list(paths.nginx_reload)},
+                     "killConnections": True, "reload": list(paths.nginx_reload), "drainFile": paths.drain_file},
     }
     return json.dumps(conf, indent=2, sort_keys=True) + "\n"
 

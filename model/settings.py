@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import grammar as g
-from .config import PROBLEMS, PROFILES, StackConfig  # noqa: F401 (PROFILES: part of this module's API)
+from .config import PROBLEMS, PROFILES, RolloutConfig, StackConfig  # noqa: F401 (PROFILES: part of this module's API)
 
 
 class SettingsError(ValueError):
@@ -171,6 +171,7 @@ class Settings:
     lab_netns: str | None
     ssh_authorized_keys: tuple[str, ...]
     hypervisors: tuple[HypervisorSettings, ...] = ()  # at least one (load() makes them)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # the model itself: no copy of its fields
     vrrp_auth_pass: str | None = field(default=None, repr=False)  # secret; None: generated per stack
 
     @property
@@ -450,5 +451,5 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
     return Settings(stack=stack, vip=c.vip, network=network, balancers=(balancers[0], balancers[1]),
                     web_nodes=web_nodes, vrrp=vrrp, nginx=nginx, vm=vms, verify=verify, firewall=firewall,
                     lab_netns=c.lab_netns or None, ssh_authorized_keys=tuple(c.ssh_authorized_keys),
-                    hypervisors=hypervisors,
+                    hypervisors=hypervisors, rollout=c.rollout,
                     vrrp_auth_pass=c.vrrp_auth_pass)

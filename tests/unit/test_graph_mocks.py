@@ -3,10 +3,12 @@
 import pulumi
 import pytest
 
+from model.images import image_set
 from model.settings import HostFacts, load
 from tests.conftest import ROOT, ssh_key
 
 PUBLIC = ssh_key("hacluster-t", fill=9)
+IMAGES = [str(ROOT / ".images/debian12" / f) for f in ("disk.qcow2", "vmlinuz", "initrd.img")]
 FAKE_KEY = f"-----BEGIN OPENSSH PRIVATE KEY-----\nMOCKKEY\n-----END OPENSSH PRIVATE KEY-----\n{PUBLIC}\n"
 
 
@@ -87,7 +89,10 @@ def test_four_domains_each_with_own_overlay_and_seed_on_the_network(mocks):
         domains = of(mocks, "libvirt:index:Domain")
         assert sorted(d.inputs["name"] for d in domains) == ["t-lb01", "t-lb02", "t-web01", "t-web02"]
         overlays = [v for v in of(mocks, "libvirt:index:Volume") if v.inputs.get("baseVolumeId")]
-        assert len(overlays) == 4 and {v.inputs["baseVolumeId"] for v in overlays} == {"/pool/t-base"}
+        (base,) = [v for v in of(mocks, "libvirt:index:Volume") if v.name == "hacluster-base"]
+        # the base's name carries the image's identity (a rebuilt image is a new volume)
+        assert base.inputs["name"] == f"t-base-{image_set(*IMAGES).short('image')}"
+        assert len(overlays) == 4 and {v.inputs["baseVolumeId"] for v in overlays} == {f"/pool/{base.inputs['name']}"}
         disks = [d.inputs["disks"][0]["volumeId"] for d in domains]
         assert sorted(disks) == sorted(f"/pool/{v.inputs['name']}" for v in overlays)  # one each, no sharing
         seeds = of(mocks, "libvirt:index:CloudInitDisk")
@@ -100,7 +105,7 @@ def test_four_domains_each_with_own_overlay_and_seed_on_the_network(mocks):
             (nic,) = d.inputs["networkInterfaces"]
             assert nic["networkId"] == f"{net.name}-id"
             macs[d.inputs["name"]] = nic["mac"]
-            assert d.inputs["type"] == "qemu" and d.inputs["kernel"] == "/pool/t-kernel"
+            assert d.inputs["type"] == "qemu" and d.inputs["kernel"].startswith("/pool/t-kernel-")
             assert d.inputs["autostart"] is False and d.inputs["running"] is True  # the lab's default
             assert "tb-cache" in d.inputs["xml"]["xslt"]
             assert d.inputs["cmdlines"][0]["mitigations"] == "off"  # TCG: an emulated CPU does not speculate

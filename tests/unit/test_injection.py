@@ -178,8 +178,9 @@ def test_day2_spec_is_the_model_serialised():
                     timeout=s.verify.timeout)
     text = spec.model_dump_json(by_alias=True)
     assert Day2Spec.model_validate_json(text) == spec
-    assert set(Day2Spec.model_validate_json(text).model_dump(by_alias=True)) == {"node", "ip", "sshUser", "netns",
-                                                                                   "timeout", "console", "limit"}
+    assert set(Day2Spec.model_validate_json(text).model_dump(by_alias=True)) == {
+        "node", "ip", "sshUser", "netns", "timeout", "console", "limit", "role", "domain", "uri", "balancers", "vip",
+        "interface", "pools", "master", "drain", "drainTimeout", "allowDowntime"}
     from pydantic import ValidationError
     with pytest.raises(ValidationError):
         Day2Spec.model_validate_json(text.replace('"halab"', '"halab\\n"'))

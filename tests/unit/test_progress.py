@@ -211,10 +211,10 @@ def test_day2_probe_treats_a_hung_ssh_as_no_answer(monkeypatch):
 
 def test_day2_never_shows_a_traceback(monkeypatch, capsys):
     monkeypatch.setenv("HACLUSTER_DAY2_SPEC", json.dumps({"node": "web01", "ip": "192.168.81.230", "sshUser": "ops"}))
-    monkeypatch.delenv("HACLUSTER_NODE_FILES", raising=False)
+    monkeypatch.delenv("HACLUSTER_SSH_KEY", raising=False)
     assert day2.guarded() == 2
     err = capsys.readouterr().err
-    assert err == "day2: web01: internal error: KeyError: 'HACLUSTER_NODE_FILES'\n"
+    assert err == "day2: web01: internal error: KeyError: 'HACLUSTER_SSH_KEY'\n"
     monkeypatch.setenv("HACLUSTER_DAY2_SPEC", json.dumps({"node": "web01"}))
     assert day2.guarded() == 2
     err = capsys.readouterr().err
@@ -258,7 +258,7 @@ def test_the_program_leaves_quietly_when_the_engine_interrupts_it(monkeypatch):
 
 
 def test_day2_interrupted_is_one_line(monkeypatch, capsys):
-    def interrupted():
+    def interrupted(argv):
         raise KeyboardInterrupt
     monkeypatch.setattr(day2, "main", interrupted)
     monkeypatch.setenv("HACLUSTER_DAY2_SPEC", json.dumps({"node": "lb01"}))

@@ -1,0 +1,264 @@
+"""Health gates of a rolling change, on the deploy host: a node is drained before its VM is restarted or
+replaced (`python -m day2 drain`, the node's drain command), and admitted again once it serves (the end of
+`python -m day2`, the node's config command). The Pulumi program orders the nodes one after another.
+
+Web node  drain:  every pool it is in keeps another serving member on every balancer (else refused); the
+                  balancers' health agents stop sending it new connections (day2/node_gate.py writes their
+                  drain file) and the requests in flight get `drainTimeout` seconds to finish.
+          admit:  every balancer's agent sees it serve; then it leaves the drain file.
+Balancer  drain:  its peer serves (nginx, keepalived, /healthz), else refused; keepalived is stopped cleanly
+                  (its priority-0 advert hands the VIP over) and the peer holds the VIP.
+          admit:  keepalived runs, nginx serves, and exactly one balancer holds the VIP: the MASTER, which
+                  takes it back (preempt) only once its nginx serves.
+A VM that does not run has nothing to drain (a cold `up`, a new node). Every wait is bounded; a refusal is
+one line saying what, where and what to do, and leaves the cluster as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from verifier.actions import ssh_argv
+
+NODE_GATE = base64.b64encode((Path(__file__).resolve().parent / "node_gate.py").read_bytes()).decode()
+# Where the health agent keeps its state and reads its drain file (model/render.py VM_PATHS; a unit test
+# keeps them equal).
+STATE_FILE = "/run/hacluster/health-state.json"
+DRAIN_FILE = "/run/hacluster/drain.json"
+POLL_S = 0.5
+AGENT_WAIT_S = 20.0  # for the agents to pick the drain file up (they read it every check interval)
+SETTLE_POLLS = 3  # one holder, the expected one, this many polls in a row
+
+
+class Refused(Exception):
+    """A gate that did not open: one line for the user."""
+
+
+def log(msg: str) -> None:
+    print(f"day2: {msg}", file=sys.stderr, flush=True)
+
+
+class Nodes:
+    """SSH to the stack's nodes: one multiplexed connection per node for the whole run (a login costs a
+    loaded TCG guest seconds of CPU), closed at the end."""
+
+    def __init__(self, user: str, key_file: str, prefix: list[str]):
+        self.user, self.key_file, self.prefix = user, key_file, prefix
+        self.dir = tempfile.mkdtemp(prefix="hc-gate-")  # 0700: the control sockets
+        self.opened: set[str] = set()
+
+    def _argv(self, ip: str) -> list[str]:
+        mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/%C", "-o", "ControlPersist=300"]
+        base = ssh_argv(self.user, ip, self.key_file)
+        return [*self.prefix, *base[:-1], *mux, base[-1]]
+
+    def call(self, ip: str, op: str = "look", timeout: float = 40.0, **req) -> dict | None:
+        """One node_gate.py op on the node; its JSON answer, or None when the node does not answer."""
+        argv = [*self._argv(ip), f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{NODE_GATE}'))\""]
+        try:
+            r = subprocess.run(argv, input=json.dumps({"op": op, "stateFile": STATE_FILE, **req}),
+                               capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self.opened.add(ip)
+        try:
+            answer = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else None
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) and "error" not in answer else None
+
+    def close(self) -> None:
+        for ip in self.opened:
+            subprocess.run([*self._argv(ip)[:-1], "-O", "exit", f"{self.user}@{ip}"], capture_output=True, timeout=15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def domain_runs(spec: dict) -> bool | None:
+    """Whether the node's VM runs (libvirt's word); None when libvirt cannot be asked from here."""
+    if not spec.get("domain") or not spec.get("uri") or shutil.which("virsh") is None:
+        return None
+    try:
+        r = subprocess.run(["virsh", "-q", "-c", spec["uri"], "domstate", spec["domain"]], capture_output=True,
+                           text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
+    if r.returncode != 0:
+        return False if "failed to get domain" in r.stderr.lower() or "not found" in r.stderr.lower() else None
+    return r.stdout.strip() in ("running", "paused", "in shutdown", "pmsuspended")
+
+
+def _wait(timeout: float, probe, what: str):
+    """Poll `probe()` until it returns something true; that value, or Refused naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise Refused(what)
+        time.sleep(POLL_S)
+
+
+def _balancer_looks(nodes: Nodes, spec: dict) -> dict[str, dict]:
+    """The balancers whose health agent answers, with their look at this node's connections."""
+    looks = {b["name"]: nodes.call(b["ip"], ip=spec["ip"]) for b in spec["balancers"]}
+    return {n: v for n, v in looks.items() if v and isinstance(v.get("agent"), dict)}
+
+
+def _in(agent: dict) -> set[str]:
+    return set(agent.get("healthy") or ()) - set(agent.get("ejected") or ()) - set(agent.get("drained") or ())
+
+
+HINT = "fix that first, then run `pulumi up` again (or set hacluster:rollout.allowDowntime true to accept an outage)"
+
+
+def drain(spec: dict, nodes: Nodes) -> None:
+    node = spec["node"]
+    if domain_runs(spec) is False:
+        log(f"{node}: its VM does not run: nothing to drain")
+        return
+    (_drain_web if spec["role"] == "web" else _drain_lb)(spec, nodes)
+
+
+def _drain_web(spec: dict, nodes: Nodes) -> None:
+    node, allow = spec["node"], spec["allowDowntime"]
+    if not spec["drain"]:
+        log(f"{node}: the balancers do not probe web nodes (nginx.upstream.activeCheck off): its graceful stop drains it")
+        return
+    looks = _balancer_looks(nodes, spec)
+    if not looks:
+        if allow:
+            log(f"{node}: no balancer's health agent answers: not drained (rollout.allowDowntime)")
+            return
+        raise Refused(f"{node}: cannot drain it: no balancer's health agent answers over SSH; {HINT}")
+    if not any(node in (v["agent"].get("healthy") or ()) for v in looks.values()):
+        log(f"{node}: no balancer sees it serve: nothing to drain")
+        return
+    for lb, v in looks.items():
+        serving = _in(v["agent"]) - {node}
+        for pool in spec["pools"]:
+            if not allow and not (set(pool) - {node}) & serving:
+                raise Refused(f"{node}: cannot drain it: on {lb} no other member of its pool ({', '.join(pool)}) "
+                              f"serves; {HINT}")
+    start, inflight = time.monotonic(), sum(v.get("flows", 0) for v in looks.values())
+    for lb in looks:
+        nodes.call(_ip(spec, lb), "drain", node=node, drainFile=DRAIN_FILE, ip=spec["ip"])
+    try:
+        _wait(AGENT_WAIT_S, lambda: all(node in ((nodes.call(_ip(spec, lb), ip=spec["ip"]) or {}).get("agent") or {})
+                                        .get("drained", ()) for lb in looks),
+              f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may be the "
+              f"last serving member of a pool; see /run/hacluster/health-state.json on {', '.join(looks)}); {HINT}")
+    except Refused:
+        for lb in looks:
+            nodes.call(_ip(spec, lb), "undrain", node=node, drainFile=DRAIN_FILE)
+        raise
+    try:
+        _wait(spec["drainTimeout"], lambda: all((nodes.call(_ip(spec, lb), ip=spec["ip"]) or {}).get("flows", 1) == 0
+                                                for lb in looks), "")
+        left = "no connection left"
+    except Refused:
+        left = f"connections still open after rollout.drainTimeout ({spec['drainTimeout']} s): cut by its stop"
+    log(f"{node}: drained on {', '.join(looks)} in {time.monotonic() - start:.1f} s ({inflight} connection(s) "
+        f"open at the start, {left})")
+
+
+def _ip(spec: dict, name: str) -> str:
+    return next(b["ip"] for b in spec["balancers"] if b["name"] == name)
+
+
+def _look_lb(nodes: Nodes, spec: dict, name: str) -> dict | None:
+    return nodes.call(_ip(spec, name), vip=spec["vip"], interface=spec["interface"])
+
+
+def _drain_lb(spec: dict, nodes: Nodes) -> None:
+    node, allow = spec["node"], spec["allowDowntime"]
+    peer = next(b["name"] for b in spec["balancers"] if b["name"] != node)
+    me = _look_lb(nodes, spec, node)
+    if me is None:
+        log(f"{node}: does not answer over SSH: nothing to drain")
+        return
+    p = _look_lb(nodes, spec, peer)
+    if not (p and p["nginx"] == "active" and p["keepalived"] == "active" and p["healthz"] == 200):
+        what = (f"nginx {p['nginx']}, keepalived {p['keepalived']}, /healthz {p['healthz'] or 'no answer'}"
+                if p else "it does not answer over SSH")
+        if not allow:
+            raise Refused(f"{node}: cannot take it out: its peer {peer} does not serve ({what}); {HINT}")
+        log(f"{node}: its peer {peer} does not serve ({what}): taken out anyway (rollout.allowDowntime)")
+    start = time.monotonic()
+    if me["keepalived"] == "active":
+        nodes.call(_ip(spec, node), "stop-keepalived", vip=spec["vip"], interface=spec["interface"])
+    try:
+        _wait(30.0, lambda: (lambda a, b: a is not None and not a["vip"] and (allow or (b or {}).get("vip")))(
+                  _look_lb(nodes, spec, node), _look_lb(nodes, spec, peer)),
+              f"{node}: after a clean stop of its keepalived, {peer} did not take the VIP within 30 s; keepalived "
+              f"was started again on {node}; look at both balancers' `journalctl -u keepalived`, then run `pulumi up` again")
+    except Refused:
+        nodes.call(_ip(spec, node), "start-keepalived")
+        raise
+    log(f"{node}: keepalived stopped cleanly (priority-0 advert); {peer} holds the VIP "
+        f"({time.monotonic() - start:.1f} s)")
+
+
+def admit(spec: dict, nodes: Nodes) -> None:
+    (_admit_web if spec["role"] == "web" else _admit_lb)(spec, nodes)
+
+
+def _admit_web(spec: dict, nodes: Nodes) -> None:
+    node = spec["node"]
+    if not spec["drain"]:
+        return
+    drained = [lb for lb, v in _balancer_looks(nodes, spec).items() if node in (v["agent"].get("drained") or ())]
+    if not drained:
+        return  # not drained anywhere: a cold up, a new node or a day-2 change (apply checked it serves)
+    start = time.monotonic()
+
+    def seen_serving():
+        return all(node in (((nodes.call(_ip(spec, lb)) or {}).get("agent") or {}).get("healthy") or ()) for lb in drained)
+    _wait(spec["timeout"], seen_serving,
+          f"{node}: does not serve: the probes of http://{spec['ip']}/healthz from {', '.join(drained)} kept failing "
+          f"for {spec['timeout']} s; it stays drained (the other web nodes serve); look at its nginx "
+          "(journalctl -u nginx), then run `pulumi up` again")
+    for lb in drained:
+        nodes.call(_ip(spec, lb), "undrain", node=node, drainFile=DRAIN_FILE)
+    _wait(AGENT_WAIT_S, lambda: all(node not in (((nodes.call(_ip(spec, lb)) or {}).get("agent") or {})
+                                                 .get("drained") or [node]) for lb in drained),
+          f"{node}: the health agents of {', '.join(drained)} did not admit it within {AGENT_WAIT_S:.0f} s")
+    log(f"{node}: admitted again on {', '.join(drained)} ({time.monotonic() - start:.1f} s after its config)")
+
+
+def _admit_lb(spec: dict, nodes: Nodes) -> None:
+    node, master = spec["node"], spec["master"]
+    start = time.monotonic()
+    me = _look_lb(nodes, spec, node)
+    if me and me["keepalived"] != "active":
+        nodes.call(_ip(spec, node), "start-keepalived")
+    settled = {"n": 0, "last": None}
+
+    def ready():
+        looks = {b["name"]: _look_lb(nodes, spec, b["name"]) for b in spec["balancers"]}
+        mine = looks[node]
+        holders = sorted(n for n, v in looks.items() if v and v["vip"])
+        settled["last"] = (mine, holders)
+        ok = (mine is not None and mine["keepalived"] == "active" and mine["healthz"] == 200 and len(holders) == 1
+              and (master is None or holders == [master]))
+        settled["n"] = settled["n"] + 1 if ok else 0
+        return settled["n"] >= SETTLE_POLLS
+
+    try:
+        _wait(spec["timeout"], ready, "")
+    except Refused:
+        mine, holders = settled["last"] or (None, [])
+        state = (f"keepalived {mine['keepalived']}, /healthz {mine['healthz'] or 'no answer'}" if mine
+                 else "it does not answer over SSH")
+        raise Refused(f"{node}: not admitted within {spec['timeout']} s: {state}; VIP held by "
+                      f"{', '.join(holders) or 'nobody'} (want {master or 'one balancer'}); look at "
+                      f"`journalctl -u keepalived -u nginx` on {node}, then run `pulumi up` again") from None
+    holder = settled["last"][1][0]
+    log(f"{node}: admitted: keepalived runs, nginx serves, {holder} holds the VIP ({time.monotonic() - start:.1f} s)")

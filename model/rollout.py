@@ -1,0 +1,155 @@
+"""The rolling plan of a change: what each node's VM is made of, which nodes a change restarts or replaces,
+in which order they roll, and the changes that cannot roll safely (refused before any resource is touched).
+
+A node's VM identity has two parts:
+- `replace`: what its disk, seed and domain are made of (image, kernel, boot shape, network attachment,
+  hypervisor). A change gives the node a fresh disk and seed: a rolled replacement.
+- `restart`: what libvirt changes in place on the same disk, UUID and MAC (vCPUs, memory): a rolled restart.
+Everything else a node runs (configs, keys) is pushed in place by day 2 (components/tiers.py), also one
+node at a time. The previous deployment's identities come from the stack's own `rollout` output.
+Pure Python: no Pulumi import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .images import ImageSet
+from .settings import Node, Settings
+
+VERSION = 1
+# What a domain is made of besides the settings (components/vm.py: consoles, boot command line, the TCG
+# XSLT). Bump it when that changes: deployed nodes then roll to the new shape one at a time.
+SHAPE = 1
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def order(s: Settings) -> list[Node]:
+    """The roll order: the web nodes as configured, then the BACKUP, then the MASTER (the VIP moves once
+    away from the MASTER while it is replaced, and back when it serves)."""
+    return [*s.web_nodes, s.backup, s.master]
+
+
+def vm_identity(s: Settings, node: Node, images: ImageSet, seed: str, xslt: str | None) -> dict:
+    """What makes the node's VM. `seed` is its cloud-init network-config and meta-data (the user-data is
+    first-boot only: day 2 carries what it holds), `xslt` the domain XSLT (TCG)."""
+    hv = s.hypervisor(node)
+    return {
+        "replace": {
+            "image": images.image, "kernel": images.kernel, "initrd": images.initrd,
+            "domainType": hv.domain_type, "hypervisor": hv.uri, "mac": node.mac,
+            "network": {"mode": s.network.mode, "name": s.network.name if s.network.mode == "nat" else None,
+                        "bridge": hv.bridge},
+            "seed": digest(seed), "shape": digest([SHAPE, xslt]),
+        },
+        "restart": {"vcpus": node.vcpus, "memory": node.memory},
+    }
+
+
+def fixed(s: Settings) -> dict:
+    """Settings a deployed stack keeps: changing one would rebuild every node (or its network, pool or
+    hypervisor connection) at once, or only acts at a node's first boot."""
+    return {
+        "network.mode": s.network.mode, "network.cidr": s.network.cidr,
+        "network.name": s.network.name if s.network.mode == "nat" else None, "network.bridge": s.network.bridge,
+        "vm.adminUser": s.vm.admin_user, "vm.installPackages": s.vm.install_packages, "labNetns": s.lab_netns,
+        **{(f"hypervisors.{h.name}.uri" if h.name else "vm.libvirtUri"): h.uri for h in s.hypervisors},
+        **{(f"hypervisors.{h.name}.poolPath" if h.name else "vm.poolPath"): h.pool_path for h in s.hypervisors},
+    }
+
+
+FIXED_WHY = {
+    "network": "the network and every node on it would be rebuilt at once",
+    "vm.adminUser": "the admin user is made at a node's first boot",
+    "vm.installPackages": "packages are installed at a node's first boot only",
+    "labNetns": "the stack's nodes live in the lab it was deployed into",
+    "uri": "every object on that hypervisor would be replaced at once",
+    "poolPath": "every volume in the pool would be replaced at once",
+}
+
+
+def _why(key: str) -> str:
+    return next(w for k, w in FIXED_WHY.items() if key.startswith(k) or key.lower().endswith(k.split(".")[-1].lower()))
+
+
+@dataclass(frozen=True)
+class Step:
+    node: str
+    role: str
+    action: str  # create | replace | restart | same
+    changes: tuple[str, ...] = ()
+
+    def line(self, i: int, n: int, s: Settings) -> str:
+        role = "web" if self.role == "web" else ("MASTER" if self.node == s.master.name else "BACKUP")
+        what = {"replace": "drain, replace (fresh disk and seed), boot, check, admit",
+                "restart": "drain, restart in place (same disk, UUID and MAC), check, admit",
+                "create": "create, boot, check, admit"}[self.action]
+        return f"roll {i}/{n}: {self.node} ({role}): {what}" + (f" [{'; '.join(self.changes)}]" if self.changes else "")
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _show(v: Any) -> str:
+    return v[:12] if isinstance(v, str) and len(v) >= 40 else json.dumps(v)
+
+
+def _changes(old: dict, new: dict) -> tuple[str, ...]:
+    a, b = _flat(old), _flat(new)
+    return tuple(f"{k} {_show(a.get(k))} -> {_show(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+
+
+def plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> tuple[list[Step], list[str]]:
+    """The steps in roll order and the problems (one line each, `key = value: why, what to do`) that refuse
+    the change. No previous deployment: every node is created, nothing rolls."""
+    prev_nodes = (previous or {}).get("nodes") or {}
+    steps = []
+    for node in order(s):
+        old, new = prev_nodes.get(node.name), identities[node.name]
+        if old is None:
+            steps.append(Step(node.name, node.role, "create"))
+        elif old.get("replace") != new["replace"]:
+            steps.append(Step(node.name, node.role, "replace", _changes(old, new)))
+        elif old.get("restart") != new["restart"]:
+            steps.append(Step(node.name, node.role, "restart", _changes(old, new)))
+        else:
+            steps.append(Step(node.name, node.role, "same"))
+    problems = []
+    for key, was in ((previous or {}).get("fixed") or {}).items():
+        now = fixed(s).get(key, was)
+        if now != was:
+            problems.append(f"{key} = {json.dumps(now)}: cannot change on a deployed stack (it is {json.dumps(was)}): "
+                            f"{_why(key)}; deploy a new stack for it, or set it back")
+    if not s.rollout.allow_downtime:
+        problems += _alone(s, {st.node for st in steps if st.action in ("replace", "restart")})
+    return steps, problems
+
+
+def _alone(s: Settings, rolling: set[str]) -> list[str]:
+    """A rolling web node that is the only one of its tier or of a routing pool leaves it with no server."""
+    hint = "add another node first (scale out, then change), or set rollout.allowDowntime true to accept the outage"
+    webs = [w.name for w in s.web_nodes]
+    if len(webs) == 1 and webs[0] in rolling:
+        return [f"webNodes = {json.dumps(webs)}: restarting or replacing {webs[0]} leaves no web node serving "
+                f"meanwhile; {hint}"]
+    return [f"nginx.routing.pools.{p.name} = {json.dumps(list(p.members))}: restarting or replacing {p.members[0]} "
+            f"leaves the pool without a server meanwhile; {hint}"
+            for p in s.nginx.pools if len(p.members) == 1 and p.members[0] in rolling]
+
+
+def record(s: Settings, identities: dict[str, dict]) -> dict:
+    """The stack output `rollout`: what the next deployment compares against (no secrets)."""
+    return {"version": VERSION, "order": [n.name for n in order(s)], "nodes": identities, "fixed": fixed(s)}

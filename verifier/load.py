@@ -1,0 +1,56 @@
+"""`ip netns exec NS python -m verifier.load VIP SERVER_NAME OUT [RATE] [PATIENCE] [MAX_SECONDS]`: client
+load through the VIP while something else happens (a rolling change, a drill): RATE requests/s (default 10),
+each on a new connection with PATIENCE seconds to answer (default 10, as curl -m 10), until SIGTERM or
+MAX_SECONDS (default 1800), whichever comes first. Then writes OUT (JSON, `summary` below) and exits.
+
+Refuses to run in the root network namespace: lab addresses are reached from inside the lab only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import netns
+from .http import Probe, Prober
+
+
+def summary(probes: list[Probe], started: float, ended: float) -> dict:
+    """requests, failed (with the first errors), the longest window in which no request got an answer
+    (between consecutive answers, and from the start and to the end), the slowest answer."""
+    answers = sorted(p.t + (p.latency or 0.0) for p in probes if p.ok)
+    marks = sorted([started, *(a for a in answers if a <= ended), ended])
+    gaps = [b - a for a, b in itertools.pairwise(marks)]
+    failed = [p for p in probes if not p.ok]
+    return {"requests": len(probes), "failed": len(failed), "errors": sorted({str(p.error) for p in failed})[:5],
+            "longest_no_answer_s": round(max(gaps, default=0.0), 3),
+            "max_latency_s": round(max((p.latency or 0.0 for p in probes), default=0.0), 3),
+            "seconds": round(ended - started, 1)}
+
+
+def main(argv: list[str]) -> int:
+    if netns.in_root():
+        print("load: refusing to send lab traffic from the root network namespace", file=sys.stderr)
+        return 2
+    vip, server_name, out = argv[0], argv[1], Path(argv[2])
+    rate = float(argv[3]) if len(argv) > 3 else 10.0
+    patience = float(argv[4]) if len(argv) > 4 else 10.0
+    bound = min(float(argv[5]) if len(argv) > 5 else 1800.0, 7200.0)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with Prober(vip, server_name, 1.0 / rate, patience, max_seconds=bound, max_in_flight=int(rate * patience) + 4) as p:
+        started = time.monotonic()
+        stop.wait(bound)
+        ended = time.monotonic()
+    out.write_text(json.dumps(summary(p.snapshot(), started, ended)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
