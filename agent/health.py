@@ -163,6 +163,16 @@ def ejectable(down: set[str], pools: list[list[str]]) -> set[str]:
     return down - keep
 
 
+def drainable(down: set[str], current: set[str], requested: set[str], pools: list[list[str]]) -> set[str]:
+    """The requested nodes that may be drained: those drained already first, then the others in name order,
+    each only while every pool it is in keeps a live member that is neither down nor drained."""
+    out: set[str] = set()
+    for n in [*sorted(current & requested), *sorted(requested - current)]:
+        if n in ejectable(down | out | {n}, pools):
+            out.add(n)
+    return out
+
+
 class Agent:
     def __init__(self, conf: dict):
         self.c = conf
@@ -344,7 +354,7 @@ class Agent:
             ejected = set(want)
             # Drained nodes count as down for the last-live-member rule: a drain never empties a pool.
             to_drain = self.read_drain(set(nodes))
-            drained = self.apply_drain(nodes, drained, ejectable(down | to_drain, pools) & to_drain)
+            drained = self.apply_drain(nodes, drained, drainable(down, drained, to_drain, pools))
             self.set(ejected=sorted(ejected), kept=sorted(down - want), drained=sorted(drained),
                      healthy=sorted(n for n, t in trackers.items() if t.healthy))
             due = max(due + interval, time.monotonic())

@@ -173,3 +173,39 @@ def test_without_active_checks_a_frozen_web_node_costs_requests(lab_factory):
     bad = failed(report)
     assert rc == 1 and "drill_web_freeze" in bad, bad
     assert report["gaps"]["web_freeze"]["failed_requests"] > 1
+
+
+def nodes_through_vip(lab, n: int) -> list[str]:
+    """The web node behind each of `n` GETs through the VIP (from the client namespace), '' for a failure."""
+    out = []
+    for _ in range(n):
+        r = subprocess.run(["ip", "netns", "exec", lab.client.ns, "curl", "-s", "-m", "5", "-o", "/dev/null", "-D", "-",
+                            "-H", f"Host: {lab.settings.nginx.server_name.split()[0]}", f"http://{lab.settings.vip}/"],
+                           capture_output=True, text=True, timeout=30)
+        out.append(next((ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines()
+                         if ln.lower().startswith("x-node:")), ""))
+    return out
+
+
+def test_a_drained_web_node_gets_no_new_requests_and_comes_back_when_admitted(lab_factory):
+    """The health agents' drain file (a rolling change writes it, day2/gate.py): a drained web node gets no
+    new connection from either balancer, no request fails meanwhile, and it serves again once it leaves the
+    file. Draining the last serving member of the pool is refused by the agent (it stays in)."""
+    lab = lab_factory(settings())
+    assert set(nodes_through_vip(lab, 10)) == {"web01", "web02"}
+    for lb in ("lb01", "lb02"):
+        (lab.hosts[lb].prefix / "drain.json").write_text('["web01"]')
+    assert wait_for(lambda: all(agent_state(lab, lb).get("drained") == ["web01"] for lb in ("lb01", "lb02")), 10)
+    seen = nodes_through_vip(lab, 20)
+    print("through the VIP with web01 drained:", seen)
+    assert seen == ["web02"] * 20
+    # the last serving member stays in: web02 drained too is kept, web01 still drained
+    (lab.hosts["lb01"].prefix / "drain.json").write_text('["web01", "web02"]')
+    time.sleep(2)
+    assert agent_state(lab, "lb01").get("drained") == ["web01"]
+    for lb in ("lb01", "lb02"):
+        (lab.hosts[lb].prefix / "drain.json").write_text("[]")
+    assert wait_for(lambda: all(agent_state(lab, lb).get("drained") == [] for lb in ("lb01", "lb02")), 10)
+    assert wait_for(lambda: "web01" in nodes_through_vip(lab, 6), 10)
+    events = agent_events(lab, "lb01")
+    assert any(e.startswith("drained web01") for e in events) and any(e.startswith("web01 admitted") for e in events)

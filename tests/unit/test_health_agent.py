@@ -166,3 +166,14 @@ def test_probe_connect_timeout_bounds_the_handshake_only(monkeypatch):
     monkeypatch.setattr(health.socket, "socket", FakeSocket)
     assert health.probe("192.0.2.1", 80, "/healthz", 1.0, health.PROBE_MARK, 0.5) == health.SLOW
     assert seen == [0.5]
+
+
+def test_a_drain_never_empties_a_pool_and_keeps_what_is_drained_already():
+    drainable = health.drainable
+    pools = [["web01", "web02"], ["web01"]]
+    assert drainable(set(), set(), {"web02"}, pools) == {"web02"}
+    assert drainable(set(), set(), {"web01"}, pools) == set()  # the only member of pool 2
+    two = [["web01", "web02", "web03"]]
+    assert drainable(set(), {"web02"}, {"web01", "web02"}, two) == {"web01", "web02"}
+    assert drainable({"web03"}, {"web02"}, {"web01", "web02"}, two) == {"web02"}  # drained first stays
+    assert drainable({"web03"}, set(), {"web01", "web02"}, two) == {"web01"}
