@@ -16,8 +16,9 @@ PY := $(VENV)/bin/python
 export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
 export PULUMI_HOME ?= $(ROOT)/.pulumi-home
 export PULUMI_BACKEND_URL ?= file://$(ROOT)/.state
-# Local (file backend) stacks encrypt their secrets with this passphrase; set your own for real stacks.
-export PULUMI_CONFIG_PASSPHRASE ?= hacluster-dev
+# Every pulumi command runs through model/passphrase.py: a lab stack on the file backend gets the built-in
+# passphrase unless PULUMI_CONFIG_PASSPHRASE is set; any other stack needs the user's (or a secrets provider).
+WITH_PASSPHRASE = $(PY) -m model.passphrase $(STACK) --
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 
@@ -56,17 +57,17 @@ forward: ## Forward 127.0.0.1:8080 to the lab VIP (Ctrl-C to stop)
 	mkdir -p .state
 
 stack: toolchain venv .state
-	pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK)
+	pulumi stack select $(STACK) 2>/dev/null || $(WITH_PASSPHRASE) pulumi stack init $(STACK)
 
 up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes) and show its verification
-	pulumi up --yes --stack $(STACK)
-	@$(PY) scripts/summary.py "$$(pulumi stack output --json --stack $(STACK))"
+	$(WITH_PASSPHRASE) pulumi up --yes --stack $(STACK)
+	@$(PY) scripts/summary.py "$$($(WITH_PASSPHRASE) pulumi stack output --json --stack $(STACK))"
 
 preview: deps toolchain venv stack
-	pulumi preview --stack $(STACK)
+	$(WITH_PASSPHRASE) pulumi preview --stack $(STACK)
 
 destroy: toolchain venv lab ## Remove every VM, volume, disk and network of $(STACK)
-	pulumi destroy --yes --stack $(STACK)
+	$(WITH_PASSPHRASE) pulumi destroy --yes --stack $(STACK)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -81,8 +82,8 @@ test-integration: deps venv ## Real nginx + keepalived in network namespaces, th
 
 test-e2e: HOSTS = 2
 test-e2e: deps toolchain venv image lab .state ## Real pulumi up/destroy of four VMs in the lab (one host, then two)
-	$(PY) -m pytest -q -s tests/e2e
+	$(PY) -m model.passphrase --lab -- $(PY) -m pytest -q -s tests/e2e
 
 bench: HOSTS = 2
 bench: deps toolchain venv image lab ## Deploy/failover/overhead benchmarks -> bench/results/latest.json
-	$(PY) -m bench
+	$(PY) -m model.passphrase --lab -- $(PY) -m bench

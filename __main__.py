@@ -1,6 +1,7 @@
 """hacluster: two nginx web nodes behind an nginx + keepalived balancer pair on libvirt."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pulumi
 
 from components import HaCluster, HaClusterArgs, quiet
 from components.previous import previous_deployment
+from model.passphrase import backend_url, refusal
 from model.settings import SettingsError, load
 
 PROJECT = pulumi.get_project()
@@ -33,6 +35,11 @@ try:
 except SettingsError as err:
     # Fail before any resource is registered, with one line per problem.
     print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)
+# The built-in passphrase (the Makefile's, model/passphrase.py) encrypts lab stacks on the file backend only.
+problem = refusal(settings.lab_netns, backend_url(os.environ), os.environ)
+if problem:
+    print(f"error: {problem}", file=sys.stderr)
     sys.exit(1)
 
 cluster = HaCluster("hacluster", HaClusterArgs(settings, previous=previous_deployment()))
