@@ -218,6 +218,8 @@ class HypervisorConfig(Model):
         None, description="its bridge on the shared L2 segment (bridge mode; default network.bridge)")
     pool_path: PoolPath | None = Field(None, description="storage pool directory there (default vm.poolPath)")
     domain_type: DomainType | None = Field(None, description="default vm.domainType")
+    insecure_tcp: Bool = Field(False, description=(
+        "accept a qemu+tcp:// uri to another host (libvirt's RPC with no authentication or encryption)"))
 
 
 # Failover profiles: defaults that explicit vrrp.* keys still override.
@@ -423,6 +425,8 @@ class VmConfig(Model):
     memory: Int(256, 262144) = Field(512, description="default MiB per VM")
     domain_type: DomainType = Field("auto", description="auto: kvm where hardware KVM works, else qemu (TCG)")
     libvirt_uri: LibvirtUri = Field(g.LAB_URI, description="libvirt connection URI (a stack without hypervisors)")
+    insecure_tcp: Bool = Field(False, description=(
+        "accept a qemu+tcp:// libvirtUri to another host (libvirt's RPC with no authentication or encryption)"))
     pool_path: PoolPath = Field(
         "/var/lib/libvirt/hacluster", description="storage pool directory on the hypervisor")
     install_packages: Bool = Field(False, description="cloud-init installs nginx/keepalived (images without them)")
@@ -677,6 +681,25 @@ def _rule_hypervisors(c: StackConfig) -> list:
     return found
 
 
+def _rule_plain_tcp(c: StackConfig) -> list:
+    """qemu+tcp:// to another host needs its explicit opt-in (insecureTcp beside the URI); an opt-in without
+    such a URI is refused too, so it never waits, forgotten, for a later URI change."""
+    found = []
+    uris = [(f"hypervisors.{n}", "uri", h.uri, h.insecure_tcp) for n, h in c.hypervisors.items()]
+    if not c.hypervisors or c.vm.insecure_tcp:
+        uris.append(("vm", "libvirtUri", c.vm.libvirt_uri, c.vm.insecure_tcp))
+    for where, key, uri, opted in uris:
+        if g.plain_tcp_remote(uri) and not opted:
+            found.append((f"{where}.{key}", uri, g.tcp_refused(f"{where}.insecureTcp")))
+        elif opted and c.hypervisors and where == "vm":
+            found.append(("vm.insecureTcp", True, "not with hypervisors: each host has its own "
+                          "(hypervisors.NAME.insecureTcp)"))
+        elif opted and not g.plain_tcp_remote(uri):
+            found.append((f"{where}.insecureTcp", True, f"only with a qemu+tcp:// {where}.{key} to another host "
+                          f"(it is {uri}): remove it"))
+    return found
+
+
 _RULES: list[tuple[tuple[str, ...], Callable[[StackConfig], list]]] = [
     (("network", "balancers", "webNodes", "vip"), _rule_addresses),
     (("balancers", "vrrp"), _rule_balancers),
@@ -684,4 +707,5 @@ _RULES: list[tuple[tuple[str, ...], Callable[[StackConfig], list]]] = [
     (("vrrpAuthPass", "vrrp"), _rule_secret),
     (("labNetns", "vm", "hypervisors"), _rule_lab),
     (("hypervisors", "balancers", "webNodes", "network", "vm"), _rule_hypervisors),
+    (("hypervisors", "vm"), _rule_plain_tcp),
 ]

@@ -179,6 +179,19 @@ def uri_is_local(uri: str) -> bool:
     return bool(m) and (not m["host"] or bool(LOOPBACK_HOSTS.fullmatch(m["host"])))
 
 
+def plain_tcp_remote(uri: str) -> bool:
+    """`+tcp` to another machine: libvirt's RPC with neither authentication nor encryption, so whoever
+    reaches the port drives the hypervisor (and reads the seeds' secrets). Loopback stays this machine's."""
+    m = LIBVIRT_URI.fullmatch(uri)
+    return bool(m) and m["transport"] == "tcp" and not uri_is_local(uri)
+
+
+def tcp_refused(opt_in: str) -> str:
+    return ("plain TCP to another host: libvirt's RPC with no authentication or encryption (anyone who reaches "
+            "the port drives the hypervisor): use qemu+ssh://USER@HOST/system (or qemu+tls://, with a client that speaks "
+            f"TLS), or set {opt_in}: true to accept that")
+
+
 # ---- paths and URLs -----------------------------------------------------------------------------
 SHA256 = re.compile(r"[0-9a-f]{64}")
 PATH = re.compile(r"(?:/|\./|\.\./)?[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*")

@@ -9,7 +9,8 @@ change of it; each case then changes that one setting and checks that the named 
 - nodes    the set of nodes (a new node is created, a removed one deleted, after the balancers dropped it);
 - verify   the verifier's spec (the post-deploy check re-runs);
 - rollout  how the roll itself goes (drain time, the downtime opt-in), in every node's gate spec;
-- fixed    refused on a deployed stack, naming the key (model.rollout.fixed).
+- fixed    refused on a deployed stack, naming the key (model.rollout.fixed);
+- opt-in   reaches nothing running: it lets validation accept a setting it refuses otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from components.tiers import day2_spec
 from model import render, rollout
 from model.config import StackConfig
 from model.images import image_set
-from model.settings import HostFacts, inner_model, is_a, load
+from model.settings import HostFacts, SettingsError, inner_model, is_a, load
 from tests.conftest import ROOT, ssh_key
 from tests.unit.test_rollout import deployed
 
@@ -127,6 +128,8 @@ CASES = {
     "vm.installPackages": ({}, {"vm": {"installPackages": True}}, "fixed"),
     "vm.adminUser": ({}, {"vm": {"adminUser": "admin"}}, "fixed"),
     "vm.autostart": ({}, {"vm": {"autostart": True}}, "libvirt"),
+    "vm.insecureTcp": ({"labNetns": "", "vm": {"libvirtUri": "qemu+tcp://kvm1/system", "insecureTcp": True}},
+                       {"labNetns": "", "vm": {"libvirtUri": "qemu+tcp://kvm1/system"}}, "opt-in"),
     "hypervisors.NAME.uri": (HV, {**HV, "hypervisors": {**HV["hypervisors"], "hv2": {"uri": "qemu+ssh://root@h3/system"}}},
                              "fixed"),
     "hypervisors.NAME.bridge": (HV, {**HV, "hypervisors": {**HV["hypervisors"], "hv2": {
@@ -135,6 +138,9 @@ CASES = {
         "uri": "qemu+ssh://root@h2/system", "poolPath": "/srv/pools"}}}, "fixed"),
     "hypervisors.NAME.domainType": (HV, {**HV, "hypervisors": {**HV["hypervisors"], "hv2": {
         "uri": "qemu+ssh://root@h2/system", "domainType": "qemu"}}}, "replace"),
+    "hypervisors.NAME.insecureTcp": ({**HV, "hypervisors": {**HV["hypervisors"], "hv2": {
+        "uri": "qemu+tcp://h2/system", "insecureTcp": True}}}, {**HV, "hypervisors": {**HV["hypervisors"], "hv2": {
+            "uri": "qemu+tcp://h2/system"}}}, "opt-in"),
     "verify.enabled": ({}, {"verify": {"enabled": False}}, "verify"),
     "verify.failoverDrill": ({}, {"verify": {"failoverDrill": False}}, "verify"),
     "verify.loadDrills": ({}, {"verify": {"loadDrills": True}}, "verify"),
@@ -191,6 +197,11 @@ def carriers(raw: dict) -> dict:
 @pytest.mark.parametrize("leaf", sorted(CASES))
 def test_a_change_reaches_the_path_named_for_it(leaf):
     base, changed, carrier = CASES[leaf]
+    if carrier == "opt-in":  # without it, the same stack is refused, naming the setting it guards
+        carriers(base)
+        with pytest.raises(SettingsError, match=leaf.replace("NAME", "hv2").replace(".", r"\.")):
+            carriers(changed)
+        return
     before, after = carriers(base), carriers(changed)
     assert before[carrier] != after[carrier], f"{leaf}: a change does not reach {carrier}"
     problems = after["plan"](deployed(base))

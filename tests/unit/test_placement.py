@@ -102,7 +102,7 @@ def test_per_host_bridge_pool_and_domain_type_override_the_stack_wide_ones():
     ({"hypervisors": {"a": {"uri": "qemu+ext:///system"}}}, "hypervisors.a.uri = 'qemu+ext:///system': a libvirt URI"),
     ({"hypervisors": {"a": {}}}, "hypervisors.a.uri = None: required"),
     ({"hypervisors": {"a": {**TWO["a"], "cpu": 2}}}, "hypervisors.a.cpu = 2: unknown key (typo?); allowed keys: "
-     "bridge, domainType, poolPath, uri"),
+     "bridge, domainType, insecureTcp, poolPath, uri"),
     ({"hypervisors": {"a": TWO["a"]}, **nodes(("A", None))}, "balancers[0].host = 'A': a hypervisor name"),
 ])
 def test_refusal_is_one_line_naming_key_value_and_what_is_allowed(raw, line):

@@ -207,3 +207,42 @@ def test_autostart_defaults_off_in_the_lab_and_on_for_a_hypervisor_of_your_own()
     assert ok({**own, "vm": {**own["vm"], "autostart": "false"}}).vm.autostart is False
     (msg,) = problems({"vm": {"autostart": 1}})
     assert msg.startswith("vm.autostart = 1") and "true or false" in msg
+
+
+# ---- plain TCP to a hypervisor -------------------------------------------------------------------------
+OWN = {"labNetns": ""}
+BRIDGED = {"network": {"mode": "bridge", "bridge": "br0"}}
+
+
+@pytest.mark.parametrize(("raw", "key", "opt_in"), [
+    ({**OWN, "vm": {"libvirtUri": "qemu+tcp://kvm1/system"}}, "vm.libvirtUri", "vm.insecureTcp"),
+    ({**OWN, "vm": {"libvirtUri": "qemu+tcp://admin@10.20.0.5:16509/system"}}, "vm.libvirtUri", "vm.insecureTcp"),
+    ({**BRIDGED, "hypervisors": {"kvm1": {"uri": "qemu+tcp://kvm1.example.org/system"}}},
+     "hypervisors.kvm1.uri", "hypervisors.kvm1.insecureTcp"),
+])
+def test_plain_tcp_to_another_host_is_refused_unless_opted_in(raw, key, opt_in):
+    (msg,) = problems(raw)
+    assert msg.startswith(f"{key} = ") and "qemu+ssh://" in msg and "qemu+tls://" in msg, msg
+    assert f"set {opt_in}: true" in msg and "no authentication or encryption" in msg, msg
+    where, _, name = opt_in.rpartition(".")
+    if where == "vm":
+        ok({**raw, "vm": {**raw["vm"], name: True}})
+    else:
+        ok({**raw, "hypervisors": {"kvm1": {**raw["hypervisors"]["kvm1"], name: True}}})
+
+
+@pytest.mark.parametrize("uri", ["qemu+tcp://127.0.0.1/system", "qemu+tcp://127.1.2.3:16509/system",
+                                 "qemu+tcp://localhost/system", "qemu+tcp://[::1]/system", "qemu+tcp:///system"])
+def test_plain_tcp_on_loopback_stays_allowed(uri):
+    assert ok({**OWN, "vm": {"libvirtUri": uri}}).vm.libvirt_uri == uri
+    assert ok({**BRIDGED, "hypervisors": {"h": {"uri": uri}}}).hypervisors[0].uri == uri
+
+
+def test_an_opt_in_without_plain_tcp_to_another_host_is_refused():
+    (msg,) = problems({"vm": {"insecureTcp": True}})
+    assert msg.startswith("vm.insecureTcp = True: only with a qemu+tcp:// vm.libvirtUri to another host"), msg
+    (msg,) = problems({**BRIDGED, "hypervisors": {"h": {"uri": "qemu+ssh://h/system", "insecureTcp": True}}})
+    assert msg.startswith("hypervisors.h.insecureTcp = True: only with"), msg
+    (msg,) = problems({**BRIDGED, "vm": {"insecureTcp": True},
+                       "hypervisors": {"h": {"uri": "qemu+tcp://h/system", "insecureTcp": True}}})
+    assert msg.startswith("vm.insecureTcp = True: not with hypervisors"), msg
