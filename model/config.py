@@ -474,9 +474,22 @@ class RolloutConfig(Model):
         "web node, a pool of one, a balancer whose peer is down"))
 
 
+def _count(lo: int, hi: int, allowed: str) -> Callable[[list], list]:
+    def check(v: list) -> list:
+        if not lo <= len(v) <= hi:
+            raise PydanticCustomError("hacluster", allowed)
+        return v
+    return check
+
+
+SSH_FROM_ALLOWED = ("1..64 CIDRs like 10.20.0.0/24 (unset: the deploy side); an empty list would let no one SSH in, "
+                    "and nft refuses the empty set it renders, so the node would boot with no firewall at all")
+
+
 class FirewallConfig(Model):
     enabled: Bool = Field(True, description="nftables on every VM")
-    ssh_from: list[Cidr] | None = Field(None, description="CIDRs allowed to SSH in (default: the deploy side)")
+    ssh_from: Annotated[list[Cidr], AfterValidator(_count(1, 64, SSH_FROM_ALLOWED))] | None = Field(
+        None, description="CIDRs allowed to SSH in (default: the deploy side)")
     web_http_from: list[Cidr] = Field(default_factory=list, description="extra CIDRs allowed to reach web nodes' HTTP")
 
 
@@ -499,14 +512,6 @@ def _netns_name(v: str) -> str:
     if v and not g.NETNS.fullmatch(v):
         raise ValueError(NETNS_ALLOWED)
     return v
-
-
-def _count(lo: int, hi: int, allowed: str) -> Callable[[list], list]:
-    def check(v: list) -> list:
-        if not lo <= len(v) <= hi:
-            raise PydanticCustomError("hacluster", allowed)
-        return v
-    return check
 
 
 class StackConfig(Model):

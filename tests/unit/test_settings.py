@@ -246,3 +246,11 @@ def test_an_opt_in_without_plain_tcp_to_another_host_is_refused():
     (msg,) = problems({**BRIDGED, "vm": {"insecureTcp": True},
                        "hypervisors": {"h": {"uri": "qemu+tcp://h/system", "insecureTcp": True}}})
     assert msg.startswith("vm.insecureTcp = True: not with hypervisors"), msg
+
+
+def test_an_empty_ssh_from_is_refused_not_rendered_into_a_ruleset_nft_refuses():
+    (msg,) = problems({"firewall": {"sshFrom": []}})
+    assert msg.startswith("firewall.sshFrom = []: 1..64 CIDRs") and "no firewall" in msg, msg
+    assert ok({"firewall": {"sshFrom": ["10.20.0.0/24"]}}).firewall.ssh_from == ("10.20.0.0/24",)
+    # webHttpFrom may be empty: the web nodes' HTTP set always holds the balancers.
+    assert ok({"firewall": {"webHttpFrom": []}}).firewall.web_http_from == ()
