@@ -30,7 +30,8 @@ NGINX_OK = ["python3", "-c", "import socket,sys\ns=socket.create_connection(('12
 # What validates, reloads and proves healthy each kind of file. Overridable for tests (HACLUSTER_APPLY_CMDS).
 COMMANDS = {
     # systemd units and drop-ins first: the restarts below must see them.
-    "units": {"match": ("hacluster-health.service", "10-hacluster.conf"), "check": ["true"],
+    "units": {"match": ("hacluster-health.service", "hacluster-firewall.service", "10-hacluster.conf",
+                        "20-hacluster-firewall.conf"), "check": ["true"],
               "reload": ["systemctl", "daemon-reload"], "healthy": ["true"]},
     "agent": {"match": ("health.json", "health.py"),
               "check": ["python3", "-c", "import ast, json, sys; p = sys.argv[1]; t = open(p).read(); "

@@ -181,6 +181,8 @@ rm -f "$ROOTFS/var/lib/dbus/machine-id"
 ln -s /etc/machine-id "$ROOTFS/var/lib/dbus/machine-id"
 rm -f "$ROOTFS"/etc/ssh/ssh_host_*                   # cloud-init generates host keys per VM
 rm -f "$ROOTFS/etc/nginx/sites-enabled/default"      # the project's cloud-init writes its sites
+rm -f "$ROOTFS/etc/nftables.conf"                   # no accept-all default: the rules are the node's own
+                                                     # (firewall.enabled), or none and the firewall unit skips
 rm -f "$ROOTFS/etc/resolv.conf"                      # do not ship the build host's resolver
 install -m 644 /dev/null "$ROOTFS/etc/resolv.conf"
 # Units the nodes never use, masked: every unit started costs CPU that 4 booting VMs share.
@@ -203,7 +205,7 @@ rm -f "$ROOTFS/etc/systemd/system/timers.target.wants/"{apt-daily,apt-daily-upgr
   "$ROOTFS/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service"
 # Units the nodes run, enabled here rather than by cloud-init at first boot: nginx and keepalived are
 # enabled by their packages already, nftables is not (its rules come from cloud-init's write_files;
-# until then the package's accept-all default). Their SysV scripts go: with /etc/init.d/NAME present,
+# until then none). Their SysV scripts go: with /etc/init.d/NAME present,
 # every `systemctl enable NAME` runs systemd-sysv-install (perl update-rc.d), 60 s on a loaded node.
 install -d "$ROOTFS/etc/systemd/system/sysinit.target.wants"
 ln -sf /lib/systemd/system/nftables.service "$ROOTFS/etc/systemd/system/sysinit.target.wants/nftables.service"

@@ -21,6 +21,8 @@ AGENT = Path(__file__).resolve().parent.parent / "agent" / "health.py"
 # systemd units and drop-ins the golden image carries (enabled there); written by cloud-init and day 2
 # as well, so images built elsewhere get them too.
 UNITS = Path(__file__).resolve().parent.parent / "image" / "rootfs" / "etc" / "systemd" / "system"
+FIREWALL_UNITS = ["hacluster-firewall.service", "nginx.service.d/20-hacluster-firewall.conf",
+                  "ssh.service.d/20-hacluster-firewall.conf"]
 # Present on the golden image only: its units start the services, the user-data's runcmd does nothing.
 GOLDEN_MARKER = "/etc/hacluster/golden-image"
 EJECT_TABLE = "hacluster_eject"
@@ -139,10 +141,13 @@ def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM
         ]
     if paths.systemd_dir:
         d = paths.systemd_dir
-        # nginx comes back by itself after a crash; the agent's unit; keepalived starts after the agent.
+        # nginx comes back by itself after a crash; the agent's unit; keepalived starts after the agent;
+        # with the firewall, nginx and sshd require its unit (a rule file nft refuses keeps them down).
         units = ["nginx.service.d/10-hacluster.conf"]
         if node.role == "lb":
             units += ["hacluster-health.service", "keepalived.service.d/10-hacluster.conf"]
+        if s.firewall.enabled:
+            units += FIREWALL_UNITS
         files += [NodeFile(f"{d}/{u}", (UNITS / u).read_text()) for u in units]
     if s.firewall.enabled:
         files.append(NodeFile(paths.nftables_conf, firewall_conf(s, node), "0644"))
@@ -209,10 +214,14 @@ def user_data_doc(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list
     # cloud-init's 'init' stage wrote the files above: nothing to do (each systemctl costs seconds
     # under TCG). Images built elsewhere: one daemon-reload for the unit files and drop-ins, the enables
     # then only add links (--no-reload); services that already run (packages baked in) are reloaded.
+    # With the firewall, nginx starts only once `nft -f` loaded the rules; a file nft refuses stops an nginx
+    # that already runs (the image's packages started it) and leaves it down: fail closed.
     runcmd: list = [f"[ -e {GOLDEN_MARKER} ] && exit 0", ["systemctl", "daemon-reload"]]
+    nginx = "nginx -t && systemctl --no-reload enable nginx && systemctl reload-or-restart nginx"
     if s.firewall.enabled:
-        runcmd.append(["sh", "-c", "nft -f /etc/nftables.conf && systemctl --no-reload enable nftables"])
-    runcmd.append(["sh", "-c", "nginx -t && systemctl --no-reload enable nginx && systemctl reload-or-restart nginx"])
+        nginx = ("if nft -f /etc/nftables.conf; then systemctl --no-reload enable nftables; "
+                 f"else systemctl stop nginx; exit 1; fi; {nginx}")
+    runcmd.append(["sh", "-c", nginx])
     if node.role == "lb":
         runcmd.append(["sh", "-c", "systemctl --no-reload enable hacluster-health && systemctl restart hacluster-health"])
         runcmd.append(["sh", "-c", "systemctl --no-reload enable keepalived && systemctl reload-or-restart keepalived"])

@@ -130,3 +130,18 @@ def test_matching_files_that_were_never_confirmed_applied_are_reloaded_again(nod
     assert out["reloaded"] == ["nginx"]
     rc, out = apply(changed, log)  # confirmed now
     assert (rc, out["pending"], out["reloaded"]) == (0, [], [])
+
+
+def test_every_unit_file_a_node_gets_makes_day2_reload_systemd():
+    """Turning the firewall on by day 2 writes its unit and the nginx/sshd drop-ins: systemd must reload
+    them (the `units` kind, first in COMMANDS order), so the next start of nginx or sshd requires the rules."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("day2_apply", APPLY)
+    apply_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(apply_mod)
+    s = load({}, "t", ROOT, HostFacts(False, False))
+    for node in s.nodes:
+        for f in render.node_files(s, node, "pw"):
+            if f.path.startswith("/etc/systemd/"):
+                assert apply_mod.kind_of(f.path) == "units", f.path

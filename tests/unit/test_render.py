@@ -88,7 +88,9 @@ def test_user_data_is_valid_cloud_config_without_private_material():
         assert [u["name"] for u in doc["users"]] == (["ops", "keepalived_script"] if node.role == "lb" else ["ops"])
         assert doc["users"][0]["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
         assert doc["runcmd"][0] == f"[ -e {render.GOLDEN_MARKER} ] && exit 0"  # the golden image starts it all
-        assert doc["runcmd"][-1][-1].startswith("systemctl --no-reload enable keepalived" if node.role == "lb" else "nginx -t")
+        last = doc["runcmd"][-1][-1]
+        assert last.startswith("systemctl --no-reload enable keepalived") if node.role == "lb" else \
+            last.endswith("nginx -t && systemctl --no-reload enable nginx && systemctl reload-or-restart nginx")
         paths = {f["path"]: f["content"] for f in doc["write_files"]}
         assert paths["/etc/nginx/nginx.conf"] == render.nginx_conf(s, node)
         assert "PRIVATE KEY" not in text
@@ -211,3 +213,83 @@ def test_firewall_can_be_turned_off_and_ssh_sources_set():
     assert "ip saddr { 10.1.0.0/16 }" in render.firewall_conf(s, s.balancers[1])
     assert "tcp dport 80 ip saddr { 192.168.81.210, 192.168.81.220, 192.168.81.1/32 } accept" in \
         render.firewall_conf(s, s.web_nodes[0])
+
+
+# ---- the firewall fails closed ----------------------------------------------------------------------
+SYSTEM = "/etc/systemd/system"
+GUARDED = {"nginx": f"{SYSTEM}/nginx.service.d/20-hacluster-firewall.conf",
+           "ssh": f"{SYSTEM}/ssh.service.d/20-hacluster-firewall.conf"}
+
+
+def test_nginx_and_sshd_require_the_firewall_unit_when_the_firewall_is_on():
+    s = settings()
+    for node in s.nodes:
+        files = {f.path: f.content for f in render.node_files(s, node, "pw")}
+        unit = files[f"{SYSTEM}/hacluster-firewall.service"]
+        assert "ConditionPathExists=/etc/nftables.conf" in unit and "ExecStart=/usr/sbin/nft -f /etc/nftables.conf" in unit
+        for path in GUARDED.values():
+            lines = files[path].splitlines()
+            assert "Requires=hacluster-firewall.service" in lines and "After=hacluster-firewall.service" in lines
+            # the golden image carries the same drop-ins (image/rootfs), baked and active from the first boot
+            assert files[path] == (ROOT / "image/rootfs" / path.lstrip("/")).read_text()
+    off = settings({"firewall": {"enabled": False}})
+    for node in off.nodes:
+        paths = {f.path for f in render.node_files(off, node, "pw")}
+        assert not paths & {*GUARDED.values(), f"{SYSTEM}/hacluster-firewall.service", "/etc/nftables.conf"}
+
+
+def test_the_image_ships_no_rules_so_without_the_firewall_its_unit_is_skipped():
+    """firewall.enabled false writes no /etc/nftables.conf, and the image has none (not the package's
+    accept-all default): hacluster-firewall.service and the early nftables.service skip by their condition,
+    which does not fail what requires them (systemd.unit(5), Requires=)."""
+    build = (ROOT / "image/build.sh").read_text()
+    assert 'rm -f "$ROOTFS/etc/nftables.conf"' in build
+    early = (ROOT / "image/rootfs/etc/systemd/system/nftables.service.d/10-hacluster.conf").read_text()
+    assert "ConditionPathExists=/etc/nftables.conf" in early.splitlines()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_written_units_load_in_systemd(tmp_path):
+    """What cloud-init writes for an image built elsewhere holds the firewall unit its drop-ins require:
+    `systemd-analyze verify` (stub nginx and ssh units) refuses a Requires= on a unit that does not exist."""
+    s = settings()
+    for f in render.node_files(s, s.web_nodes[0], None):
+        if f.path.startswith(SYSTEM):
+            (tmp_path / f.path[len(SYSTEM) + 1:]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / f.path[len(SYSTEM) + 1:]).write_text(f.content)
+    for name in GUARDED:
+        (tmp_path / f"{name}.service").write_text("[Service]\nExecStart=/bin/true\n")
+
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(tmp_path / f"{n}.service") for n in GUARDED)],
+                              env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}, capture_output=True, text=True,
+                              timeout=60)
+    r = verify()
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "hacluster-firewall.service").unlink()
+    r = verify()
+    assert r.returncode != 0 and "hacluster-firewall.service not found" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("nft_ok", [True, False])
+def test_user_data_starts_nginx_only_after_the_rules_loaded(tmp_path, nft_ok):
+    """Images built elsewhere (runcmd): nginx is (re)started only once `nft -f` succeeded; a file nft
+    refuses stops it instead. nft, systemctl and nginx are stand-ins that log their arguments."""
+    log = tmp_path / "log"
+    for tool, rc in (("nft", 0 if nft_ok else 1), ("systemctl", 0), ("nginx", 0)):
+        (tmp_path / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexit {rc}\n')
+        os.chmod(tmp_path / tool, 0o755)
+    s = settings()
+    doc = yaml.safe_load(render.user_data(s, s.web_nodes[0], None, [ssh_key()]))
+    (cmd,) = [c[-1] for c in doc["runcmd"] if isinstance(c, list) and "nginx -t" in c[-1]]
+    r = subprocess.run(["sh", "-c", cmd], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True)
+    calls = log.read_text().splitlines()
+    if nft_ok:
+        assert r.returncode == 0 and calls == ["nft -f /etc/nftables.conf", "systemctl --no-reload enable nftables",
+                                               "nginx -t", "systemctl --no-reload enable nginx",
+                                               "systemctl reload-or-restart nginx"], calls
+    else:
+        assert r.returncode == 1 and calls == ["nft -f /etc/nftables.conf", "systemctl stop nginx"], calls
+    off = settings({"firewall": {"enabled": False}})
+    doc = yaml.safe_load(render.user_data(off, off.web_nodes[0], None, [ssh_key()]))
+    assert not any("nft" in str(c) for c in doc["runcmd"])
