@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+from . import firewall
 from .actions import ActionError, Actions
 from .http import Probe, Prober, Reply, get
 from .logic import (
@@ -138,6 +139,7 @@ class Verifier:
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> dict:
+        s = self.s
         t0 = time.monotonic()
         try:
             vip_ok, lbs_ok = self.wait_ready()
@@ -146,6 +148,8 @@ class Verifier:
             holder_ok = self.check_holder()
             if vip_ok:
                 self.check_traffic()
+                if s.netns and s.firewall.enabled:  # lab stacks: the probes start inside the lab namespace
+                    self.check_firewall()
             t2 = time.monotonic()
             self.durations["checks_s"] = round(t2 - t1, 2)
             if self.s.drill:
@@ -311,6 +315,14 @@ class Verifier:
         ok = len(set(nodes)) == 1 and nodes[0] is not None
         self.check("persistence", ok, f"{self.s.persistence}: {STICKY_REQUESTS} requests of one client went to "
                                       f"{', '.join(sorted({str(n) for n in nodes}))}")
+
+    def check_firewall(self) -> None:
+        """The ports the nodes' firewall must close are closed (verifier/firewall.py)."""
+        try:
+            passed, detail = firewall.check(self.s)
+        except (firewall.ProbeError, OSError, ValueError) as e:
+            passed, detail = False, f"cannot probe from the lab namespace: {e}"
+        self.check("firewall_closed", passed, detail)
 
     # ---- the failover drill --------------------------------------------------------------------
     def drill(self, kinds: list[str] | None = None) -> None:

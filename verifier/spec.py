@@ -44,6 +44,10 @@ Keys (camelCase, as in the stack config):
                                             two hypervisors with a netns and a web node on the MASTER's host)
   hosts (netns actions)      web nodes too: {web name: {netns, nginx: SERVICE}}; balancers may add
                              healthState: the agent's state file
+  firewall                   {enabled, sshFrom: [CIDR], webHttpFrom: [CIDR]}: what the nodes' nftables rules
+                             let in, for the firewall_closed check (lab stacks: probes from netns). Absent: the
+                             nat default, enabled, SSH only from this namespace's own address on the nodes'
+                             subnet (the gateway), HTTP to the web nodes only from the balancers
   timeout                    seconds to wait for the VIP and the balancers to answer (default 600)
   stepTimeout                seconds each drill step may take to move the VIP (default 30)
   settle                     seconds over which the VIP holder is sampled (default 5)
@@ -55,6 +59,7 @@ Keys (camelCase, as in the stack config):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +105,15 @@ class Hypervisor:
 
 
 @dataclass(frozen=True)
+class Firewall:
+    """What the nodes' firewall lets in (model.settings.FirewallSettings), for the firewall_closed check."""
+
+    enabled: bool = True
+    ssh_from: tuple[str, ...] | None = None  # None: this namespace's own address on the nodes' subnet only
+    web_http_from: tuple[str, ...] = ()  # besides the balancers
+
+
+@dataclass(frozen=True)
 class Spec:
     vip: str
     server_name: str
@@ -138,6 +152,7 @@ class Spec:
     rejoin_timeout: float = 300.0
     host_freeze_seconds: float = 10.0
     host_down_seconds: float = 10.0
+    firewall: Firewall = Firewall()
 
     @property
     def master(self) -> Balancer:
@@ -244,6 +259,7 @@ def from_dict(raw: dict[str, Any]) -> Spec:
     hypervisors = _hypervisors(raw.get("hypervisors"), [*lbs, *webs], problems)
     if "host_lost" in kinds:
         problems += _host_lost_problems(hypervisors, lbs, webs)
+    firewall = _firewall(raw.get("firewall"), problems)
     persistence = str(raw.get("persistence") or "none")
     if not (persistence in ("none", "ip_hash") or persistence.startswith("cookie:")):
         problems.append(f"persistence = {persistence!r}: none, ip_hash or cookie:<name>")
@@ -269,8 +285,22 @@ def from_dict(raw: dict[str, Any]) -> Spec:
         netns=raw.get("netns") or None, actions=actions, ssh_user=str(raw.get("sshUser") or "ops"),
         libvirt_uri=str(raw.get("libvirtUri") or "qemu:///system"), hosts=hosts, hypervisors=hypervisors,
         drill=bool(raw.get("drill", True)), hard_failure=hard_failure, drill_kinds=tuple(kinds),
-        stack=str(raw.get("stack") or ""), **timing,
+        stack=str(raw.get("stack") or ""), firewall=firewall, **timing,
     )
+
+
+def _firewall(raw: Any, problems: list[str]) -> Firewall:
+    """The `firewall` key; absent: the nat default (see the module docstring)."""
+    if raw is None:
+        return Firewall()
+    try:
+        nets = lambda key: tuple(str(ipaddress.IPv4Network(x, strict=False)) for x in raw[key])  # noqa: E731
+        return Firewall(enabled=bool(raw.get("enabled", True)),
+                        ssh_from=nets("sshFrom") if raw.get("sshFrom") is not None else None,
+                        web_http_from=nets("webHttpFrom") if raw.get("webHttpFrom") else ())
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        problems.append(f"firewall: {{enabled, sshFrom: [CIDR], webHttpFrom: [CIDR]}} expected ({e})")
+        return Firewall()
 
 
 def _hypervisors(raw: Any, nodes: list, problems: list[str]) -> dict[str, Hypervisor]:

@@ -289,3 +289,106 @@ def test_bad_spec_still_prints_one_json_report(monkeypatch, capsys):
     report = json.loads(out)
     assert report["passed"] is False and "not JSON" in report["checks"][0]["detail"]
     assert err.startswith("FAILED environment:")
+
+
+# ---- firewall_closed -------------------------------------------------------------------------------
+def test_firewall_probe_sources_and_verdict():
+    import ipaddress
+
+    from verifier import firewall as fwc
+    from verifier.spec import Firewall
+
+    own = ipaddress.IPv4Interface("192.168.81.1/24")
+    lbs = ["192.168.81.210", "192.168.81.220"]
+    taken = {*lbs, "192.168.81.230", "192.168.81.240", "192.168.81.100", "192.168.81.254"}
+    # the nat default: SSH only from the gateway (this namespace), so SSH is probed from a spare address
+    p = fwc.plan(own, Firewall(), lbs, taken)
+    assert p == fwc.Plan(ssh_src="192.168.81.253", http_src="192.168.81.1", spare="192.168.81.253")
+    ok, detail = fwc.verdict(p, {"lb01": False, "lb02": False, "web01": False, "web02": False},
+                             {"web01": False, "web02": False})
+    assert ok and detail == ("ssh (22) from 192.168.81.253 (outside firewall.sshFrom) refused/dropped on lb01, lb02, "
+                             "web01, web02; http (80) from 192.168.81.1 (not a balancer) refused/dropped on web01, web02")
+    ok, detail = fwc.verdict(p, {"lb01": False, "web01": True}, {"web01": False, "web02": True})
+    assert not ok and "ssh (22) from 192.168.81.253 (outside firewall.sshFrom) accepted by web01" in detail, detail
+    assert "http (80) from 192.168.81.1 (not a balancer) accepted by web02" in detail, detail
+    # webHttpFrom holds the gateway (the bench's direct baseline): HTTP is probed from the spare address
+    p = fwc.plan(own, Firewall(ssh_from=("10.0.0.0/8",), web_http_from=("192.168.81.1/32",)), lbs, taken)
+    assert p == fwc.Plan(ssh_src="192.168.81.1", http_src="192.168.81.253", spare="192.168.81.253")
+    # nothing needs the spare one: it is not added
+    assert fwc.plan(own, Firewall(ssh_from=("10.0.0.0/8",)), lbs, taken).spare is None
+    # bridge mode's default: the whole subnet may SSH in, so that part is not probed (and says so)
+    p = fwc.plan(own, Firewall(ssh_from=("192.168.81.0/24",)), lbs, taken)
+    assert p.ssh_src is None and p.http_src == "192.168.81.1"
+    ok, detail = fwc.verdict(p, {}, {"web01": False})
+    assert ok and detail.startswith("ssh (22) not probed: every address of the lab namespace may connect"), detail
+
+
+def test_firewall_check_probes_every_node_and_port_it_must_close(monkeypatch):
+    """The check with its network parts stubbed: who is probed, from where, and the extra address added only
+    inside the spec's namespace."""
+    import ipaddress
+
+    from verifier import firewall as fwc
+
+    calls, added = [], []
+    monkeypatch.setattr(fwc, "lab_side", lambda ips: ("virbr1", ipaddress.IPv4Interface("192.168.81.1/24")))
+    monkeypatch.setattr(fwc.netns, "check_inside", lambda ns: added.append(("inside", ns)))
+    monkeypatch.setattr(fwc, "_ip", lambda *argv: added.append(argv) or "")
+    monkeypatch.setattr(fwc, "in_use", lambda: {"192.168.81.1", "192.168.81.254"})  # .254: a neighbour answered
+    spec = from_dict({**SPEC, "netns": "halab"})
+
+    def fake_connect(src, dst, port):
+        calls.append((src, dst, port))
+        return dst == "192.168.81.240" and port == 80  # web02 answers HTTP from anyone
+    ok, detail = fwc.check(spec, fake_connect)
+    assert not ok and "http (80) from 192.168.81.1 (not a balancer) accepted by web02" in detail, detail
+    assert sorted(calls) == sorted([("192.168.81.253", ip, 22) for ip in (
+        "192.168.81.210", "192.168.81.220", "192.168.81.230", "192.168.81.240")] + [
+        ("192.168.81.1", "192.168.81.230", 80), ("192.168.81.1", "192.168.81.240", 80)])
+    assert added == [("inside", "halab"), ("inside", "halab"), ("addr", "add", "192.168.81.253/32", "dev", "virbr1"),
+                     ("addr", "del", "192.168.81.253/32", "dev", "virbr1")]
+
+
+def test_firewall_check_refuses_outside_the_lab_namespace_and_without_a_free_address():
+    """The unit tests run in the root namespace: the real guard refuses before any probe."""
+    import ipaddress
+    import re
+
+    from verifier import firewall as fwc
+    from verifier.spec import Firewall
+
+    probes = []
+
+    def fake_connect(*a):
+        probes.append(a)
+        return True
+    with pytest.raises(fwc.ProbeError, match="refusing: this process is in the root network namespace, not in 'halab'"):
+        fwc.check(from_dict({**SPEC, "netns": "halab"}), fake_connect)
+    assert probes == []  # nothing was sent
+
+    own = ipaddress.IPv4Interface("192.168.81.1/24")
+    full = {f"192.168.81.{i}" for i in range(230, 255)}
+    with pytest.raises(fwc.ProbeError, match=re.escape(
+            "no free address among the top 16 of 192.168.81.0/24 to probe from outside firewall.sshFrom")):
+        fwc.plan(own, Firewall(), ["192.168.81.210", "192.168.81.220"], full)
+    # no spare is needed where the whole subnet may SSH in: no error
+    assert fwc.plan(own, Firewall(ssh_from=("192.168.81.0/24",)), ["192.168.81.210"], full).ssh_src is None
+
+
+def test_the_spec_carries_the_firewall_only_where_it_differs_from_the_nat_default():
+    from components.cluster import verifier_spec
+    from model.settings import HostFacts, load
+
+    def spec(raw):
+        return verifier_spec(load(raw, "dev", ".", host=HostFacts(False, False)))
+    assert "firewall" not in spec({}) and from_dict(spec({})).firewall.ssh_from is None
+    assert "firewall" not in spec({"firewall": {"sshFrom": ["192.168.81.1/32"]}})
+    off = spec({"firewall": {"enabled": False}})
+    assert off["firewall"]["enabled"] is False and not from_dict(off).firewall.enabled
+    bench = spec({"firewall": {"webHttpFrom": ["192.168.81.1/32"]}})
+    assert bench["firewall"] == {"enabled": True, "sshFrom": ["192.168.81.1/32"], "webHttpFrom": ["192.168.81.1/32"]}
+    assert from_dict(bench).firewall.web_http_from == ("192.168.81.1/32",)
+    real = {"labNetns": "", "vm": {"libvirtUri": "qemu+ssh://kvm1/system"}, "firewall": {"sshFrom": ["10.0.0.0/8"]}}
+    assert "firewall" not in spec(real)  # no lab namespace to probe from: the check does not run
+    with pytest.raises(SpecError):
+        from_dict({**SPEC, "firewall": {"sshFrom": ["not-a-cidr"]}})
