@@ -50,6 +50,8 @@ pulumi.export("nodes", cluster.nodes)
 pulumi.export("domainType", settings.hypervisor(settings.master).domain_type)
 pulumi.export("labNetns", settings.lab_netns)
 pulumi.export("sshPrivateKey", cluster.private_key)
+# Each node's public SSH host key (not secret): pin it (`<ip> <key>` in a known_hosts) before logging in.
+pulumi.export("hostKeys", cluster.host_keys)
 # What the next deployment rolls against (components/previous.py): each node's VM identity.
 pulumi.export("rollout", cluster.rollout)
 if cluster.verification is not None:

@@ -132,7 +132,7 @@ class Bench:
         with tempfile.NamedTemporaryFile("w", prefix="bench-key-") as key:
             key.write(outputs["sshPrivateKey"].value)
             key.flush()
-            return blame({n.name: n.ip for n in s.nodes}, s.vm.admin_user, key.name)
+            return blame({n.name: n.ip for n in s.nodes}, s.vm.admin_user, key.name, outputs["hostKeys"].value)
 
     def _settings(self, name: str, config: dict):
         from model.settings import load
@@ -251,7 +251,8 @@ class Bench:
         out_file = RESULTS / f"drill-{profile}.json"
         spec_file.write_text(json.dumps(spec, indent=1))  # no secret in the spec
         out_file.unlink(missing_ok=True)
-        env = {**os.environ, "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value, "PYTHONUNBUFFERED": "1",
+               "HACLUSTER_HOST_KEYS": json.dumps(outputs["hostKeys"].value)}
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         bound = 900 + self.repeat * len(kinds) * 2 * (bcfg.STEP_TIMEOUT + 90)
         progress(f"failover: {profile} profile, {self.repeat} rounds of {', '.join(kinds)} (inside {NETNS})")

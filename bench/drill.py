@@ -18,7 +18,8 @@ from pathlib import Path
 
 from verifier import netns
 from verifier.actions import ActionError, SshActions
-from verifier.cli import write_key
+from verifier.cli import pinned, write_key
+from verifier.hostkeys import HostKeyError
 from verifier.run import KINDS, Verifier
 from verifier.spec import LOAD_KINDS, SpecError, from_dict
 
@@ -78,9 +79,11 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)
     key_file = write_key()
+    known = None
     result: dict = {"passed": False, "rounds": [], "timeline": None}
     try:
-        actions = SshActions(spec, key_file)
+        known = pinned(spec)  # env HACLUSTER_HOST_KEYS: the balancers' host keys, from the stack output hostKeys
+        actions = SshActions(spec, key_file, known)
         v = Verifier(spec, actions, log=lambda m: progress(f"verifier: {m}"))
         try:
             vip_ok, lbs_ok = v.wait_ready()
@@ -93,11 +96,13 @@ def main(argv: list[str]) -> int:
             v._pool.shutdown(wait=True)
         result["checks"] = [asdict(c) for c in v.checks]
         result["passed"] = bool(v.checks) and all(c.passed for c in v.checks)
-    except ActionError as e:
+    except (ActionError, HostKeyError) as e:
         result["checks"] = [{"name": "environment", "passed": False, "detail": str(e)}]
     finally:
         if key_file:
             Path(key_file).unlink(missing_ok=True)
+        if known is not None:
+            known.close()
         Path(args.out).write_text(json.dumps(result))
     for c in result.get("checks", []):
         if not c["passed"]:

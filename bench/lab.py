@@ -6,6 +6,7 @@ is reached over its unix socket. Every command is bounded in time.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -195,25 +196,42 @@ BLAME = ("systemd-analyze blame --no-pager 2>/dev/null | head -n {n}; echo '--- 
          "sudo -n cloud-init analyze blame 2>/dev/null | grep -E '^ +[0-9]' | head -n {n}")
 
 
-def blame(nodes: dict[str, str], user: str, key_file: str, n: int = 8) -> dict[str, dict[str, list[str]]]:
+def blame(nodes: dict[str, str], user: str, key_file: str, host_keys: dict[str, str],
+          n: int = 8) -> dict[str, dict[str, list[str]]]:
     """Per node (name -> ip): the slowest systemd units and cloud-init steps of its boot, as the guest
     itself measured them (`systemd-analyze blame`, `cloud-init analyze blame`), over SSH from inside
-    the lab namespace. A node that cannot be read gets an `error`."""
+    the lab namespace, each node's host key pinned (`host_keys`: the stack output hostKeys). A node that
+    cannot be read, or presents another host key, gets an `error`."""
+    from verifier import hostkeys
     from verifier.actions import ssh_argv
 
     out: dict[str, dict[str, list[str]]] = {}
-    for name, ip in nodes.items():
-        try:
-            r = lab_exec([*ssh_argv(user, ip, key_file), BLAME.format(n=int(n))], timeout=180)
-        except (subprocess.TimeoutExpired, RuntimeError) as e:
-            out[name] = {"error": [f"{type(e).__name__}: {e}"]}
-            continue
-        systemd, _, ci = r.stdout.partition("--- cloud-init")
-        out[name] = {"systemd": [x.strip() for x in systemd.splitlines() if x.strip()],
-                     "cloud_init": [x.strip() for x in ci.splitlines() if x.strip()]}
-        if r.returncode != 0 and not r.stdout.strip():
-            out[name]["error"] = [r.stderr.strip()[-200:] or f"ssh exit {r.returncode}"]
+    try:
+        known = hostkeys.KnownHosts(hostkeys.parse(json.dumps(host_keys), sorted(nodes)), nodes)
+    except hostkeys.HostKeyError as e:
+        return {name: {"error": [str(e)]} for name in nodes}
+    with known:
+        for name, ip in nodes.items():
+            try:
+                r = lab_exec([*ssh_argv(user, ip, key_file, known.path), BLAME.format(n=int(n))], timeout=180)
+            except (subprocess.TimeoutExpired, RuntimeError) as e:
+                out[name] = {"error": [f"{type(e).__name__}: {e}"]}
+                continue
+            refused = known.refusal(name, r.stderr) if r.returncode == 255 else None
+            if refused:
+                out[name] = {"error": [refused]}
+                continue
+            _blamed(out, name, r)
     return out
+
+
+def _blamed(out: dict, name: str, r: subprocess.CompletedProcess) -> None:
+    """The node's BLAME output into out[name]."""
+    systemd, _, ci = r.stdout.partition("--- cloud-init")
+    out[name] = {"systemd": [x.strip() for x in systemd.splitlines() if x.strip()],
+                 "cloud_init": [x.strip() for x in ci.splitlines() if x.strip()]}
+    if r.returncode != 0 and not r.stdout.strip():
+        out[name]["error"] = [r.stderr.strip()[-200:] or f"ssh exit {r.returncode}"]
 
 
 def memory(stack: str) -> dict[str, Any]:

@@ -23,6 +23,8 @@ class FailoverCheckArgs:
     """What to verify (verifier/spec.py documents the keys); no secrets in here."""
     private_key: pulumi.Input[str]
     """SSH private key (a secret), handed to the verifier through its environment only."""
+    host_keys: pulumi.Input[str]
+    """The balancers' public SSH host keys, JSON {name: key} (env HACLUSTER_HOST_KEYS): the verifier pins them."""
     depends_on: list[pulumi.Resource]
     """Every VM: the check runs after all of them."""
     triggers: list[pulumi.Input]
@@ -40,7 +42,7 @@ class FailoverCheck(pulumi.ComponentResource):
             create=f"{sys.executable} -m verifier",
             dir=str(PROJECT_ROOT),
             environment={"HACLUSTER_VERIFY_SPEC": spec, "HACLUSTER_SSH_KEY": args.private_key,
-                         "PYTHONUNBUFFERED": "1"},
+                         "HACLUSTER_HOST_KEYS": args.host_keys, "PYTHONUNBUFFERED": "1"},
             triggers=[spec, *args.triggers],
             logging=local.Logging.STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),

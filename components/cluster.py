@@ -16,7 +16,7 @@ from .check import FailoverCheck, FailoverCheckArgs
 from .hypervisor import Hypervisor, HypervisorArgs, host_objects
 from .network import ClusterNetwork, ClusterNetworkArgs
 from .secrets import StackSecrets, StackSecretsArgs
-from .tiers import LoadBalancerPair, LoadBalancerPairArgs, Roll, TierArgs, WebTier
+from .tiers import LoadBalancerPair, LoadBalancerPairArgs, Roll, TierArgs, WebTier, host_keys_env
 from .vm import VmBase
 
 
@@ -118,7 +118,8 @@ class HaCluster(pulumi.ComponentResource):
         network = ClusterNetwork(f"{name}-network", ClusterNetworkArgs(s.network, autostart=s.vm.autostart, gate=gate),
                                  pulumi.ResourceOptions(parent=self, providers=[first.provider]))
         secrets = StackSecrets(f"{name}-secrets", StackSecretsArgs(
-            stack=s.stack, vrrp_auth_pass=s.vrrp_auth_pass, need_vrrp_pass=bool(s.vrrp.auth_type)),
+            stack=s.stack, vrrp_auth_pass=s.vrrp_auth_pass, need_vrrp_pass=bool(s.vrrp.auth_type),
+            nodes=tuple(n.name for n in s.nodes)),
             pulumi.ResourceOptions(parent=self))
 
         def vm_base(h: HypervisorSettings) -> VmBase:
@@ -131,7 +132,8 @@ class HaCluster(pulumi.ComponentResource):
             )
         roll = Roll(deployed=previous.apply(lambda p: bool((p or {}).get("nodes"))), gate=gate, identities=identities)
         tier = TierArgs(settings=s, bases={h.name: vm_base(h) for h in s.hypervisors},
-                        ssh_public_key=secrets.public_key, ssh_private_key=secrets.private_key, roll=roll)
+                        ssh_public_key=secrets.public_key, ssh_private_key=secrets.private_key, roll=roll,
+                        host_keys=secrets.host_keys)
         child = pulumi.ResourceOptions(parent=self)
         web = WebTier(f"{name}-web", tier, child)
         lbs = LoadBalancerPair(f"{name}-lb", LoadBalancerPairArgs(
@@ -144,6 +146,7 @@ class HaCluster(pulumi.ComponentResource):
                       for n in s.nodes}
         self.domain_names = [vm.domain_name for vm in vms.values()]
         self.private_key = secrets.private_key
+        self.host_keys = pulumi.Output.all(**{n: k.public for n, k in secrets.host_keys.items()})
         self.verification = None
         if s.verify.enabled:
             # A hash of every rendered config (auth included) re-runs the check on any change, without
@@ -153,13 +156,14 @@ class HaCluster(pulumi.ComponentResource):
                 f.content for n in s.nodes for f in render.node_files(s, n, v[0])).encode()).hexdigest())
             check = FailoverCheck(f"{name}-check", FailoverCheckArgs(
                 spec=verifier_spec(s), private_key=secrets.private_key,
+                host_keys=host_keys_env(secrets.host_keys, [b.name for b in s.balancers]),
                 depends_on=[*vms.values(), *web.configs, *lbs.configs],
                 triggers=[pulumi.Output.unsecret(configs), *[vm.domain_id for vm in vms.values()],
                           rollout.digest(identities)]),
                 pulumi.ResourceOptions(parent=self))
             self.verification = check.report
         self.register_outputs({"vip": self.vip, "nodes": self.nodes, "verification": self.verification,
-                               "rollout": self.rollout})
+                               "rollout": self.rollout, "hostKeys": self.host_keys})
 
 
 def _plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> list:
@@ -170,7 +174,7 @@ def _plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> li
     if record is None and prev.get("nodes"):  # deployed before the rolling plan existed: every node may roll
         steps = [rollout.Step(n.name, n.role, "replace", ("deployed before rolling updates",))
                  for n in rollout.order(s) if n.name in prev["nodes"]]
-        problems: list[str] = []
+        problems: list[str] = [] if s.rollout.allow_downtime else rollout.unpinned(s, prev["nodes"])
     else:
         steps, problems = rollout.plan(s, identities, record)
     if problems:

@@ -24,6 +24,7 @@ from model import render, rollout
 from model.settings import Node, Settings
 
 from .check import PROJECT_ROOT
+from .secrets import HostKey
 from .vm import VirtualMachine, VirtualMachineArgs, VmBase
 
 
@@ -60,6 +61,9 @@ class TierArgs:
     """Its private half (a secret): NodeConfig logs in with it to apply day-2 changes."""
     roll: Roll
     """The rolling chain the tiers share."""
+    host_keys: dict[str, HostKey]
+    """Each node's SSH host key pair: the private half goes into its user-data (a secret) only, the public
+    half to every SSH client of the project (env HACLUSTER_HOST_KEYS)."""
 
 
 # Where templates/domain-tcg.xsl has libvirt keep each guest's serial console (its log_dir default).
@@ -86,6 +90,13 @@ def day2_spec(s: Settings, node: Node) -> Day2Spec:
         drain_timeout=s.rollout.drain_timeout, allow_downtime=s.rollout.allow_downtime)
 
 
+def host_keys_env(host_keys: dict[str, HostKey], names: list[str]) -> pulumi.Output[str]:
+    """env HACLUSTER_HOST_KEYS (verifier/hostkeys.py): {name: public host key} of `names` (not secret)."""
+    wanted = sorted(set(names))
+    return pulumi.Output.all(*(host_keys[n].public for n in wanted)).apply(
+        lambda keys: json.dumps(dict(zip(wanted, keys, strict=True)), sort_keys=True))
+
+
 def _command(parent, name: str, spec: Day2Spec, env: dict, triggers: list, after, mode: str = "") -> local.Command:
     return local.Command(
         name, create=f"{sys.executable} -m day2{mode}", dir=str(PROJECT_ROOT),
@@ -102,11 +113,15 @@ def _vms(parent: pulumi.ComponentResource, args: TierArgs, nodes, auth_pass: pul
         network_config, meta_data = render.network_config(s, node), render.meta_data(s, node)
         identity = roll.identities[node.name]
         spec = day2_spec(s, node)
-        key = {"HACLUSTER_SSH_KEY": args.ssh_private_key}
+        # The host keys day 2 pins: the node's and the balancers' (its gates ask them), no other node's (a
+        # node added elsewhere changes no command here).
+        pins = host_keys_env(args.host_keys, [node.name, *(b.name for b in s.balancers)])
+        key = {"HACLUSTER_SSH_KEY": args.ssh_private_key, "HACLUSTER_HOST_KEYS": pins}
+        host = args.host_keys[node.name]
         # Runs when the node's VM is about to restart or be replaced (its identity changed): the drain.
         drain = _command(parent, f"{node.name}-drain", spec, key, [rollout.digest(identity)], roll.after(), " drain")
-        user_data = pulumi.Output.all(args.ssh_public_key, auth_pass).apply(
-            lambda v, node=node: render.user_data(s, node, v[1], [v[0], *s.ssh_authorized_keys]))
+        user_data = pulumi.Output.all(args.ssh_public_key, auth_pass, host.private, host.public).apply(
+            lambda v, node=node: render.user_data(s, node, v[1], [v[0], *s.ssh_authorized_keys], (v[2], v[3])))
         vm = vms[node.name] = VirtualMachine(node.name, VirtualMachineArgs(
             node=node, base=base, user_data=user_data, network_config=network_config, meta_data=meta_data,
             fresh=rollout.digest(identity["replace"]), after=[drain],

@@ -3,7 +3,8 @@
 
 Env: HACLUSTER_DAY2_SPEC = {"node", "ip", "sshUser", "netns", "timeout", "console"?, "limit"?},
 HACLUSTER_NODE_FILES = [{"path", "content", "mode"}] (a secret: it can hold the VRRP password),
-HACLUSTER_SSH_KEY (secret).
+HACLUSTER_SSH_KEY (secret), HACLUSTER_HOST_KEYS = {name: public host key} of the node and the balancers
+(verifier/hostkeys.py: every connection pins the node's key; another key is refused in one line).
 Waits for cloud-init to finish on the node for as long as its boot makes progress (verifier/progress.py:
 the stage, read over SSH and from the serial console log "console", changes, or the log grows):
 "timeout" is the longest stretch without progress, "limit" an optional cap on the whole wait. Each
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 
 from day2 import gate
 from day2.spec import Day2Spec
-from verifier import netns, progress
+from verifier import hostkeys, netns, progress
 from verifier.actions import ssh_argv
 
 APPLY_TIMEOUT_S = 180.0
@@ -57,12 +58,16 @@ SSH_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 30.0
 
 
-def probe(node: str, ssh: list[str]) -> str | None:
-    """The node's cloud-init stage over SSH, or None when SSH does not answer (yet)."""
+def probe(node: str, ssh: list[str], known: hostkeys.KnownHosts) -> str | None:
+    """The node's cloud-init stage over SSH, or None when SSH does not answer (yet); gate.Refused when the
+    node presents another host key than the stack's."""
     try:
         r = subprocess.run([*ssh, PROBE], capture_output=True, text=True, timeout=SSH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return None
+    refused = known.refusal(node, r.stderr) if r.returncode == 255 else None
+    if refused:
+        raise gate.Refused(refused)
     if r.returncode != 0 or "@@result@@" not in r.stdout:
         return None
     status, _, result = r.stdout.partition("@@result@@")
@@ -82,7 +87,7 @@ def should_probe(have_console: bool, stage: str | None, now: float, last_probe: 
     return now - last_probe >= RARE_PROBE_S
 
 
-def wait_booted(spec: dict, ssh: list[str]) -> str | None:
+def wait_booted(spec: dict, ssh: list[str], known: hostkeys.KnownHosts) -> str | None:
     """Wait for cloud-init to finish on the node while its boot makes progress; None when done, else
     the one line saying where it is stuck and what to do."""
     node, console = spec["node"], spec.get("console")
@@ -101,7 +106,7 @@ def wait_booted(spec: dict, ssh: list[str]) -> str | None:
         now = time.monotonic()
         stage = None
         if should_probe(size is not None, progress.best_stage(seen, best), now, last_probe):
-            stage, last_probe = probe(node, ssh), now
+            stage, last_probe = probe(node, ssh, known), now
         best = progress.best_stage(seen, stage, best)
         verdict = follower.observe(time.monotonic(), best, size, progress.tail_lines(text))
         if verdict.line and verdict.status != "stuck":
@@ -113,7 +118,7 @@ def wait_booted(spec: dict, ssh: list[str]) -> str | None:
         time.sleep(POLL_S)
 
 
-def apply(spec: dict, ssh: list[str], files: str) -> subprocess.CompletedProcess | None:
+def apply(spec: dict, ssh: list[str], files: str, known: hostkeys.KnownHosts) -> subprocess.CompletedProcess | None:
     """Run apply.py on the node. SSH failures to connect (exit 255 without an answer: a loaded node
     can take long to show its banner) are retried for up to `timeout` seconds; staging is idempotent.
     None (after one line saying why) when it never got through."""
@@ -131,6 +136,9 @@ def apply(spec: dict, ssh: list[str], files: str) -> subprocess.CompletedProcess
             return None
         if not (r.returncode == 255 and not r.stdout.strip()):
             return r
+        refused = known.refusal(spec["node"], r.stderr)
+        if refused:
+            raise gate.Refused(refused)
         why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "ssh exit 255"
         if time.monotonic() - start >= stall:
             log(f"{spec['node']}: ssh {spec['ip']} kept failing for {stall:.0f} s ({why}); the node booted but "
@@ -140,11 +148,17 @@ def apply(spec: dict, ssh: list[str], files: str) -> subprocess.CompletedProcess
         time.sleep(POLL_S)
 
 
-def day2_ssh(user: str, ip: str, key: str) -> list[str]:
+def day2_ssh(user: str, ip: str, key: str, known_hosts: str) -> list[str]:
     """ssh_argv with a longer connect timeout: a booting, starved node can take tens of seconds to
     send its banner (ssh takes the first value of an option, so it is replaced, not appended)."""
     return [f"ConnectTimeout={CONNECT_TIMEOUT_S:.0f}" if a.startswith("ConnectTimeout=") else a
-            for a in ssh_argv(user, ip, key)]
+            for a in ssh_argv(user, ip, key, known_hosts)]
+
+
+def pinned(spec: dict) -> hostkeys.KnownHosts:
+    """The run's known_hosts: the node's and the balancers' host keys (env HACLUSTER_HOST_KEYS)."""
+    ips = {spec["node"]: spec["ip"], **{b["name"]: b["ip"] for b in spec["balancers"]}}
+    return hostkeys.KnownHosts(hostkeys.parse(os.environ.get(hostkeys.ENV, ""), sorted(ips)), ips)
 
 
 def main(argv: list[str]) -> int:
@@ -157,22 +171,27 @@ def main(argv: list[str]) -> int:
                 f"{spec['ip']} from anywhere else")
             return 2
         prefix = ["ip", "netns", "exec", spec["netns"]]
+    try:
+        known = pinned(spec)
+    except hostkeys.HostKeyError as e:
+        log(f"{spec['node']}: {e}")
+        return 2
     fd, key = tempfile.mkstemp(prefix="hacluster-day2-", suffix=".key")
     nodes = None
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(os.environ["HACLUSTER_SSH_KEY"].rstrip("\n") + "\n")
-        nodes = gate.Nodes(spec["sshUser"], key, prefix)
+        nodes = gate.Nodes(spec["sshUser"], key, prefix, known)
         if drain:
             gate.drain(spec, nodes)
             return 0
-        ssh = [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key)]
+        ssh = [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key, known.path)]
         # First boot: let cloud-init finish writing and starting things before anything is compared.
-        stuck = wait_booted(spec, ssh)
+        stuck = wait_booted(spec, ssh, known)
         if stuck:
             log(stuck)
             return 2
-        r = apply(spec, ssh, os.environ["HACLUSTER_NODE_FILES"])
+        r = apply(spec, ssh, os.environ["HACLUSTER_NODE_FILES"], known)
         if r is None:
             return 2
         answer = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
@@ -191,6 +210,7 @@ def main(argv: list[str]) -> int:
         if nodes is not None:
             nodes.close()
         Path(key).unlink(missing_ok=True)
+        known.close()
 
 
 def guarded() -> int:

@@ -23,9 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from verifier.actions import ssh_argv
+from verifier.hostkeys import KnownHosts
 
 NODE_GATE = base64.b64encode((Path(__file__).resolve().parent / "node_gate.py").read_bytes()).decode()
 # Where the health agent keeps its state and reads its drain file (model/render.py VM_PATHS; a unit test
@@ -41,6 +43,10 @@ class Refused(Exception):
     """A gate that did not open: one line for the user."""
 
 
+class HostKeyUnknown(Refused):
+    """A node presented another SSH host key than the stack's (verifier/hostkeys.py): it was told nothing."""
+
+
 def log(msg: str) -> None:
     print(f"day2: {msg}", file=sys.stderr, flush=True)
 
@@ -49,24 +55,30 @@ class Nodes:
     """SSH to the stack's nodes: one multiplexed connection per node for the whole run (a login costs a
     loaded TCG guest seconds of CPU), closed at the end."""
 
-    def __init__(self, user: str, key_file: str, prefix: list[str]):
-        self.user, self.key_file, self.prefix = user, key_file, prefix
+    def __init__(self, user: str, key_file: str, prefix: list[str], known: KnownHosts):
+        self.user, self.key_file, self.prefix, self.known = user, key_file, prefix, known
         self.dir = tempfile.mkdtemp(prefix="hc-gate-")  # 0700: the control sockets
         self.opened: set[str] = set()
 
     def _argv(self, ip: str) -> list[str]:
         mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/%C", "-o", "ControlPersist=300"]
-        base = ssh_argv(self.user, ip, self.key_file)
+        base = ssh_argv(self.user, ip, self.key_file, self.known.path)
         return [*self.prefix, *base[:-1], *mux, base[-1]]
 
     def call(self, ip: str, op: str = "look", timeout: float = 40.0, **req) -> dict | None:
-        """One node_gate.py op on the node; its JSON answer, or None when the node does not answer."""
+        """One node_gate.py op on the node; its JSON answer, or None when the node does not answer. Refused
+        when it presents another host key than the stack's (a node that is not ours is not "silent")."""
         argv = [*self._argv(ip), f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{NODE_GATE}'))\""]
         try:
             r = subprocess.run(argv, input=json.dumps({"op": op, "stateFile": STATE_FILE, **req}),
                                capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        if r.returncode == 255:
+            name = next((n for n, i in self.known.ips.items() if i == ip), ip)
+            refused = self.known.refusal(name, r.stderr)
+            if refused:
+                raise HostKeyUnknown(refused)
         self.opened.add(ip)
         try:
             answer = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else None
@@ -124,7 +136,8 @@ def drain(spec: dict, nodes: Nodes) -> None:
     if domain_runs(spec) is False:
         log(f"{node}: its VM does not run: nothing to drain")
         return
-    (_drain_web if spec["role"] == "web" else _drain_lb)(spec, nodes)
+    with _unknown_keys(spec, "drain"):
+        (_drain_web if spec["role"] == "web" else _drain_lb)(spec, nodes)
 
 
 def _drain_web(spec: dict, nodes: Nodes) -> None:
@@ -155,6 +168,8 @@ def _drain_web(spec: dict, nodes: Nodes) -> None:
                                         .get("drained", ()) for lb in looks),
               f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may be the "
               f"last serving member of a pool; see /run/hacluster/health-state.json on {', '.join(looks)}); {HINT}")
+    except HostKeyUnknown:
+        raise  # not a gate that timed out: a node that is not the stack's
     except Refused:
         for lb in looks:
             nodes.call(_ip(spec, lb), "undrain", node=node, drainFile=DRAIN_FILE)
@@ -163,6 +178,8 @@ def _drain_web(spec: dict, nodes: Nodes) -> None:
         _wait(spec["drainTimeout"], lambda: all((nodes.call(_ip(spec, lb), ip=spec["ip"]) or {}).get("flows", 1) == 0
                                                 for lb in looks), "")
         left = "no connection left"
+    except HostKeyUnknown:
+        raise  # not a gate that timed out: a node that is not the stack's
     except Refused:
         left = f"connections still open after rollout.drainTimeout ({spec['drainTimeout']} s): cut by its stop"
     log(f"{node}: drained on {', '.join(looks)} in {time.monotonic() - start:.1f} s ({inflight} connection(s) "
@@ -199,6 +216,8 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
                   _look_lb(nodes, spec, node), _look_lb(nodes, spec, peer)),
               f"{node}: after a clean stop of its keepalived, {peer} did not take the VIP within 30 s; keepalived "
               f"was started again on {node}; look at both balancers' `journalctl -u keepalived`, then run `pulumi up` again")
+    except HostKeyUnknown:
+        raise  # not a gate that timed out: a node that is not the stack's
     except Refused:
         nodes.call(_ip(spec, node), "start-keepalived")
         raise
@@ -207,7 +226,21 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
 
 
 def admit(spec: dict, nodes: Nodes) -> None:
-    (_admit_web if spec["role"] == "web" else _admit_lb)(spec, nodes)
+    with _unknown_keys(spec, "admit"):
+        (_admit_web if spec["role"] == "web" else _admit_lb)(spec, nodes)
+
+
+@contextmanager
+def _unknown_keys(spec: dict, gate: str):
+    """A node of the gate with another host key than the stack's refuses the gate; with rollout.allowDowntime
+    (a stack deployed before pinned host keys rolls to them) the gate is skipped instead: the node was told
+    nothing (ssh stopped at its host key), and the outage was accepted."""
+    try:
+        yield
+    except HostKeyUnknown as e:
+        if not spec["allowDowntime"]:
+            raise
+        log(f"{spec['node']}: {gate} gate skipped (rollout.allowDowntime): {e}")
 
 
 def _admit_web(spec: dict, nodes: Nodes) -> None:
@@ -253,6 +286,8 @@ def _admit_lb(spec: dict, nodes: Nodes) -> None:
 
     try:
         _wait(spec["timeout"], ready, "")
+    except HostKeyUnknown:
+        raise  # not a gate that timed out: a node that is not the stack's
     except Refused:
         mine, holders = settled["last"] or (None, [])
         state = (f"keepalived {mine['keepalived']}, /healthz {mine['healthz'] or 'no answer'}" if mine

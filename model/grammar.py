@@ -132,6 +132,32 @@ def ssh_public_key(line: str) -> str:
     return line
 
 
+
+# ---- SSH host keys (one ed25519 key per node, made at deploy: components/secrets.py) ----------------------
+HOST_KEY_TYPE = "ssh-ed25519"
+# The public blob of an ed25519 key: string "ssh-ed25519" + string of 32 bytes = 51 bytes, 68 base64 chars.
+HOST_PUBLIC_KEY = re.compile(r"ssh-ed25519 (?P<body>AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43})(?: [\x21-\x7e]{1,200})?")
+HOST_PUBLIC_KEY_ALLOWED = "one ed25519 public key line: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI<43 base64> [comment]'"
+HOST_PRIVATE_KEY = re.compile(r"-----BEGIN OPENSSH PRIVATE KEY-----\n(?:[A-Za-z0-9+/=]{1,76}\n){1,64}"
+                              r"-----END OPENSSH PRIVATE KEY-----\n")
+HOST_PRIVATE_KEY_ALLOWED = "an OpenSSH private key file (BEGIN/END OPENSSH PRIVATE KEY lines around base64 lines)"
+
+
+def host_public_key(line: str) -> str:
+    """A node's public host key: ed25519 only; returned as '<type> <body>' (the comment dropped), which is
+    what a known_hosts line and cloud-init's ed25519_public take."""
+    m = HOST_PUBLIC_KEY.fullmatch(line)
+    if not m:
+        raise ValueError(HOST_PUBLIC_KEY_ALLOWED)
+    ssh_public_key(f"{HOST_KEY_TYPE} {m['body']}")  # the body decodes and embeds its type
+    return f"{HOST_KEY_TYPE} {m['body']}"
+
+
+def host_private_key(text: str) -> str:
+    if not HOST_PRIVATE_KEY.fullmatch(text):
+        raise ValueError(HOST_PRIVATE_KEY_ALLOWED)
+    return text
+
 # ---- libvirt URIs -------------------------------------------------------------------------------
 # driver[+transport]://[user@][host][:port]/path[?query] (https://libvirt.org/uri.html), for the drivers
 # this project drives. The `ext` transport and the `command`/`netcat` parameters run programs: refused.

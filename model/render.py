@@ -195,16 +195,27 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _CloudConfigDumper.add_representer(str, _str)
 
 
-def user_data_doc(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str]) -> dict:
+def host_key_doc(host_key: tuple[str, str]) -> dict:
+    """The cloud-config keys that give a node the host key (private, public) and no other: what the image has
+    is deleted, none is generated."""
+    private, public = grammar.host_private_key(host_key[0]), grammar.host_public_key(host_key[1].strip())
+    return {"ssh_deletekeys": True, "ssh_genkeytypes": [],
+            "ssh_keys": {"ed25519_private": private, "ed25519_public": public}}
+
+
+def user_data_doc(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str],
+                  host_key: tuple[str, str]) -> dict:
     """cloud-init user-data as a data structure: the admin user (sudo, the SSH keys), keepalived's script
-    user on balancers, every config file of the node, and the commands that start the services."""
+    user on balancers, the node's SSH host key (private, public: the only host key it has, so the
+    project's SSH clients can pin it), every config file of the node, and the commands that start the
+    services."""
     keys = [grammar.ssh_public_key(k.strip()) for k in ssh_keys]  # ValueError on anything but one key line
     users: list[dict] = [{"name": s.vm.admin_user, "groups": ["sudo"], "sudo": "ALL=(ALL) NOPASSWD:ALL",
                           "shell": "/bin/bash", "lock_passwd": True, "ssh_authorized_keys": keys}]
     if node.role == "lb":
         users.append({"name": SCRIPT_USER, "system": True, "shell": "/usr/sbin/nologin", "no_create_home": True})
     doc: dict = {"hostname": node.name, "manage_etc_hosts": True, "ssh_pwauth": False, "disable_root": True,
-                 "users": users}
+                 "users": users, **host_key_doc(host_key)}
     if s.vm.install_packages:
         doc["package_update"] = True
         doc["packages"] = ["nginx", "curl"] + (["keepalived"] if node.role == "lb" else [])
@@ -229,9 +240,9 @@ def user_data_doc(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list
     return doc
 
 
-def user_data(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str]) -> str:
-    """cloud-init user-data. Holds the VRRP password on balancers: treat it as a secret."""
-    body = yaml.dump(user_data_doc(s, node, auth_pass, ssh_keys), Dumper=_CloudConfigDumper, sort_keys=False,
+def user_data(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str], host_key: tuple[str, str]) -> str:
+    """cloud-init user-data. Holds the node's private host key (and the VRRP password on balancers): a secret."""
+    body = yaml.dump(user_data_doc(s, node, auth_pass, ssh_keys, host_key), Dumper=_CloudConfigDumper, sort_keys=False,
                      default_flow_style=False, width=4096, allow_unicode=False)
     return f"#cloud-config\n# {node.name} ({node.role}) of stack {s.stack}. Rendered by hacluster.\n{body}"
 

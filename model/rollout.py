@@ -5,8 +5,9 @@ A node's VM identity has two parts:
 - `replace`: what its disk, seed and domain are made of (image, kernel, boot shape, network attachment,
   hypervisor). A change gives the node a fresh disk and seed: a rolled replacement.
 - `restart`: what libvirt changes in place on the same disk, UUID and MAC (vCPUs, memory): a rolled restart.
-Everything else a node runs (configs, keys) is pushed in place by day 2 (components/tiers.py), also one
-node at a time. The previous deployment's identities come from the stack's own `rollout` output.
+Everything else a node runs (configs, authorized keys) is pushed in place by day 2 (components/tiers.py),
+also one node at a time; its SSH host key comes with its first boot only (HOST_KEYS). The previous
+deployment's identities come from the stack's own `rollout` output.
 Pure Python: no Pulumi import.
 """
 
@@ -24,6 +25,10 @@ VERSION = 1
 # What a domain is made of besides the settings (components/vm.py: consoles, boot command line, the TCG
 # XSLT). Bump it when that changes: deployed nodes then roll to the new shape one at a time.
 SHAPE = 1
+# Where a node's SSH host key comes from. Since pinned host keys: made by the stack (components/secrets.py),
+# given in the first-boot user-data, pinned by every SSH client. A node deployed before has keys the stack
+# does not know: it is replaced (with this in its identity), one at a time.
+HOST_KEYS = "ed25519-from-stack"
 
 
 def digest(value: Any) -> str:
@@ -46,7 +51,7 @@ def vm_identity(s: Settings, node: Node, images: ImageSet, seed: str, xslt: str 
             "domainType": hv.domain_type, "hypervisor": hv.uri, "mac": node.mac,
             "network": {"mode": s.network.mode, "name": s.network.name if s.network.mode == "nat" else None,
                         "bridge": hv.bridge},
-            "seed": digest(seed), "shape": digest([SHAPE, xslt]),
+            "seed": digest(seed), "shape": digest([SHAPE, xslt]), "hostKey": HOST_KEYS,
         },
         "restart": {"vcpus": node.vcpus, "memory": node.memory},
     }
@@ -135,7 +140,22 @@ def plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> tup
                             f"{_why(key)}; deploy a new stack for it, or set it back")
     if not s.rollout.allow_downtime:
         problems += _alone(s, {st.node for st in steps if st.action in ("replace", "restart")})
+        problems += unpinned(s, prev_nodes)
     return steps, problems
+
+
+def unpinned(s: Settings, prev_nodes: dict) -> list[str]:
+    """Deployed nodes whose SSH host keys the stack does not know (deployed before pinned host keys): the
+    rolling gates refuse to log in to them, so their replacement needs rollout.allowDowntime (the gates are
+    then skipped where a node's key is unknown; nothing is sent to it)."""
+    names = [n.name for n in order(s) if n.name in prev_nodes
+             and ((prev_nodes[n.name] or {}).get("replace") or {}).get("hostKey") != HOST_KEYS]
+    if not names:
+        return []
+    return [f"nodes {', '.join(names)}: deployed before pinned SSH host keys, so the stack does not know their "
+            "host keys and the rolling gates (drain, admit) cannot log in to them; each is replaced to get its "
+            "pinned key: set rollout.allowDowntime true for this one `pulumi up` (the gates are skipped where a "
+            "node's key is unknown), then set it back"]
 
 
 def _alone(s: Settings, rolling: set[str]) -> list[str]:

@@ -28,6 +28,10 @@ IMAGE_DIR=$ROOT/.images/debian12
 POOL_DIR=/var/lib/libvirt/images/$NAME
 WORK=$(mktemp -d "/tmp/$NAME.XXXXXX")
 SSH_KEY=$WORK/id_ed25519
+# The VM's own host key, made here and pinned by every ssh below (known_hosts 0600 in the 0700 $WORK; the
+# private host key and known_hosts are removed at exit, unless SMOKE_KEEP=1 keeps the VM to log in to).
+HOST_KEY=$WORK/host_ed25519
+KNOWN_HOSTS=$WORK/known_hosts
 
 virsh_() { virsh -q -c "$LAB_URI" "$@"; }
 
@@ -53,6 +57,7 @@ on_exit() {
   else
     [[ -s "/var/log/libvirt/qemu/$NAME-serial0.log" ]] && cp "/var/log/libvirt/qemu/$NAME-serial0.log" "$WORK/serial.log"
     cleanup_libvirt
+    rm -f "$HOST_KEY" "$KNOWN_HOSTS"
     echo "smoke: cleaned up (serial log copy and key under $WORK)"
   fi
   exit "$rc"
@@ -104,6 +109,8 @@ virsh_ vol-create-as "$NAME" "$NAME.qcow2" 4G --format qcow2 \
 disk_path=$(virsh_ vol-path --pool "$NAME" "$NAME.qcow2")
 
 ssh-keygen -q -t ed25519 -N '' -C "$NAME-smoke" -f "$SSH_KEY"
+ssh-keygen -q -t ed25519 -N '' -C "$NAME-smoke-host" -f "$HOST_KEY"
+(umask 077 && printf '%s %s\n' "$VM_IP" "$(cut -d' ' -f1,2 "$HOST_KEY.pub")" >"$KNOWN_HOSTS")
 mkdir -p "$WORK/cidata"
 cat >"$WORK/cidata/meta-data" <<EOF
 instance-id: $NAME-$(date +%s)
@@ -112,7 +119,7 @@ EOF
 # SMOKE_NODE=web01|lb02: that dev-stack node's real user-data (its addresses moved to SUBNET) instead
 # of the minimal one below; log in as the stack's admin user.
 if [[ -n "${SMOKE_NODE:-}" ]]; then
-  "$ROOT/venv/bin/python" "$ROOT/scripts/smoke_user_data.py" "$SMOKE_NODE" "$SSH_KEY.pub" "$SUBNET" \
+  "$ROOT/venv/bin/python" "$ROOT/scripts/smoke_user_data.py" "$SMOKE_NODE" "$SSH_KEY.pub" "$SUBNET" "$HOST_KEY" \
     >"$WORK/cidata/user-data" 2>"$WORK/admin-user"
   SSH_USER=$(<"$WORK/admin-user")
 else
@@ -134,6 +141,9 @@ write_files:
 runcmd:
   - [systemctl, restart, nginx]
 EOF
+  "$ROOT/venv/bin/python" "$ROOT/scripts/smoke_user_data.py" --host-key "$WORK/cidata/user-data" "$HOST_KEY" \
+    >"$WORK/cidata/user-data.new"
+  mv "$WORK/cidata/user-data.new" "$WORK/cidata/user-data"
 fi
 # SMOKE_NETCFG=v2 (default) or v1: network-config version. With v2, SMOKE_GATEWAY=gateway4
 # (default) or routes says how the default route is given.
@@ -248,8 +258,9 @@ body=$(lab_exec curl -s --max-time 2 "http://$VM_IP$HTTP_PATH")
 qemu_pid=$(cat "/run/libvirt/qemu/$NAME.pid")
 rss_kib=$(ps -o rss= -p "$qemu_pid" | tr -d ' ')
 
-ssh_opts=(-i "$SSH_KEY" -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
-  -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=10)
+pin_opts=(-o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$KNOWN_HOSTS" -o GlobalKnownHostsFile=/dev/null
+  -o "HostKeyAlias=$VM_IP" -o HostKeyAlgorithms=ssh-ed25519 -o CheckHostIP=no -o UpdateHostKeys=no)
+ssh_opts=(-i "$SSH_KEY" -o BatchMode=yes -o IdentitiesOnly=yes "${pin_opts[@]}" -o LogLevel=ERROR -o ConnectTimeout=10)
 # sshd starts after cloud-init made the host keys, often a little after nginx answers.
 until lab_exec ssh "${ssh_opts[@]}" "$SSH_USER@$VM_IP" true 2>/dev/null; do
   (($(since "$t0" | cut -d. -f1) < BOOT_TIMEOUT)) || lab_die "no ssh to $VM_IP after $BOOT_TIMEOUT s"
@@ -287,7 +298,7 @@ if [[ -n "${SMOKE_REPORT_DIR:-}" ]]; then
 fi
 # Key only: password authentication must be refused by the server.
 if lab_exec ssh -o BatchMode=yes -o PreferredAuthentications=password -o PubkeyAuthentication=no \
-  -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 \
+  "${pin_opts[@]}" -o ConnectTimeout=10 \
   "$SSH_USER@$VM_IP" true 2>"$WORK/pw.err"; then
   pw_result="ACCEPTED (unexpected)"
 else

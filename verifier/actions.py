@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import netns
+from .hostkeys import KnownHosts
 from .spec import Balancer, Spec, WebNode
 
 # What the lab (make lab HOSTS=2) writes: hosts/<hypervisor> holds the name of that host's namespace.
@@ -43,6 +44,10 @@ def with_priority(conf: str, priority: int) -> str:
 
 class ActionError(RuntimeError):
     """An action could not be carried out (one line, for the report)."""
+
+
+class HostKeyRefused(ActionError):
+    """A node presented another SSH host key than the stack's: nothing more is asked of it (one line)."""
 
 
 class Actions:
@@ -164,11 +169,15 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def ssh_argv(user: str, ip: str, key_file: str) -> list[str]:
-    """ssh to a stack node: its own key only, no agent, no host key bookkeeping (nodes are cattle)."""
+def ssh_argv(user: str, ip: str, key_file: str, known_hosts: str) -> list[str]:
+    """ssh to a stack node: its own key only, no agent; the node's host key must be the one the stack made
+    for it, pinned in the run's `known_hosts` under the node's IP (verifier/hostkeys.py): nothing is
+    trusted on first use, nothing is written back."""
     return ["ssh", "-F", "/dev/null", "-i", key_file, "-o", "IdentitiesOnly=yes",
-            "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"HostKeyAlias={ip}", "-o", "HostKeyAlgorithms=ssh-ed25519", "-o", "CheckHostIP=no",
+            "-o", "UpdateHostKeys=no",
             # A loaded host makes a guest slow to answer, not gone: 15 s to connect, 30 s of silence.
             "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
             "-o", "LogLevel=ERROR", f"{user}@{ip}"]
@@ -176,19 +185,26 @@ def ssh_argv(user: str, ip: str, key_file: str) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------------
 class SshActions(Actions):
-    """VMs: `sudo systemctl ...` and `ip -o addr` over SSH (key only, no host key bookkeeping);
+    """VMs: `sudo systemctl ...` and `ip -o addr` over SSH (key only, the node's host key pinned);
     hard failure through `virsh suspend/resume`, power loss through `virsh destroy/start` of the
     balancer's domain."""
 
     poll_interval = 0.5
 
-    def __init__(self, spec: Spec, key_file: str | None):
+    def __init__(self, spec: Spec, key_file: str | None, known_hosts: KnownHosts | None):
         if not key_file:
             raise ActionError("ssh actions need the private key in env HACLUSTER_SSH_KEY")
-        self.spec, self.key_file = spec, key_file
+        if known_hosts is None:
+            raise ActionError("ssh actions need the nodes' host keys in env HACLUSTER_HOST_KEYS")
+        self.spec, self.key_file, self.known_hosts = spec, key_file, known_hosts
 
     def _ssh(self, lb: Balancer, command: str, timeout: float, stdin: str | None = None) -> subprocess.CompletedProcess:
-        return _run([*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file), command], timeout, stdin)
+        r = _run([*ssh_argv(self.spec.ssh_user, lb.ip, self.key_file, self.known_hosts.path), command], timeout, stdin)
+        if r.returncode == 255:
+            refused = self.known_hosts.refusal(lb.name, r.stderr)
+            if refused:
+                raise HostKeyRefused(refused)
+        return r
 
     def _ssh_ok(self, lb: Balancer, command: str, timeout: float) -> str:
         r = self._ssh(lb, command, timeout)
@@ -200,6 +216,8 @@ class SshActions(Actions):
         try:
             self._ssh_ok(lb, "true", 15)
             return None
+        except HostKeyRefused:
+            raise  # not a node still booting: waiting would not change its key
         except ActionError as e:
             return str(e)
 

@@ -1,4 +1,5 @@
-"""Entry point: read the spec and the key, enter the lab namespace, run, print one JSON report.
+"""Entry point: read the spec, the key and the nodes' host keys, enter the lab namespace, run, print one JSON
+report.
 
 stdout carries only the JSON report (the stack output `verification`); progress and one
 "FAILED <check>: <reason>" line per failed check go to stderr. Exit 0 passed, 1 a check failed,
@@ -15,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import netns
+from . import hostkeys, netns
 from .actions import ActionError, NetnsActions, SshActions
 from .run import Verifier, progress
 from .spec import Spec, SpecError, parse
@@ -62,6 +63,12 @@ def write_key() -> str | None:
     return path
 
 
+def pinned(spec: Spec) -> hostkeys.KnownHosts:
+    """The run's known_hosts: the host key of every balancer the ssh actions log in to (env HACLUSTER_HOST_KEYS)."""
+    keys = hostkeys.parse(os.environ.get(hostkeys.ENV, ""), [b.name for b in spec.balancers])
+    return hostkeys.KnownHosts(keys, {b.name: b.ip for b in spec.balancers})
+
+
 def failure(name: str, detail: str) -> dict:
     return {"passed": False, "checks": [{"name": name, "passed": False, "detail": detail}], "gaps": {},
             "holder": None, "distribution": {}, "durations": {}}
@@ -95,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     key_file = None
+    known_hosts = None
     actions = None
     try:
         key_file = write_key()
-        actions = SshActions(spec, key_file) if spec.actions == "ssh" else NetnsActions(spec)
+        if spec.actions == "ssh":
+            known_hosts = pinned(spec)
+            actions = SshActions(spec, key_file, known_hosts)
+        else:
+            actions = NetnsActions(spec)
         report = Verifier(spec, actions).run()
-    except ActionError as e:
+    except (ActionError, hostkeys.HostKeyError) as e:
         return emit(failure("environment", str(e)), rc=2)
     except KeyboardInterrupt:
         return emit(failure("interrupted", "the verifier was interrupted"), rc=130)
@@ -111,4 +123,6 @@ def main(argv: list[str] | None = None) -> int:
             actions.close()
         if key_file:
             Path(key_file).unlink(missing_ok=True)
+        if known_hosts is not None:
+            known_hosts.close()
     return emit(report)

@@ -25,6 +25,8 @@ from components.cluster import verifier_spec
 from model.settings import load
 from tests.conftest import ROOT
 from tests.e2e.stacks import e2e_stack, timed_up
+from verifier.actions import ssh_argv
+from verifier.hostkeys import KnownHosts
 
 NETNS = os.environ.get("HACLUSTER_NETNS", "halab")
 URI = "qemu:///system"
@@ -51,10 +53,10 @@ def edit_config(name: str, change) -> None:
 
 
 def node_ssh(outputs, node: str, command: str, keyfile) -> subprocess.CompletedProcess:
+    """`command` on `node` as the admin user, its host key pinned from the stack output hostKeys."""
     ip = outputs["nodes"].value[node]["ip"]
-    return lab_exec("ssh", "-i", str(keyfile), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                    "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-                    f"ops@{ip}", command, timeout=60)
+    with KnownHosts({node: outputs["hostKeys"].value[node]}, {node: ip}) as known:
+        return lab_exec(*ssh_argv("ops", ip, str(keyfile), known.path), command, timeout=60)
 
 
 def lab_exec(*cmd, timeout=30) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ import pytest
 
 from model import render
 from model.settings import HostFacts, load
+from tests.conftest import known_hosts
 from verifier import actions, run
 from verifier.actions import KEEPALIVED_CONF, ActionError, Actions, SshActions, with_priority
 from verifier.http import Probe
@@ -66,7 +67,7 @@ def calls(monkeypatch):
 
 def test_kill_poweroff_and_priority_command_lines(calls):
     spec = from_dict({**SPEC, "libvirtUri": "qemu:///system"})
-    ssh = SshActions(spec, "/tmp/key-mock")
+    ssh = SshActions(spec, "/tmp/key-mock", known_hosts({b.name: b.ip for b in spec.balancers}))
     ssh.kill(spec.master, "nginx")
     assert calls[-1][-1] == "sudo -n systemctl kill --signal=SIGKILL nginx"
     ssh.power_off(spec.master)
@@ -88,7 +89,7 @@ def test_virsh_goes_to_each_nodes_own_hypervisor(calls):
 
     s = load({"hypervisors": TWO, **BRIDGED}, "t", ".", host=HostFacts(False, False))
     spec = from_dict(verifier_spec(s))
-    ssh = SshActions(spec, "/tmp/key-mock")
+    ssh = SshActions(spec, "/tmp/key-mock", known_hosts({b.name: b.ip for b in spec.balancers}))
     uri = {n.name: s.hypervisor(n).uri for n in s.nodes}
     assert uri["lb01"] != uri["lb02"]  # spread
     for lb in spec.balancers:
@@ -108,7 +109,7 @@ def test_sed_of_set_priority_rewrites_only_the_priority_line(tmp_path, calls):
     original = render.keepalived_conf(s, s.balancers[0], "pw")
     conf.write_text(original)
     spec = from_dict(SPEC)
-    ssh = SshActions(spec, "/tmp/key-mock")
+    ssh = SshActions(spec, "/tmp/key-mock", known_hosts({b.name: b.ip for b in spec.balancers}))
     for prio, want in ((99, with_priority(original, 99)), (150, original)):
         ssh.set_priority(spec.master, prio)
         sed = calls[-1][-1].split(" && ")[0].replace("sudo -n ", "").replace(KEEPALIVED_CONF, str(conf))

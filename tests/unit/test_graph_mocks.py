@@ -1,7 +1,11 @@
 """Resource graph with pulumi.runtime.set_mocks (no engine, no libvirt): what HaCluster registers."""
 
+import json
+import re
+
 import pulumi
 import pytest
+import yaml
 
 from model.images import image_set
 from model.settings import HostFacts, load
@@ -10,6 +14,15 @@ from tests.conftest import ROOT, ssh_key
 PUBLIC = ssh_key("hacluster-t", fill=9)
 IMAGES = [str(ROOT / ".images/debian12" / f) for f in ("disk.qcow2", "vmlinuz", "initrd.img")]
 FAKE_KEY = f"-----BEGIN OPENSSH PRIVATE KEY-----\nMOCKKEY\n-----END OPENSSH PRIVATE KEY-----\n{PUBLIC}\n"
+
+
+def fake_host_key(create: str) -> str:
+    """The mock's ssh-keygen output for a node's host key: its node's name in the private half, a public key
+    of its own (the node's index in the fill byte)."""
+    node = re.search(r'-C "hacluster-.*-([a-z0-9]+)-host"', create)[1]
+    fill = 20 + ["lb01", "lb02", "web01", "web02", "web03"].index(node)
+    return (f"-----BEGIN OPENSSH PRIVATE KEY-----\nMOCKHOSTKEY{node}\n-----END OPENSSH PRIVATE KEY-----\n"
+            f"{ssh_key(f'hacluster-t-{node}-host', fill=fill)}\n")
 
 
 class MockLibvirt(pulumi.runtime.Mocks):
@@ -23,7 +36,7 @@ class MockLibvirt(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "command:local:Command":
             create = args.inputs.get("create", "")
-            state["stdout"] = FAKE_KEY if "ssh-keygen" in create else (
+            state["stdout"] = fake_host_key(create) if "-host\"" in create else FAKE_KEY if "ssh-keygen" in create else (
                 "Ab3dEf9h" if "urandom" in create else '{"passed": true, "checks": []}')
         if args.typ.endswith(":Volume"):
             return f"/pool/{args.inputs['name']}", state
@@ -126,8 +139,21 @@ def test_secrets_stay_secret_and_user_data_carries_only_the_public_key(mocks):
         seeds = {r.name: r.inputs["userData"] for r in of(mocks, "libvirt:index:CloudInitDisk")}
         lb, web = seeds["lb01-seed"], seeds["web01-seed"]
         assert lb != unsecret(lb), "balancer user-data (VRRP password inside) must be a secret"
-        for user_data in (unsecret(lb), unsecret(web)):
-            assert PUBLIC in user_data and "PRIVATE KEY" not in user_data
+        assert web != unsecret(web), "user-data (the node's private host key inside) must be a secret"
+        for node, user_data in (("lb01", unsecret(lb)), ("web01", unsecret(web))):
+            assert PUBLIC in user_data and "MOCKKEY" not in user_data  # the stack's public key, not its private one
+            doc = yaml.safe_load(user_data)
+            made = fake_host_key(f'-C "hacluster-t-{node}-host"')
+            private, public = made[:made.index("-----END")] + "-----END OPENSSH PRIVATE KEY-----\n", made.splitlines()[-1]
+            assert doc["ssh_keys"] == {"ed25519_private": private, "ed25519_public": " ".join(public.split()[:2])}
+            assert doc["ssh_deletekeys"] is True and doc["ssh_genkeytypes"] == []
+            assert user_data.count("MOCKHOSTKEY") == 1 and f"MOCKHOSTKEY{node}" in user_data  # its own, once
+        for c in of(mocks, "command:local:Command"):  # no command carries a private host key, in the open or not
+            assert "MOCKHOSTKEY" not in str(unsecret(c.inputs)), c.name
+        hostkeygens = [c for c in of(mocks, "command:local:Command") if c.name.startswith("hacluster-secrets-host-key-")]
+        assert sorted(c.name for c in hostkeygens) == [f"hacluster-secrets-host-key-{n}"
+                                                       for n in ("lb01", "lb02", "web01", "web02")]
+        assert all(c.inputs["logging"] == "none" for c in hostkeygens)
         assert 'auth_pass "Ab3dEf9h"' in unsecret(lb)
         assert private_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
         keygen = next(c for c in of(mocks, "command:local:Command") if "ssh-keygen" in c.inputs["create"])
@@ -164,5 +190,11 @@ def test_verifier_runs_after_every_vm_and_gets_the_key_only_by_environment(mocks
         assert unsecret(env)["HACLUSTER_SSH_KEY"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
         assert "PRIVATE" not in verify.inputs["create"]
         assert '"vip": "192.168.81.100"' in unsecret(env)["HACLUSTER_VERIFY_SPEC"]
+        pins = json.loads(unsecret(env)["HACLUSTER_HOST_KEYS"])  # the balancers' public host keys only
+        assert sorted(pins) == ["lb01", "lb02"] and pins["lb01"] == ssh_key("", fill=20).strip()
+        day2 = {c.name: json.loads(unsecret(c.inputs["environment"])["HACLUSTER_HOST_KEYS"])
+                for c in of(mocks, "command:local:Command") if "day2" in c.inputs.get("create", "")}
+        assert sorted(day2["web01-config"]) == sorted(day2["web01-drain"]) == ["lb01", "lb02", "web01"]
+        assert day2["web02-config"]["web02"] == ssh_key("", fill=23).strip()
 
     return after(cluster, check)

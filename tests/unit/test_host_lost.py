@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from components import cluster
+from tests.conftest import known_hosts
 from tests.unit.test_drill_kinds import SPEC
 from verifier import actions, run, scenarios
 from verifier.actions import ActionError, Actions, SshActions
@@ -130,7 +131,8 @@ def lab(tmp_path, monkeypatch):
 
 
 def ssh(**kw) -> SshActions:
-    return SshActions(from_dict(two_host_spec(**kw)), "/tmp/key-mock")
+    spec = from_dict(two_host_spec(**kw))
+    return SshActions(spec, "/tmp/key-mock", known_hosts({b.name: b.ip for b in spec.balancers}))
 
 
 def test_freeze_thaw_kill_signal_only_the_hosts_qemu_processes(lab):

@@ -9,7 +9,7 @@ import yaml
 
 from model import render
 from model.settings import HostFacts, SettingsError, load
-from tests.conftest import ROOT, ssh_key
+from tests.conftest import ROOT, host_key, ssh_key
 
 TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
 LB_BACKUP = [{"name": "lb01", "ip": "192.168.81.210", "state": "BACKUP", "priority": 150},
@@ -140,7 +140,7 @@ def test_look_alikes_that_are_fine_render_into_files_that_parse():
     key = ssh_key('laptop: "ops" #1')  # a comment holding ": ", quotes and '#'
     s = load({"sshAuthorizedKeys": [key], "vrrpAuthPass": "a;b$c|d("}, "t", ROOT, TCG)
     for node in s.nodes:
-        doc = yaml.safe_load(render.user_data(s, node, s.vrrp_auth_pass, [ssh_key("stack"), *s.ssh_authorized_keys]))
+        doc = yaml.safe_load(render.user_data(s, node, s.vrrp_auth_pass, [ssh_key("stack"), *s.ssh_authorized_keys], host_key()))
         assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key("stack"), key]
         assert [u["name"] for u in doc["users"]] == ["ops"] + (["keepalived_script"] if node.role == "lb" else [])
     assert 'auth_pass "a;b$c|d("' in render.keepalived_conf(s, s.balancers[0], s.vrrp_auth_pass)
@@ -149,7 +149,7 @@ def test_look_alikes_that_are_fine_render_into_files_that_parse():
 def test_user_data_refuses_a_key_that_does_not_parse():
     s = load({}, "t", ROOT, TCG)
     with pytest.raises(ValueError):
-        render.user_data(s, s.web_nodes[0], None, [ssh_key() + "\nruncmd: [reboot]"])
+        render.user_data(s, s.web_nodes[0], None, [ssh_key() + "\nruncmd: [reboot]"], host_key())
 
 
 

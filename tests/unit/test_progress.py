@@ -8,8 +8,11 @@ import subprocess
 import pytest
 
 import day2.__main__ as day2
+from tests.conftest import known_hosts, ssh_key
 from verifier import progress
 from verifier.progress import DONE, Follower
+
+KH = known_hosts({"lb02": "192.168.120.220", "web01": "192.168.120.230"})
 
 CONSOLE_OLD_BOOT = """[    0.000000] Linux version 6.1.0-28-cloud-amd64 (old boot)
 [   60.1] cloud-init[500]: Cloud-init v. 22.4 finished at Mon, 01 Jan 2026. Datasource DataSourceNoCloud.
@@ -182,8 +185,8 @@ def clock(monkeypatch):
 
 def test_day2_wait_follows_the_stages_and_prints_them(monkeypatch, clock, capsys):
     stages = iter([None, None, "cloud-init init", "cloud-init modules:config", "cloud-init modules:final", DONE])
-    monkeypatch.setattr(day2, "probe", lambda node, ssh: next(stages))
-    assert day2.wait_booted({"node": "lb02", "timeout": 60, "console": None}, ["ssh"]) is None
+    monkeypatch.setattr(day2, "probe", lambda node, ssh, known: next(stages))
+    assert day2.wait_booted({"node": "lb02", "timeout": 60, "console": None}, ["ssh"], KH) is None
     err = capsys.readouterr().err.splitlines()
     assert err == ["day2: lb02: booting (0 s)", "day2: lb02: cloud-init init (8 s)",
                    "day2: lb02: cloud-init modules:config (12 s)", "day2: lb02: cloud-init modules:final (16 s)",
@@ -194,8 +197,8 @@ def test_day2_wait_gives_up_on_a_stuck_boot_with_one_line(monkeypatch, clock, tm
     console = tmp_path / "serial0.log"
     console.write_text("[    0.000000] Linux version 6.1.0\nWelcome to Debian!\n"
                        "[  280.0] cloud-init[400]: Cloud-init v. 22.4 running 'modules:final' at x.\n")
-    monkeypatch.setattr(day2, "probe", lambda node, ssh: None)  # ssh never answers
-    line = day2.wait_booted({"node": "lb02", "timeout": 30, "console": str(console)}, ["ssh"])
+    monkeypatch.setattr(day2, "probe", lambda node, ssh, known: None)  # ssh never answers
+    line = day2.wait_booted({"node": "lb02", "timeout": 30, "console": str(console)}, ["ssh"], KH)
     assert line.startswith("lb02: stuck in cloud-init modules:final (no progress for 32 s")
     assert "last console lines: [    0.000000] Linux version 6.1.0 | Welcome to Debian! | [  280.0] cloud-init" in line
     assert f"read {console}" in line and "hacluster:verify.timeout" in line
@@ -206,12 +209,18 @@ def test_day2_probe_treats_a_hung_ssh_as_no_answer(monkeypatch):
     def hang(*a, **kw):
         raise subprocess.TimeoutExpired(a[0], kw.get("timeout"))
     monkeypatch.setattr(day2.subprocess, "run", hang)
-    assert day2.probe("lb02", ["ssh"]) is None
+    assert day2.probe("lb02", ["ssh"], KH) is None
 
 
 def test_day2_never_shows_a_traceback(monkeypatch, capsys):
     monkeypatch.setenv("HACLUSTER_DAY2_SPEC", json.dumps({"node": "web01", "ip": "192.168.81.230", "sshUser": "ops"}))
     monkeypatch.delenv("HACLUSTER_SSH_KEY", raising=False)
+    monkeypatch.delenv("HACLUSTER_HOST_KEYS", raising=False)
+    assert day2.guarded() == 2
+    err = capsys.readouterr().err
+    assert err == ("day2: web01: env HACLUSTER_HOST_KEYS has no host key for web01: refusing to connect to it "
+                   "unpinned\n")
+    monkeypatch.setenv("HACLUSTER_HOST_KEYS", json.dumps({"web01": ssh_key()}))
     assert day2.guarded() == 2
     err = capsys.readouterr().err
     assert err == "day2: web01: internal error: KeyError: 'HACLUSTER_SSH_KEY'\n"
@@ -227,13 +236,14 @@ def test_verifier_cli_never_shows_a_traceback(monkeypatch, capsys):
     def boom(self):
         raise RuntimeError("unexpected")
     monkeypatch.setattr(cli.Verifier, "run", boom)
-    monkeypatch.setattr(cli, "SshActions", lambda spec, key: type("A", (), {"close": lambda self: None})())
+    monkeypatch.setattr(cli, "SshActions", lambda spec, key, known: type("A", (), {"close": lambda self: None})())
     from components.cluster import verifier_spec
     from model.settings import HostFacts, load
 
     spec = {**verifier_spec(load({}, "dev", ".", host=HostFacts(False, False))), "netns": None}
     monkeypatch.setenv("HACLUSTER_VERIFY_SPEC", json.dumps(spec))
     monkeypatch.setenv("HACLUSTER_SSH_KEY", "k")
+    monkeypatch.setenv("HACLUSTER_HOST_KEYS", json.dumps({"lb01": ssh_key(fill=1), "lb02": ssh_key(fill=2)}))
     assert cli.main([]) == 2
     out, err = capsys.readouterr()
     assert json.loads(out)["checks"][0]["detail"] == "the verifier failed: RuntimeError: unexpected"
@@ -271,13 +281,13 @@ def test_day2_asks_over_ssh_rarely_while_the_console_shows_an_early_stage(monkey
     console.write_text("[    0.000000] Linux version 6.1.0\nWelcome to Debian!\n")
     probes = []
 
-    def probe(node, ssh):
+    def probe(node, ssh, known):
         probes.append(clock.t)
         if clock.t >= 60:
             console.write_text(console.read_text() + "Cloud-init v. 22.4 running 'modules:final' at x.\n")
         return DONE if clock.t >= 72 else None
     monkeypatch.setattr(day2, "probe", probe)
-    assert day2.wait_booted({"node": "web01", "timeout": 300, "console": str(console)}, ["ssh"]) is None
+    assert day2.wait_booted({"node": "web01", "timeout": 300, "console": str(console)}, ["ssh"], KH) is None
     # every 30 s while the console shows systemd; every poll (4 s) from modules:final on
     assert probes == [0, 32, 64, 68, 72]
 
@@ -295,7 +305,7 @@ def test_day2_apply_retries_a_node_slow_to_take_logins(monkeypatch, clock, capsy
     answers = iter([subprocess.CompletedProcess([], 255, "", "Connection timed out during banner exchange\n"),
                     subprocess.CompletedProcess([], 0, '{"node": "lb02", "changed": [], "reloaded": []}\n', "")])
     monkeypatch.setattr(day2.subprocess, "run", lambda *a, **kw: next(answers))
-    r = day2.apply({"node": "lb02", "ip": "192.168.120.220", "timeout": 60}, ["ssh"], "[]")
+    r = day2.apply({"node": "lb02", "ip": "192.168.120.220", "timeout": 60}, ["ssh"], "[]", KH)
     assert r.returncode == 0
     assert capsys.readouterr().err == ("day2: lb02: ssh did not get through (Connection timed out during banner "
                                        "exchange); retrying\n")
@@ -304,11 +314,11 @@ def test_day2_apply_retries_a_node_slow_to_take_logins(monkeypatch, clock, capsy
 def test_day2_apply_gives_up_after_the_stall_window(monkeypatch, clock, capsys):
     monkeypatch.setattr(day2.subprocess, "run",
                         lambda *a, **kw: subprocess.CompletedProcess([], 255, "", "Connection refused\n"))
-    assert day2.apply({"node": "lb02", "ip": "192.168.120.220", "timeout": 20}, ["ssh"], "[]") is None
+    assert day2.apply({"node": "lb02", "ip": "192.168.120.220", "timeout": 20}, ["ssh"], "[]", KH) is None
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith("day2: lb02: ssh 192.168.120.220 kept failing for 20 s (Connection refused)")
 
 
 def test_day2_ssh_waits_longer_for_the_banner():
-    argv = day2.day2_ssh("ops", "192.168.120.220", "/k")
+    argv = day2.day2_ssh("ops", "192.168.120.220", "/k", "/kh")
     assert "ConnectTimeout=30" in argv and not any(a == "ConnectTimeout=5" for a in argv)

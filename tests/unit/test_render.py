@@ -10,7 +10,7 @@ import yaml
 
 from model import render
 from model.settings import HostFacts, load
-from tests.conftest import ROOT, ssh_key
+from tests.conftest import ROOT, host_key, ssh_key
 from tests.unit.conftest import write_node
 
 TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
@@ -77,10 +77,10 @@ def test_routing_uses_map_and_variable_proxy_pass():
     assert "proxy_pass http://$hacluster_pool;" in conf
 
 
-def test_user_data_is_valid_cloud_config_without_private_material():
+def test_user_data_is_valid_cloud_config_whose_only_private_material_is_the_host_key():
     s = settings()
     for node in s.nodes:
-        text = render.user_data(s, node, "pw123456", [ssh_key()])
+        text = render.user_data(s, node, "pw123456", [ssh_key()], host_key())
         assert text.startswith("#cloud-config\n")
         doc = yaml.safe_load(text)
         assert doc["hostname"] == node.name and doc["ssh_pwauth"] is False
@@ -93,7 +93,11 @@ def test_user_data_is_valid_cloud_config_without_private_material():
             last.endswith("nginx -t && systemctl --no-reload enable nginx && systemctl reload-or-restart nginx")
         paths = {f["path"]: f["content"] for f in doc["write_files"]}
         assert paths["/etc/nginx/nginx.conf"] == render.nginx_conf(s, node)
-        assert "PRIVATE KEY" not in text
+        # the node's own host key, the only one it will have; no private material anywhere else
+        assert doc["ssh_keys"] == {"ed25519_private": host_key()[0], "ed25519_public": host_key()[1]}
+        assert doc["ssh_deletekeys"] is True and doc["ssh_genkeytypes"] == []
+        assert text.count("PRIVATE KEY-----") == 2 and text.count("FAKEHOSTPRIVATEKEY") == 1
+        assert not any("PRIVATE KEY" in f["content"] for f in doc["write_files"])
         if node.role == "lb":
             assert 'auth_pass "pw123456"' in paths["/etc/keepalived/keepalived.conf"]
         net = yaml.safe_load(render.network_config(s, node))
@@ -280,7 +284,7 @@ def test_user_data_starts_nginx_only_after_the_rules_loaded(tmp_path, nft_ok):
         (tmp_path / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexit {rc}\n')
         os.chmod(tmp_path / tool, 0o755)
     s = settings()
-    doc = yaml.safe_load(render.user_data(s, s.web_nodes[0], None, [ssh_key()]))
+    doc = yaml.safe_load(render.user_data(s, s.web_nodes[0], None, [ssh_key()], host_key()))
     (cmd,) = [c[-1] for c in doc["runcmd"] if isinstance(c, list) and "nginx -t" in c[-1]]
     r = subprocess.run(["sh", "-c", cmd], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True)
     calls = log.read_text().splitlines()
@@ -291,5 +295,19 @@ def test_user_data_starts_nginx_only_after_the_rules_loaded(tmp_path, nft_ok):
     else:
         assert r.returncode == 1 and calls == ["nft -f /etc/nftables.conf", "systemctl stop nginx"], calls
     off = settings({"firewall": {"enabled": False}})
-    doc = yaml.safe_load(render.user_data(off, off.web_nodes[0], None, [ssh_key()]))
+    doc = yaml.safe_load(render.user_data(off, off.web_nodes[0], None, [ssh_key()], host_key()))
     assert not any("nft" in str(c) for c in doc["runcmd"])
+
+
+def test_host_keys_have_a_grammar():
+    from model import grammar
+
+    s = settings()
+    private, public = host_key()
+    assert grammar.host_public_key(public + " a-comment") == public  # the comment is dropped
+    for bad in (ssh_key("", kind="ssh-rsa"), public + "\nruncmd: [reboot]", public[:-1], "ssh-ed25519 AAAA"):
+        with pytest.raises(ValueError, match="ed25519 public key"):
+            render.user_data(s, s.web_nodes[0], None, [ssh_key()], (private, bad))
+    for bad in (private + "runcmd: [reboot]\n", private.replace("FAKE", "FA KE"), private.rstrip("\n"), ""):
+        with pytest.raises(ValueError, match="OpenSSH private key"):
+            render.user_data(s, s.web_nodes[0], None, [ssh_key()], (bad, public))

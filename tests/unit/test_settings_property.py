@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from model import render
 from model.settings import HostFacts, SettingsError, load
-from tests.conftest import ROOT, ssh_key
+from tests.conftest import ROOT, host_key, ssh_key
 from tests.unit.conftest import write_node
 
 TCG = HostFacts(kvm_device=True, hardware_kvm_module=False)
@@ -118,7 +118,7 @@ def lab():
 def check_renders(s, lab, seen: set) -> None:
     for node in s.nodes:
         doc = yaml.safe_load(render.user_data(s, node, s.vrrp_auth_pass or "pw", [ssh_key("stack"),
-                                                                                  *s.ssh_authorized_keys]))
+                                                                                  *s.ssh_authorized_keys], host_key()))
         assert [u["name"] for u in doc["users"]] == [s.vm.admin_user] + (
             ["keepalived_script"] if node.role == "lb" else []), doc["users"]
         assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key("stack"), *s.ssh_authorized_keys]

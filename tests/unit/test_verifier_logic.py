@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from tests.conftest import known_hosts
 from verifier import actions, cli, logic
 from verifier.actions import Actions, SshActions
 from verifier.run import Verifier
@@ -249,7 +250,7 @@ def test_netns_actions_need_hosts_and_a_client_namespace():
 
 
 # ---- ssh actions and the key file (no network: the command line is captured) -------------------------
-def test_ssh_actions_use_the_key_only_and_no_host_key_bookkeeping(monkeypatch):
+def test_ssh_actions_use_the_key_only_and_pin_the_host_key(monkeypatch):
     calls = []
 
     def mock_run(argv, timeout, stdin=None):
@@ -258,14 +259,17 @@ def test_ssh_actions_use_the_key_only_and_no_host_key_bookkeeping(monkeypatch):
 
     monkeypatch.setattr(actions, "_run", mock_run)
     spec = from_dict({**SPEC, "sshUser": "ops"})
-    ssh = SshActions(spec, "/tmp/key-mock")
+    kh = known_hosts({b.name: b.ip for b in spec.balancers})
+    ssh = SshActions(spec, "/tmp/key-mock", kh)
     assert logic.has_address(ssh.addresses(spec.master), spec.vip)
     ssh.stop(spec.master, "keepalived")
     argv = calls[-1]
     opts = " ".join(argv)
-    for words in ("-i /tmp/key-mock", "BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
+    for words in ("-i /tmp/key-mock", "BatchMode=yes", "StrictHostKeyChecking=yes", f"UserKnownHostsFile={kh.path}",
+                  "GlobalKnownHostsFile=/dev/null", "HostKeyAlias=192.168.81.210", "HostKeyAlgorithms=ssh-ed25519",
                   "ConnectTimeout=15", "IdentitiesOnly=yes"):
-        assert words in opts
+        assert words in opts, words
+    assert "StrictHostKeyChecking=no" not in opts and "UserKnownHostsFile=/dev/null" not in opts
     assert argv[-2:] == ["ops@192.168.81.210", "sudo -n systemctl stop keepalived"]
     assert calls[0][-1] == "ip -o addr show dev eth0"
 
