@@ -121,14 +121,14 @@ def _vms(parent: pulumi.ComponentResource, args: TierArgs, nodes, auth_pass: pul
         # Runs when the node's VM is about to restart or be replaced (its identity changed): the drain.
         drain = _command(parent, f"{node.name}-drain", spec, key, [rollout.digest(identity)], roll.after(), " drain")
         user_data = pulumi.Output.all(args.ssh_public_key, auth_pass, host.private, host.public).apply(
-            lambda v, node=node: render.user_data(s, node, v[1], [v[0], *s.ssh_authorized_keys], (v[2], v[3])))
+            lambda v, node=node: render.user_data(s, node, v[1], [v[0]], (v[2], v[3])))
         vm = vms[node.name] = VirtualMachine(node.name, VirtualMachineArgs(
             node=node, base=base, user_data=user_data, network_config=network_config, meta_data=meta_data,
             fresh=rollout.digest(identity["replace"]), after=[drain],
         ), pulumi.ResourceOptions(parent=parent, providers=[base.provider]))
         files = pulumi.Output.secret(pulumi.Output.all(auth_pass, args.ssh_public_key).apply(
             lambda v, node=node: json.dumps([dataclasses.asdict(f) for f in render.node_files(
-                s, node, v[0], ssh_keys=[v[1], *s.ssh_authorized_keys])], sort_keys=True)))
+                s, node, v[0], ssh_keys=[v[1]])], sort_keys=True)))
         # Pushes the files (again when one changes: environment -> update; or when the VM restarted or was
         # replaced: triggers), then admits the node once it serves.
         config = _command(parent, f"{node.name}-config", spec, {"HACLUSTER_NODE_FILES": files, **key},

@@ -47,6 +47,10 @@ COMMANDS = {
                    "healthy": ["systemctl", "is-active", "--quiet", "keepalived"]},
     "nftables": {"match": "nftables.conf", "check": ["nft", "-c", "-f", "{staged}"],
                  "reload": ["nft", "-f", "{path}"], "healthy": ["nft", "list", "table", "inet", "hacluster"]},
+    # A sudoers file sudo cannot parse disables sudo for everyone: checked before it replaces the old one
+    # (sudo skips the staged name: it holds a '.').
+    "sudoers": {"match": "90-hacluster", "check": ["visudo", "-cqf", "{staged}"], "reload": ["true"],
+                "healthy": ["true"]},
 }
 
 

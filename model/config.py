@@ -430,7 +430,10 @@ class VmConfig(Model):
     pool_path: PoolPath = Field(
         "/var/lib/libvirt/hacluster", description="storage pool directory on the hypervisor")
     install_packages: Bool = Field(False, description="cloud-init installs nginx/keepalived (images without them)")
-    admin_user: Text(lambda v: _admin_user(v), "x") = Field("ops", description="admin user (sudo, the SSH keys)")
+    admin_user: Text(lambda v: _admin_user(v), "x") = Field(
+        "ops", description="the automation user: the stack's own SSH key, exactly the sudo commands day 2 and the verifier run")
+    operator_user: Text(lambda v: _admin_user(v), "x") = Field(
+        "sysop", description="the operators' user: sshAuthorizedKeys, sudo to read state and logs and restart the services")
     autostart: Bool | None = Field(None, description=(
         "libvirt starts the VMs and the stack's NAT network when libvirtd starts (a hypervisor reboot); "
         "unset: true for a hypervisor of your own (labNetns ''), false in the lab"))
@@ -440,6 +443,8 @@ class VmConfig(Model):
         if bool(self.kernel) != bool(self.initrd):
             raise problems([("initrd" if self.kernel else "kernel", None,
                              "vm.kernel and vm.initrd go together: set both (direct kernel boot) or neither")])
+        if self.operator_user == self.admin_user:
+            raise problems([("operatorUser", self.operator_user, "must differ from vm.adminUser (the automation user)")])
         return self
 
 

@@ -7,6 +7,7 @@ network namespaces, with `Paths` pointing into a scratch prefix) and the unit te
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class Paths:
     nginx_reload: tuple[str, ...] = ("systemctl", "reload", "nginx")
     systemd_dir: str | None = "/etc/systemd/system"  # None: no init system (the namespace tier)
     require_netns: bool = False  # the agent refuses the root namespace (the namespace tier)
+    sudoers: str | None = "/etc/sudoers.d/90-hacluster"  # None: no sudo (the namespace tier)
 
     @property
     def site_log(self) -> str:
@@ -80,7 +82,7 @@ class Paths:
                        track_file=f"{prefix}/vrrp-track", health_state=f"{prefix}/health-state.json",
                        drain_file=f"{prefix}/drain.json",
                        nginx_reload=("nginx", "-p", prefix, "-c", f"{prefix}/nginx.conf", "-s", "reload"),
-                       systemd_dir=None, require_netns=True)
+                       systemd_dir=None, require_netns=True, sudoers=None)
 
 
 VM_PATHS = Paths()
@@ -126,8 +128,9 @@ def keepalived_conf(s: Settings, node: Node, auth_pass: str | None, paths: Paths
 
 def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM_PATHS,
                ssh_keys: list[str] | None = None) -> list[NodeFile]:
-    """Every config file a node needs, as (path, content, mode, owner). With `ssh_keys` (day 2: the stack's
-    key and sshAuthorizedKeys), the admin user's authorized_keys too: at first boot cloud-init writes it."""
+    """Every config file a node needs, as (path, content, mode, owner), its sudoers file on VMs. With
+    `ssh_keys` (day 2: the stack's key), the authorized_keys of the automation user (`ssh_keys`) and of the
+    operators' user (sshAuthorizedKeys) too: at first boot cloud-init writes them."""
     ctx = _ctx(s, node, paths)
     files = [NodeFile(paths.nginx_conf, nginx_conf(s, node, paths))]
     if node.role == "web":
@@ -151,11 +154,31 @@ def node_files(s: Settings, node: Node, auth_pass: str | None, paths: Paths = VM
         files += [NodeFile(f"{d}/{u}", (UNITS / u).read_text()) for u in units]
     if s.firewall.enabled:
         files.append(NodeFile(paths.nftables_conf, firewall_conf(s, node), "0644"))
+    if paths.sudoers:
+        files.append(NodeFile(paths.sudoers, sudoers(s, node, paths), "0440"))
     if ssh_keys is not None:
-        keys = [grammar.ssh_public_key(k.strip()) for k in ssh_keys]  # ValueError on anything but one key line
-        user = s.vm.admin_user
-        files.append(NodeFile(f"/home/{user}/.ssh/authorized_keys", "".join(f"{k}\n" for k in keys), "0600", user))
+        for user, user_keys in ((s.vm.admin_user, ssh_keys), (s.vm.operator_user, s.ssh_authorized_keys)):
+            keys = [grammar.ssh_public_key(k.strip()) for k in user_keys]  # ValueError on anything but one key line
+            files.append(NodeFile(f"/home/{user}/.ssh/authorized_keys", "".join(f"{k}\n" for k in keys), "0600", user))
     return files
+
+
+# What the verifier's VRRP cut adds and removes on a balancer (verifier/actions.py CUT_TABLE).
+DRILL_CUT_TABLE = "hacluster_drill_cut"
+SUDO_PATH = re.compile(r"(?:/[A-Za-z0-9_-]+)+(?:\.[a-z]+)?")
+
+
+def sudoers(s: Settings, node: Node, paths: Paths = VM_PATHS) -> str:
+    """/etc/sudoers.d/90-hacluster: the automation user's exact commands and the operators' (templates/sudoers.j2)."""
+    for p in (paths.keepalived_conf, paths.health_state):
+        if not SUDO_PATH.fullmatch(p):
+            raise ValueError(f"{p!r}: not a path sudoers can name")
+    for u in (s.vm.admin_user, s.vm.operator_user):
+        if not grammar.USERNAME.fullmatch(u):
+            raise ValueError(f"{u!r}: {grammar.USERNAME.pattern}")
+    return render("sudoers.j2", node=node, admin=s.vm.admin_user, operator=s.vm.operator_user,
+                  cut_table=DRILL_CUT_TABLE, health_state=paths.health_state,
+                  keepalived_conf_re=paths.keepalived_conf.replace(".", "[.]"))
 
 
 def health_conf(s: Settings, node: Node, paths: Paths = VM_PATHS) -> str:
@@ -205,13 +228,17 @@ def host_key_doc(host_key: tuple[str, str]) -> dict:
 
 def user_data_doc(s: Settings, node: Node, auth_pass: str | None, ssh_keys: list[str],
                   host_key: tuple[str, str]) -> dict:
-    """cloud-init user-data as a data structure: the admin user (sudo, the SSH keys), keepalived's script
-    user on balancers, the node's SSH host key (private, public: the only host key it has, so the
-    project's SSH clients can pin it), every config file of the node, and the commands that start the
-    services."""
+    """cloud-init user-data as a data structure: the automation user (`ssh_keys`: the stack's key), the
+    operators' user (sshAuthorizedKeys), both without sudo from cloud-init (the node's sudoers file in
+    write_files holds their rules), keepalived's script user on balancers, the node's SSH host key
+    (private, public: the only host key it has, so the project's SSH clients can pin it), every config
+    file of the node, and the commands that start the services."""
     keys = [grammar.ssh_public_key(k.strip()) for k in ssh_keys]  # ValueError on anything but one key line
-    users: list[dict] = [{"name": s.vm.admin_user, "groups": ["sudo"], "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                          "shell": "/bin/bash", "lock_passwd": True, "ssh_authorized_keys": keys}]
+    operators = [grammar.ssh_public_key(k.strip()) for k in s.ssh_authorized_keys]
+    # Neither gets sudo from cloud-init (no rule, not in group sudo): their rules are the node's sudoers file.
+    users: list[dict] = [{"name": s.vm.admin_user, "shell": "/bin/bash", "lock_passwd": True, "ssh_authorized_keys": keys},
+                         {"name": s.vm.operator_user, "shell": "/bin/bash", "lock_passwd": True,
+                          "ssh_authorized_keys": operators}]
     if node.role == "lb":
         users.append({"name": SCRIPT_USER, "system": True, "shell": "/usr/sbin/nologin", "no_create_home": True})
     doc: dict = {"hostname": node.name, "manage_etc_hosts": True, "ssh_pwauth": False, "disable_root": True,

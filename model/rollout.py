@@ -29,6 +29,9 @@ SHAPE = 1
 # given in the first-boot user-data, pinned by every SSH client. A node deployed before has keys the stack
 # does not know: it is replaced (with this in its identity), one at a time.
 HOST_KEYS = "ed25519-from-stack"
+# The users a node gets at first boot: the automation user (the stack key) and the operators' user, each
+# with its own sudo rules (templates/sudoers.j2). A node made before has one user with every key and full sudo.
+USERS = "automation+operator"
 
 
 def digest(value: Any) -> str:
@@ -52,6 +55,7 @@ def vm_identity(s: Settings, node: Node, images: ImageSet, seed: str, xslt: str 
             "network": {"mode": s.network.mode, "name": s.network.name if s.network.mode == "nat" else None,
                         "bridge": hv.bridge},
             "seed": digest(seed), "shape": digest([SHAPE, xslt]), "hostKey": HOST_KEYS,
+            "users": USERS,
         },
         "restart": {"vcpus": node.vcpus, "memory": node.memory},
     }
@@ -63,7 +67,8 @@ def fixed(s: Settings) -> dict:
     return {
         "network.mode": s.network.mode, "network.cidr": s.network.cidr,
         "network.name": s.network.name if s.network.mode == "nat" else None, "network.bridge": s.network.bridge,
-        "vm.adminUser": s.vm.admin_user, "vm.installPackages": s.vm.install_packages, "labNetns": s.lab_netns,
+        "vm.adminUser": s.vm.admin_user, "vm.operatorUser": s.vm.operator_user,
+        "vm.installPackages": s.vm.install_packages, "labNetns": s.lab_netns,
         **{(f"hypervisors.{h.name}.uri" if h.name else "vm.libvirtUri"): h.uri for h in s.hypervisors},
         **{(f"hypervisors.{h.name}.poolPath" if h.name else "vm.poolPath"): h.pool_path for h in s.hypervisors},
     }
@@ -72,6 +77,7 @@ def fixed(s: Settings) -> dict:
 FIXED_WHY = {
     "network": "the network and every node on it would be rebuilt at once",
     "vm.adminUser": "the admin user is made at a node's first boot",
+    "vm.operatorUser": "the operators' user is made at a node's first boot",
     "vm.installPackages": "packages are installed at a node's first boot only",
     "labNetns": "the stack's nodes live in the lab it was deployed into",
     "uri": "every object on that hypervisor would be replaced at once",

@@ -129,6 +129,7 @@ class VmSettings:
     pool_path: str
     install_packages: bool
     admin_user: str
+    operator_user: str
     autostart: bool = False  # libvirt starts the domains and the NAT network with libvirtd
 
 
@@ -441,6 +442,7 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
                      domain_type=resolve_domain_type(vm.domain_type, vm.libvirt_uri, host),
                      domain_type_setting=vm.domain_type, libvirt_uri=vm.libvirt_uri, pool_path=vm.pool_path,
                      install_packages=vm.install_packages, admin_user=vm.admin_user,
+                     operator_user=vm.operator_user,
                      autostart=vm.autostart if vm.autostart is not None else c.lab_netns == "")
     verify = VerifySettings(c.verify.enabled, c.verify.failover_drill, c.verify.timeout, c.verify.load_drills)
     fw = c.firewall

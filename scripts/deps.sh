@@ -20,6 +20,8 @@ PACKAGES=(
   debootstrap wget debian-archive-keyring e2fsprogs
   # real nginx + keepalived for the integration tier (only ever started in a namespace)
   nginx keepalived
+  # the nodes' sudoers file is checked by the real visudo and sudo in the unit tier (tests/unit/test_sudoers.py)
+  sudo
   # lab plumbing, verifier, benchmarks
   iproute2 procps socat curl openssh-client wrk
   # the two-hypervisor lab (make lab HOSTS=2): an sshd inside each hypervisor namespace (never started

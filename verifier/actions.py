@@ -390,9 +390,10 @@ class SshActions(Actions):
     def set_priority(self, lb: Balancer, priority: int) -> None:
         if not 1 <= int(priority) <= 254:
             raise ActionError(f"priority {priority} out of 1..254")
-        conf, prio, sp = KEEPALIVED_CONF, int(priority), "[[:space:]]"
-        self._ssh_ok(lb, f"sudo -n sed -i -E 's/^({sp}*priority{sp}+)[0-9]+{sp}*$/\\1{prio}/' {conf}"
-                         f" && sudo -n grep -Eq '^{sp}*priority{sp}+{prio}$' {conf}"
+        # The shapes the node's sudoers allows (templates/sudoers.j2): the rendered line is `    priority N`.
+        conf, prio = KEEPALIVED_CONF, int(priority)
+        self._ssh_ok(lb, f"sudo -n sed -i -E 's/^( *priority )[0-9]+/\\1{prio}/' {conf}"
+                         f" && sudo -n grep -Eqx ' *priority {prio}' {conf}"
                          " && sudo -n systemctl reload keepalived", 60)
 
 

@@ -145,3 +145,30 @@ def test_every_unit_file_a_node_gets_makes_day2_reload_systemd():
         for f in render.node_files(s, node, "pw"):
             if f.path.startswith("/etc/systemd/"):
                 assert apply_mod.kind_of(f.path) == "units", f.path
+
+
+@pytest.mark.skipif(not shutil.which("visudo"), reason="visudo (sudo) is not installed")
+def test_a_sudoers_file_sudo_cannot_parse_is_refused_and_the_old_one_stays(node_dir):
+    """The real COMMANDS entry of apply.py (visudo -cqf on the staged file): a broken sudoers file would
+    disable sudo on the node, and with it every later day-2 change."""
+    sys.path.insert(0, str(ROOT / "day2"))
+    try:
+        import apply as node_apply
+    finally:
+        sys.path.pop(0)
+    s = load({}, "t", ROOT, HostFacts(True, False))
+    path = f"{node_dir}/90-hacluster"
+    assert node_apply.kind_of(path) == "sudoers" and node_apply.kind_of("/etc/systemd/system/hacluster-health.service") == "units"
+    good = render.sudoers(s, s.master)
+    cmds = {"sudoers": {**node_apply.COMMANDS["sudoers"], "reload": ["true"]}}
+    stamp = f"{node_dir}/applied.json"
+
+    def push(content):
+        r = subprocess.run([sys.executable, APPLY], capture_output=True, text=True, env={
+            **os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds), "HACLUSTER_APPLY_STAMP": stamp},
+            input=json.dumps({"node": "lb01", "files": [{"path": path, "content": content, "mode": "0440"}]}))
+        return r.returncode, json.loads(r.stdout)
+    assert push(good)[0] == 0 and open(path).read() == good
+    rc, out = push(good.replace("NOPASSWD:", "NOPASSWD"))
+    assert rc != 0 and "visudo" in out["error"], out
+    assert open(path).read() == good and not os.path.exists(path + ".hacluster-new")

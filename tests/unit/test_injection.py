@@ -140,9 +140,10 @@ def test_look_alikes_that_are_fine_render_into_files_that_parse():
     key = ssh_key('laptop: "ops" #1')  # a comment holding ": ", quotes and '#'
     s = load({"sshAuthorizedKeys": [key], "vrrpAuthPass": "a;b$c|d("}, "t", ROOT, TCG)
     for node in s.nodes:
-        doc = yaml.safe_load(render.user_data(s, node, s.vrrp_auth_pass, [ssh_key("stack"), *s.ssh_authorized_keys], host_key()))
-        assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key("stack"), key]
-        assert [u["name"] for u in doc["users"]] == ["ops"] + (["keepalived_script"] if node.role == "lb" else [])
+        doc = yaml.safe_load(render.user_data(s, node, s.vrrp_auth_pass, [ssh_key("stack")], host_key()))
+        assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key("stack")]
+        assert doc["users"][1]["ssh_authorized_keys"] == [key]
+        assert [u["name"] for u in doc["users"]] == ["ops", "sysop"] + (["keepalived_script"] if node.role == "lb" else [])
     assert 'auth_pass "a;b$c|d("' in render.keepalived_conf(s, s.balancers[0], s.vrrp_auth_pass)
 
 

@@ -127,6 +127,7 @@ CASES = {
     "vm.poolPath": ({}, {"vm": {"poolPath": "/srv/pools"}}, "fixed"),
     "vm.installPackages": ({}, {"vm": {"installPackages": True}}, "fixed"),
     "vm.adminUser": ({}, {"vm": {"adminUser": "admin"}}, "fixed"),
+    "vm.operatorUser": ({}, {"vm": {"operatorUser": "admin"}}, "fixed"),
     "vm.autostart": ({}, {"vm": {"autostart": True}}, "libvirt"),
     "vm.insecureTcp": ({"labNetns": "", "vm": {"libvirtUri": "qemu+tcp://kvm1/system", "insecureTcp": True}},
                        {"labNetns": "", "vm": {"libvirtUri": "qemu+tcp://kvm1/system"}}, "opt-in"),

@@ -85,8 +85,11 @@ def test_user_data_is_valid_cloud_config_whose_only_private_material_is_the_host
         doc = yaml.safe_load(text)
         assert doc["hostname"] == node.name and doc["ssh_pwauth"] is False
         assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key()]
-        assert [u["name"] for u in doc["users"]] == (["ops", "keepalived_script"] if node.role == "lb" else ["ops"])
-        assert doc["users"][0]["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
+        assert [u["name"] for u in doc["users"]] == ["ops", "sysop"] + (["keepalived_script"] if node.role == "lb" else [])
+        # no sudo from cloud-init (no rule, not in group sudo): the node's sudoers file holds every rule
+        assert not any("sudo" in u or "groups" in u for u in doc["users"]), doc["users"]
+        assert {f["path"]: f for f in doc["write_files"]}["/etc/sudoers.d/90-hacluster"] == {
+            "path": "/etc/sudoers.d/90-hacluster", "permissions": "0440", "content": render.sudoers(s, node)}
         assert doc["runcmd"][0] == f"[ -e {render.GOLDEN_MARKER} ] && exit 0"  # the golden image starts it all
         last = doc["runcmd"][-1][-1]
         assert last.startswith("systemctl --no-reload enable keepalived") if node.role == "lb" else \

@@ -117,11 +117,11 @@ def lab():
 
 def check_renders(s, lab, seen: set) -> None:
     for node in s.nodes:
-        doc = yaml.safe_load(render.user_data(s, node, s.vrrp_auth_pass or "pw", [ssh_key("stack"),
-                                                                                  *s.ssh_authorized_keys], host_key()))
-        assert [u["name"] for u in doc["users"]] == [s.vm.admin_user] + (
+        doc = yaml.safe_load(render.user_data(s, node, s.vrrp_auth_pass or "pw", [ssh_key("stack")], host_key()))
+        assert [u["name"] for u in doc["users"]] == [s.vm.admin_user, s.vm.operator_user] + (
             ["keepalived_script"] if node.role == "lb" else []), doc["users"]
-        assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key("stack"), *s.ssh_authorized_keys]
+        assert doc["users"][0]["ssh_authorized_keys"] == [ssh_key("stack")]
+        assert doc["users"][1]["ssh_authorized_keys"] == list(s.ssh_authorized_keys)
         assert doc["hostname"] == node.name
         files = render.node_files(s, node, s.vrrp_auth_pass or "pw")
         assert [f["path"] for f in doc["write_files"]] == [f.path for f in files]
