@@ -19,8 +19,9 @@
 // leaves the state). Update changes in place what upstream does: a domain's running and autostart
 // (a stopped domain is started again, same UUID), a network's autostart and DHCP (and it starts an
 // inactive network); any other change replaces the object, the old one first (libvirt names are
-// unique). Deleting a running domain asks the guest to shut down (ACPI) and powers it off after
-// PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). Deleting what is already gone
+// unique). Stopping a running domain (delete, running=false) asks the guest to shut down, through
+// its agent or else by ACPI, and powers it off after PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds
+// (default 30; 0 = at once). Deleting what is already gone
 // succeeds. Not implemented: preview of Create (SupportsPreview false), data sources (Invoke).
 package main
 

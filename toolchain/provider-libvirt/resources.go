@@ -793,7 +793,7 @@ func updateDomain(ctx context.Context, o *op, id string, args any, changed []str
 	case want && !running:
 		err = o.l.DomainCreate(d)
 	case !want:
-		err = stopDomain(ctx, o, d)
+		err = stopDomain(ctx, o, d, "")
 	}
 	if err != nil {
 		return err
@@ -801,9 +801,9 @@ func updateDomain(ctx context.Context, o *op, id string, args any, changed []str
 	return o.l.DomainSetAutostart(d, boolInt(a.Autostart))
 }
 
-// shutdownGrace is how long Delete lets a running guest shut down cleanly (ACPI power button)
-// before it pulls the plug: a guest killed seconds after boot can lose what it had not yet
-// flushed (cloud-init's SSH host keys, written files), which matters when its disk is reused.
+// shutdownGrace is how long a running guest may shut down cleanly before it is powered off hard:
+// a guest killed seconds after boot can lose what it had not yet flushed (cloud-init's SSH host
+// keys, written files), which matters when its disk is reused.
 var shutdownGrace = 30 * time.Second
 
 // waitShutOff polls until the domain is shut off or gone (true), or timeout (false).
@@ -825,19 +825,50 @@ func waitShutOff(ctx context.Context, l *libvirt.Libvirt, d libvirt.Domain, time
 	}
 }
 
-// stopDomain: ACPI shutdown for up to shutdownGrace, then a hard power-off (if it runs at all).
-func stopDomain(ctx context.Context, o *op, d libvirt.Domain) error {
+// shutdowner is the part of the libvirt API that asks a guest to shut down (faked in tests).
+type shutdowner interface {
+	DomainShutdownFlags(libvirt.Domain, libvirt.DomainShutdownFlagValues) error
+	DomainShutdown(libvirt.Domain) error
+}
+
+// askShutdown asks the guest to shut down: through its agent first (the guest's own poweroff, which
+// works where ACPI is ignored, e.g. early in boot), else by the ACPI power button where no agent
+// answers (a plain shutdown for drivers that take no flags).
+func askShutdown(l shutdowner, d libvirt.Domain) error {
+	if l.DomainShutdownFlags(d, libvirt.DomainShutdownGuestAgent) == nil {
+		return nil
+	}
+	if l.DomainShutdownFlags(d, libvirt.DomainShutdownAcpiPowerBtn) == nil {
+		return nil
+	}
+	return l.DomainShutdown(d)
+}
+
+// stopDomain: a clean shutdown (askShutdown) for up to shutdownGrace, then a hard power-off (if it
+// runs at all). The grace bounds the request too (an agent call can block until the guest is off).
+// why, when set, leads the status lines ("restarting for ...: ").
+func stopDomain(ctx context.Context, o *op, d libvirt.Domain, why string) error {
 	if running, err := domainRunning(o.l, d); err != nil || !running {
 		return err
 	}
+	defer o.status(ctx, "")
 	if shutdownGrace > 0 {
-		o.status(ctx, "shutting down (up to %s)", shutdownGrace)
-		defer o.status(ctx, "")
-		if err := o.l.DomainShutdown(d); err == nil {
-			if off, err := waitShutOff(ctx, o.l, d, shutdownGrace); off || err != nil {
-				return err
+		o.status(ctx, "%sshutting down (up to %s)", why, shutdownGrace)
+		deadline := time.Now().Add(shutdownGrace)
+		asked := make(chan error, 1)
+		go func() { asked <- askShutdown(o.l, d) }()
+		select {
+		case err := <-asked:
+			if err == nil {
+				if off, err := waitShutOff(ctx, o.l, d, time.Until(deadline)); off || err != nil {
+					return err
+				}
 			}
+		case <-time.After(shutdownGrace):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+		o.status(ctx, "%spowering off (not shut down in %s)", why, shutdownGrace)
 	}
 	// destroy is a hard power-off; QEMU can take a moment to let go (retry), then wait, bounded.
 	err := retry(ctx, time.Minute, func(err error) bool { return !isNotFound(err) }, func() error {
@@ -857,7 +888,7 @@ func deleteDomain(ctx context.Context, o *op, id string) error {
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
-	if err := stopDomain(ctx, o, d); err != nil {
+	if err := stopDomain(ctx, o, d, ""); err != nil {
 		return ignore(err, isNotFound)
 	}
 	return ignore(o.l.DomainUndefineFlags(d, libvirt.DomainUndefineNvram), isNotFound)
