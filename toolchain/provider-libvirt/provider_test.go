@@ -119,10 +119,11 @@ func TestCheckDomainWithNetworkID(t *testing.T) {
 	}
 }
 
-func TestDiffInPlaceOnlyForRunningAndAutostart(t *testing.T) {
+func TestDiffDomainInPlace(t *testing.T) {
 	p := newProvider(nil)
 	olds := resource.PropertyMap{"name": resource.NewStringProperty("d"), "running": resource.NewBoolProperty(false),
-		"autostart": resource.NewBoolProperty(false), "vcpu": resource.NewNumberProperty(1)}
+		"autostart": resource.NewBoolProperty(false), "vcpu": resource.NewNumberProperty(1),
+		"memory": resource.NewNumberProperty(512), "kernel": resource.NewStringProperty("/k1")}
 	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
 		o, _ := marshal(olds)
 		n, _ := marshal(news)
@@ -134,14 +135,16 @@ func TestDiffInPlaceOnlyForRunningAndAutostart(t *testing.T) {
 	}
 	news := olds.Copy()
 	news["running"], news["autostart"] = resource.NewBoolProperty(true), resource.NewBoolProperty(true)
-	if r := diff(news); len(r.Replaces) != 0 || len(r.Diffs) != 2 || r.DeleteBeforeReplace ||
-		r.DetailedDiff["running"].Kind != pulumirpc.PropertyDiff_UPDATE {
-		t.Errorf("running/autostart change in place: %v", r)
+	news["vcpu"], news["memory"] = resource.NewNumberProperty(2), resource.NewNumberProperty(640)
+	if r := diff(news); len(r.Replaces) != 0 || len(r.Diffs) != 4 || r.DeleteBeforeReplace ||
+		r.DetailedDiff["running"].Kind != pulumirpc.PropertyDiff_UPDATE ||
+		r.DetailedDiff["memory"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("running, autostart, vcpu, memory change in place: %v", r)
 	}
-	news["vcpu"] = resource.NewNumberProperty(2)
-	if r := diff(news); !reflect.DeepEqual(r.Replaces, []string{"vcpu"}) || !r.DeleteBeforeReplace ||
-		r.DetailedDiff["vcpu"].Kind != pulumirpc.PropertyDiff_UPDATE_REPLACE {
-		t.Errorf("vcpu replaces: %v", r)
+	news["kernel"] = resource.NewStringProperty("/k2")
+	if r := diff(news); !reflect.DeepEqual(r.Replaces, []string{"kernel"}) || !r.DeleteBeforeReplace ||
+		r.DetailedDiff["kernel"].Kind != pulumirpc.PropertyDiff_UPDATE_REPLACE {
+		t.Errorf("kernel replaces: %v", r)
 	}
 }
 

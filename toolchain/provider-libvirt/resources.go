@@ -110,7 +110,7 @@ var kinds = map[string]*kind{
 		read:     readDomain,
 		update:   updateDomain,
 		delete:   deleteDomain,
-		inPlace:  []string{"running", "autostart"},
+		inPlace:  []string{"running", "autostart", "memory", "vcpu"},
 	},
 }
 
@@ -779,17 +779,36 @@ func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) 
 	return props(m), nil
 }
 
+// updateDomain changes memory and vcpu in the persistent definition (same UUID, MACs, disks) and,
+// as they apply from a boot, restarts a running domain cleanly; then running and autostart (a
+// stopped domain is started again).
 func updateDomain(ctx context.Context, o *op, id string, args any, changed []string) error {
 	a := *args.(*domainArgs)
 	d, err := byUUID(id, o.l.DomainLookupByUUID)
 	if err != nil {
 		return err
 	}
+	resized := ""
+	if slices.Contains(changed, "memory") || slices.Contains(changed, "vcpu") {
+		if resized, err = resizeDomain(o.l, d, a); err != nil {
+			return fmt.Errorf("domain %s: %w", a.Name, err)
+		}
+	}
 	running, err := domainRunning(o.l, d)
 	if err != nil {
 		return err
 	}
-	switch want := a.Running == nil || *a.Running; {
+	want := a.Running == nil || *a.Running
+	if resized != "" && running && want {
+		why := "restarting for " + resized + ": "
+		if err := stopDomain(ctx, o, d, why); err != nil {
+			return err
+		}
+		o.status(ctx, "%sstarting", why)
+		defer o.status(ctx, "")
+		running = false
+	}
+	switch {
 	case want && !running:
 		err = o.l.DomainCreate(d)
 	case !want:
@@ -799,6 +818,24 @@ func updateDomain(ctx context.Context, o *op, id string, args any, changed []str
 		return err
 	}
 	return o.l.DomainSetAutostart(d, boolInt(a.Autostart))
+}
+
+// resizeDomain redefines the domain from its own inactive XML (so all else, the XSLT's changes
+// included, stays as libvirt holds it) with a's memory and vcpu; it says what changed.
+func resizeDomain(l *libvirt.Libvirt, d libvirt.Domain, a domainArgs) (string, error) {
+	x, err := parseXML[libvirtxml.Domain](l.DomainGetXMLDesc(d, libvirt.DomainXMLInactive))
+	if err != nil {
+		return "", err
+	}
+	what := resizeDefinition(x, uint(cmp.Or(a.Memory, 512)), uint(cmp.Or(a.Vcpu, 1)))
+	if what == "" {
+		return "", nil
+	}
+	doc, err := x.Marshal()
+	if err == nil {
+		_, err = l.DomainDefineXMLFlags(doc, 0)
+	}
+	return what, err
 }
 
 // shutdownGrace is how long a running guest may shut down cleanly before it is powered off hard:
