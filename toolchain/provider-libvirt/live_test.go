@@ -271,6 +271,27 @@ func TestLiveStorageOnSystem(t *testing.T) {
 			t.Errorf("%s: no drift expected: %v %v", e.urn, d, e.inputs)
 		}
 	}
+	// File modes: the pool directory 0711, each volume 0600 (the seed holds secrets).
+	for path, want := range map[string]os.FileMode{"/var/lib/libvirt/p12-pool": 0o711,
+		"/var/lib/libvirt/p12-pool/p12-seed.iso": 0o600, "/var/lib/libvirt/p12-pool/p12-ov.qcow2": 0o600} {
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v (%v)", path, st.Mode().Perm(), want, err)
+		}
+	}
+	// A base that an overlay still uses is not deleted.
+	if _, err := p.Delete(context.Background(), &pulumirpc.DeleteRequest{Urn: img.urn, Id: img.id}); err == nil ||
+		!strings.Contains(err.Error(), "still the base of p12-ov.qcow2") {
+		t.Errorf("deleting a base in use: %v", err)
+	}
+	// A new user-data rewrites the seed in place: same id and path, new content.
+	seedIn2 := seedIn.Copy()
+	seedIn2["userData"] = resource.NewStringProperty("#cloud-config\nhostname: p12b\n")
+	if d := seed.up(seedIn2); len(d.Replaces) != 0 || d.Changes != pulumirpc.DiffResponse_DIFF_SOME {
+		t.Errorf("seed userData in place: %v", d)
+	}
+	if raw, err := os.ReadFile("/var/lib/libvirt/p12-pool/p12-seed.iso"); err != nil || !strings.Contains(string(raw), "p12b") {
+		t.Errorf("rewritten seed: %v", err)
+	}
 	if p.dials != 1 {
 		t.Errorf("%d connections, want 1", p.dials)
 	}

@@ -97,9 +97,26 @@ func TestDiffReplacesEveryChange(t *testing.T) {
 	changed["userData"] = resource.MakeSecret(resource.NewStringProperty("b"))
 	changed["pool"] = resource.MakeComputed(resource.NewStringProperty(""))
 	r := diff(changed)
-	if r.Changes != pulumirpc.DiffResponse_DIFF_SOME || !reflect.DeepEqual(r.Replaces, []string{"pool", "userData"}) ||
+	if r.Changes != pulumirpc.DiffResponse_DIFF_SOME || !reflect.DeepEqual(r.Replaces, []string{"pool"}) ||
 		!r.DeleteBeforeReplace {
-		t.Errorf("replace of pool+userData expected: %v", r)
+		t.Errorf("replace of pool (unknown: the old one first) expected: %v", r)
+	}
+	// A new user-data alone rewrites the seed in place (for the node's next fresh boot).
+	data := olds.Copy()
+	data["userData"] = resource.MakeSecret(resource.NewStringProperty("b"))
+	if r := diff(data); len(r.Replaces) != 0 || r.DetailedDiff["userData"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("userData in place expected: %v", r)
+	}
+	// A seed with a new name is made beside the old one; with the same name, the old one goes first.
+	renamed := olds.Copy()
+	renamed["name"], renamed["metaData"] = resource.NewStringProperty("s2.iso"), resource.NewStringProperty("m")
+	if r := diff(renamed); !reflect.DeepEqual(r.Replaces, []string{"metaData", "name"}) || r.DeleteBeforeReplace {
+		t.Errorf("renamed: create before delete expected: %v", r)
+	}
+	delete(renamed, "name")
+	renamed["name"] = olds["name"]
+	if r := diff(renamed); !reflect.DeepEqual(r.Replaces, []string{"metaData"}) || !r.DeleteBeforeReplace {
+		t.Errorf("same name: delete before create expected: %v", r)
 	}
 }
 

@@ -39,6 +39,11 @@ type kind struct {
 	// ones that it acts on); a change of any other input replaces it.
 	inPlace       []string
 	secretOutputs []string // outputs that are always secret
+	// identity are the inputs that name the object in libvirt. A replacement that changes one of them
+	// makes the new object beside the old one (the engine deletes the old one at the end: a new base
+	// image stays until no overlay uses it); without them, or when they stay, the old one goes first.
+	// Domains, networks and pools always go first: an overlay, a MAC, a subnet or a path is theirs alone.
+	identity []string
 }
 
 // op is one call: the provider's connection and the resource's URN.
@@ -89,14 +94,18 @@ var kinds = map[string]*kind{
 		create:   createVolume,
 		read:     readVolume,
 		delete:   deleteVolume,
+		identity: []string{"name", "pool"},
 	},
 	"libvirt:index/cloudInitDisk:CloudInitDisk": {
 		newArgs:       func() any { return &cloudInitArgs{} },
 		required:      []string{"name", "pool"},
 		create:        createCloudInit,
 		read:          readCloudInit,
+		update:        updateCloudInit,
+		inPlace:       []string{"userData"},
 		delete:        func(ctx context.Context, o *op, id string) error { return deleteVolume(ctx, o, cloudInitPath(id)) },
 		secretOutputs: []string{"userData"},
+		identity:      []string{"name", "pool"},
 	},
 	"libvirt:index/domain:Domain": {
 		newArgs:  func() any { return &domainArgs{} },
@@ -592,14 +601,68 @@ func deleteVolume(ctx context.Context, o *op, id string) error {
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
+	if users, err := overlaysOf(o.l, v); err != nil || len(users) > 0 {
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("volume %s is still the base of %s: it is deleted once no overlay uses it (run pulumi up "+
+			"again after they moved)", v.Name, strings.Join(users, ", "))
+	}
 	return retry(ctx, 2*time.Minute, isBusy, func() error { return ignore(o.l.StorageVolDelete(v, 0), isNotFound) })
+}
+
+// overlaysOf names the volumes of v's pool whose backing store is v (a base image still in use).
+func overlaysOf(l *libvirt.Libvirt, v libvirt.StorageVol) ([]string, error) {
+	p, err := l.StoragePoolLookupByName(v.Pool)
+	if err != nil {
+		return nil, ignore(err, isNotFound)
+	}
+	vols, _, err := l.StoragePoolListAllVolumes(p, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, other := range vols {
+		if other.Key == v.Key {
+			continue
+		}
+		if _, x, err := volumeByKey(l, other.Key); err == nil && x.BackingStore != nil && x.BackingStore.Path == v.Key {
+			users = append(users, other.Name)
+		}
+	}
+	slices.Sort(users)
+	return users, nil
 }
 
 func createCloudInit(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	a := *args.(*cloudInitArgs)
-	dir, err := os.MkdirTemp("", "pulumi-libvirt-cloudinit-") // 0700: user-data is a secret
+	v, err := uploadSeed(ctx, o, a)
 	if err != nil {
 		return "", nil, err
+	}
+	// Upstream's id: the volume key and a random UUID.
+	return v.Key + ";" + uuid.NewString(), nil, nil
+}
+
+// updateCloudInit writes a new user-data into the seed in place: same name, path and id, so the domain
+// that has it attached stays as it is. A guest reads its seed at its first boot only; the new one is
+// for the next fresh boot of the node (a running QEMU keeps the old file open until then).
+func updateCloudInit(ctx context.Context, o *op, id string, args any, _ []string) error {
+	if err := deleteVolume(ctx, o, cloudInitPath(id)); err != nil {
+		return err
+	}
+	v, err := uploadSeed(ctx, o, *args.(*cloudInitArgs))
+	if err == nil && v.Key != cloudInitPath(id) {
+		err = fmt.Errorf("seed %s: rewritten at %s, not at %s", v.Name, v.Key, cloudInitPath(id))
+	}
+	return err
+}
+
+// uploadSeed makes the NoCloud ISO (user-data, meta-data, network-config) and uploads it as a volume.
+func uploadSeed(ctx context.Context, o *op, a cloudInitArgs) (libvirt.StorageVol, error) {
+	dir, err := os.MkdirTemp("", "pulumi-libvirt-cloudinit-") // 0700: user-data is a secret
+	if err != nil {
+		return libvirt.StorageVol{}, err
 	}
 	defer os.RemoveAll(dir)
 	files := []string{"user-data", "meta-data"}
@@ -610,21 +673,16 @@ func createCloudInit(ctx context.Context, o *op, args any) (string, resource.Pro
 	}
 	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(contents[f]), 0o600); err != nil {
-			return "", nil, err
+			return libvirt.StorageVol{}, err
 		}
 	}
 	iso := filepath.Join(dir, "seed.iso")
 	cmd := exec.CommandContext(ctx, "mkisofs", append([]string{"-output", iso, "-volid", "cidata", "-joliet", "-rock"}, files...)...)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("mkisofs: %v: %s", err, strings.TrimSpace(string(out)))
+		return libvirt.StorageVol{}, fmt.Errorf("mkisofs: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	v, err := uploadVolume(ctx, o, a.Pool, a.Name, "raw", iso, "")
-	if err != nil {
-		return "", nil, err
-	}
-	// Upstream's id: the volume key and a random UUID.
-	return v.Key + ";" + uuid.NewString(), nil, nil
+	return uploadVolume(ctx, o, a.Pool, a.Name, "raw", iso, "")
 }
 
 func readCloudInit(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {

@@ -122,7 +122,7 @@ func poolDefinition(a poolArgs) (*libvirtxml.StoragePool, error) {
 		return nil, fmt.Errorf("pool %q: path %q must be absolute", a.Name, a.Path)
 	}
 	return &libvirtxml.StoragePool{Type: "dir", Name: a.Name, Target: &libvirtxml.StoragePoolTarget{
-		Path: a.Path, Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0755"}}}, nil
+		Path: a.Path, Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0711"}}}, nil
 }
 
 // volumeDefinition: a volume of `capacity` bytes in `format`; with backingPath, a copy-on-write
@@ -132,7 +132,7 @@ func volumeDefinition(name, format string, capacity uint64, backingPath, backing
 		Name:     name,
 		Capacity: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: capacity},
 		Target: &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: format},
-			Permissions: &libvirtxml.StorageVolumeTargetPermissions{Mode: "0644"}},
+			Permissions: &libvirtxml.StorageVolumeTargetPermissions{Mode: "0600"}},
 	}
 	if backingPath != "" {
 		if format != "qcow2" {

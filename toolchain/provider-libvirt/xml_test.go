@@ -221,7 +221,7 @@ func TestVolumeAndPoolDefinitions(t *testing.T) {
 	}
 	doc, _ := v.Marshal()
 	for _, want := range []string{`<capacity unit="bytes">2147483648</capacity>`, `<format type="qcow2"></format>`,
-		`<backingStore>`, `<path>/pool/dev-base</path>`} {
+		`<backingStore>`, `<path>/pool/dev-base</path>`, `<mode>0600</mode>`} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("overlay volume lacks %s:\n%s", want, doc)
 		}
@@ -233,7 +233,7 @@ func TestVolumeAndPoolDefinitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if doc, _ := p.Marshal(); !strings.Contains(doc, "<mode>0755</mode>") || !strings.Contains(doc, `<pool type="dir">`) {
+	if doc, _ := p.Marshal(); !strings.Contains(doc, "<mode>0711</mode>") || !strings.Contains(doc, `<pool type="dir">`) {
 		t.Errorf("pool: %s", doc)
 	}
 	if _, err := poolDefinition(poolArgs{Name: "x", Type: "logical", Path: "/x"}); err == nil {
