@@ -27,7 +27,10 @@ def summary(probes: list[Probe], started: float, ended: float) -> dict:
     marks = sorted([started, *(a for a in answers if a <= ended), ended])
     gaps = [b - a for a, b in itertools.pairwise(marks)]
     failed = [p for p in probes if not p.ok]
+    wall = time.time() - time.monotonic()  # monotonic -> wall clock, to line failures up with other logs
     return {"requests": len(probes), "failed": len(failed), "errors": sorted({str(p.error) for p in failed})[:5],
+            "failures": [{"at": time.strftime("%H:%M:%S", time.gmtime(wall + p.t)) + f".{int((wall + p.t) % 1 * 10)}",
+                          "after_s": round(p.t - started, 1), "error": str(p.error)} for p in failed[:10]],
             "longest_no_answer_s": round(max(gaps, default=0.0), 3),
             "max_latency_s": round(max((p.latency or 0.0 for p in probes), default=0.0), 3),
             "seconds": round(ended - started, 1)}

@@ -10,7 +10,11 @@
    autostart brings them back by themselves, the VIP serves again, the verifier passes and
    `up` changes nothing (same UUIDs);
 5. `pulumi import` of a running domain into a scratch stack reads its state from libvirt (name, vcpu,
-   memory, MAC, running, autostart) and leaves the domain alone.
+   memory, MAC, running, autostart) and leaves the domain alone;
+6. issue 21, each under 10 requests/s through the VIP (10 s patience) that must lose none: a memory
+   change restarts the nodes one at a time (web01, web02, the BACKUP, the MASTER), a new image replaces
+   them one at a time (the old base volume goes after the last), an added SSH key logs in on every node
+   and a removed one on none, and a setting fixed at first boot is refused before anything changes.
 
 The tests build on each other, in file order. Durations are printed, never asserted.
 """
@@ -19,11 +23,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,7 +40,7 @@ from pulumi import automation as auto
 from components.cluster import verifier_spec
 from model.settings import load
 from tests.conftest import ROOT
-from tests.e2e.stacks import e2e_stack, timed_up
+from tests.e2e.stacks import changes, e2e_stack, timed_up
 from tests.e2e.test_pulumi_up import NETNS, lab_exec, libvirt_objects, virsh
 
 SUBNET = "192.168.92"
@@ -65,11 +72,6 @@ def domain_state(st: auto.Stack, domain: str) -> dict | None:
         if r["type"] == "libvirt:index/domain:Domain" and r.get("outputs", {}).get("name") == domain:
             return r
     return None
-
-
-def changes(result) -> dict:
-    """What an up changed (the reads of refresh-before-update are not changes)."""
-    return {k: v for k, v in (result.summary.resource_changes or {}).items() if k not in ("same", "refresh")}
 
 
 def verify(name: str, outputs) -> dict:
@@ -215,3 +217,122 @@ def test_pulumi_import_reads_a_domain_from_libvirt(stack):
         (ROOT / f"Pulumi.{scratch}.yaml").unlink(missing_ok=True)
     assert virsh("domstate", dom).strip() == "running" and virsh("domuuid", dom).strip() == dom_uuid
     assert domain_state(st, dom) is not None
+
+
+# ---- issue 21: every day-2 change rolls one node at a time, measured under load ------------------------
+
+ROLL_ORDER = ["web01", "web02", "lb02", "lb01"]  # web nodes, then the BACKUP, then the MASTER
+
+
+@contextmanager
+def load_through_vip(outputs, label: str, tmp: Path) -> Iterator[dict]:
+    """10 requests/s through the VIP, each with 10 s patience, from inside the lab namespace, for the
+    duration of the block (bounded: 1800 s); the block's dict gets the summary (requests, failed,
+    longest_no_answer_s, ...)."""
+    out = tmp / f"load-{label}.json"
+    p = subprocess.Popen(["ip", "netns", "exec", NETNS, sys.executable, "-m", "verifier.load", outputs["vip"].value,
+                          "www.example.local", str(out), "10", "10", "1800"], cwd=ROOT)
+    result: dict = {}
+    try:
+        time.sleep(2)
+        yield result
+        time.sleep(2)
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    result.update(json.loads(out.read_text()))
+    print(f"{label} under load:", json.dumps(result))
+
+
+def rolled(lines: list[str]) -> list[str]:
+    """The nodes whose drain ran, in the order they ran."""
+    return [m.group(1) for ln in lines if (m := re.search(r"Command (\w+)-drain created", ln))]
+
+
+def edit(name: str, change) -> None:
+    path = ROOT / f"Pulumi.{name}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    change(doc["config"])
+    path.write_text(yaml.safe_dump(doc))
+
+
+def domains(name: str) -> dict[str, str]:
+    return {n: virsh("domuuid", f"{name}-{n}").strip() for n in ROLL_ORDER}
+
+
+def test_memory_change_restarts_one_node_at_a_time_under_load(stack, tmp_path):
+    st, name, outputs, _, timings = stack
+    before = domains(name)
+    edit(name, lambda c: c["hacluster:vm"].update(memory=640))
+    lines: list[str] = []
+    with load_through_vip(outputs, "memory 512 -> 640", tmp_path) as load:
+        t = time.monotonic()
+        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
+        timings["up_roll_memory"] = time.monotonic() - t
+    assert rolled(lines) == ROLL_ORDER, rolled(lines)
+    assert load["requests"] > 0 and load["failed"] == 0, load
+    assert domains(name) == before  # restarted in place: the same domains
+    for n in ROLL_ORDER:
+        assert "655360 KiB" in virsh("dominfo", f"{name}-{n}"), n
+    assert result.outputs["verification"].value["passed"] is True
+
+
+def test_image_change_replaces_one_node_at_a_time_under_load(stack, tmp_path):
+    st, name, outputs, _, timings = stack
+    before = domains(name)
+    # A new image (another file, the same guest): what a monthly image upgrade looks like to the stack.
+    image = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=131072",
+                    str(ROOT / ".images/debian12/disk.qcow2"), str(image)], check=True, timeout=600)
+    old_bases = {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
+    edit(name, lambda c: c["hacluster:vm"].update(image=str(image)))
+    lines: list[str] = []
+    with load_through_vip(outputs, "image", tmp_path) as load:
+        t = time.monotonic()
+        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
+        timings["up_roll_image"] = time.monotonic() - t
+    assert rolled(lines) == ROLL_ORDER, rolled(lines)
+    assert load["requests"] > 0 and load["failed"] == 0, load
+    after = domains(name)
+    assert all(after[n] not in ("", before[n]) for n in ROLL_ORDER), (before, after)  # new domains, fresh disks
+    bases = {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
+    assert len(bases) == 1 and not bases & old_bases, (old_bases, bases)  # the old base went, after the last node
+    assert result.outputs["verification"].value["passed"] is True
+
+
+def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tmp_path):
+    st, name, outputs, _, _ = stack
+    key = tmp_path / "operator"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-operator", "-f", str(key)],
+                   check=True, timeout=30)
+    pub = (tmp_path / "operator.pub").read_text().strip()
+
+    def logins() -> dict[str, bool]:
+        return {n: lab_exec("ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+                            f"ops@{outputs['nodes'].value[n]['ip']}", "true", timeout=60).returncode == 0
+                for n in ROLL_ORDER}
+
+    assert not any(logins().values())
+    edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": [pub]}))
+    with load_through_vip(outputs, "ssh key added", tmp_path) as load:
+        st.up(on_output=print, color="never")
+    assert load["failed"] == 0, load
+    assert logins() == dict.fromkeys(ROLL_ORDER, True)
+    edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": []}))
+    st.up(on_output=print, color="never")
+    assert logins() == dict.fromkeys(ROLL_ORDER, False)
+
+
+def test_a_setting_fixed_at_first_boot_is_refused_before_anything_changes(stack):
+    st, name, *_ = stack
+    before = domains(name)
+    edit(name, lambda c: c["hacluster:vm"].update(adminUser="admin2"))
+    try:
+        with pytest.raises(auto.CommandError) as refused:
+            st.up(on_output=print, color="never")
+        assert "vm.adminUser" in str(refused.value) and "cannot change on a deployed stack" in str(refused.value)
+    finally:
+        edit(name, lambda c: c["hacluster:vm"].pop("adminUser", None))
+    assert domains(name) == before
+    assert changes(st.up(on_output=print, color="never")) == {}
