@@ -280,6 +280,22 @@ def test_memory_change_restarts_one_node_at_a_time_under_load(stack, tmp_path):
     assert result.outputs["verification"].value["passed"] is True
 
 
+def test_vcpus_change_restarts_one_node_at_a_time_under_load(stack, tmp_path):
+    st, name, outputs, _, timings = stack
+    before = domains(name)
+    edit(name, lambda c: c["hacluster:vm"].update(vcpus=2))
+    lines: list[str] = []
+    with load_through_vip(outputs, "vcpus 1 -> 2", tmp_path) as load:
+        t = time.monotonic()
+        st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
+        timings["up_roll_vcpus"] = time.monotonic() - t
+    assert rolled(lines) == ROLL_ORDER, rolled(lines)
+    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
+    assert domains(name) == before
+    for n in ROLL_ORDER:
+        assert re.search(r"CPU\(s\):\s+2\b", virsh("dominfo", f"{name}-{n}")), n
+
+
 def test_image_change_replaces_one_node_at_a_time_under_load(stack, tmp_path):
     st, name, outputs, _, timings = stack
     before = domains(name)
@@ -325,6 +341,66 @@ def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tm
     edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": []}))
     st.up(on_output=print, color="never")
     assert logins() == dict.fromkeys(ROLL_ORDER, False)
+
+
+def node_config(outputs, node: str, path: str, tmp: Path) -> str:
+    key = tmp / "stack.key"
+    if not key.exists():
+        key.touch(mode=0o600)
+        key.write_text(outputs["sshPrivateKey"].value)
+    r = lab_exec("ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                 "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+                 f"ops@{outputs['nodes'].value[node]['ip']}", f"sudo cat {path}", timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_nginx_and_keepalived_settings_change_in_place_under_load(stack, tmp_path):
+    st, name, outputs, _, timings = stack
+    before = domains(name)
+    for label, change, path, want in (
+            ("nginx.clientMaxBodySize", lambda c: c["hacluster:nginx"].update(clientMaxBodySize="150m"),
+             "/etc/nginx/nginx.conf", "client_max_body_size 150m;"),
+            ("vrrp.advertInt", lambda c: c["hacluster:vrrp"].update(advertInt=2),
+             "/etc/keepalived/keepalived.conf", "advert_int 2")):
+        edit(name, change)
+        with load_through_vip(outputs, label, tmp_path) as load:
+            t = time.monotonic()
+            result = st.up(on_output=print, color="never")
+            timings[f"up_{label}"] = time.monotonic() - t
+        assert load["requests"] > 0 and load["failed"] == 0, (label, load)
+        assert domains(name) == before, label  # no VM touched
+        for lb in ("lb01", "lb02"):
+            assert want in node_config(outputs, lb, path, tmp_path), (label, lb)
+        assert result.outputs["verification"].value["passed"] is True
+
+
+def serving(vip: str) -> set[str]:
+    seen = set()
+    for _ in range(16):
+        r = lab_exec("curl", "-s", "-m", "5", "-o", "/dev/null", "-D", "-", f"http://{vip}/")
+        seen |= {ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.lower().startswith("x-node:")}
+    return seen
+
+
+def test_scale_out_then_in_under_load(stack, tmp_path):
+    st, name, outputs, _, timings = stack
+    vip = outputs["vip"].value
+    edit(name, lambda c: c["hacluster:webNodes"].append({"name": "web03", "ip": f"{SUBNET}.250"}))
+    with load_through_vip(outputs, "scale out", tmp_path) as load:
+        t = time.monotonic()
+        st.up(on_output=print, color="never")
+        timings["up_scale_out"] = time.monotonic() - t
+    assert load["requests"] > 0 and load["failed"] == 0, load
+    assert serving(vip) == {"web01", "web02", "web03"}
+    edit(name, lambda c: c.update({"hacluster:webNodes": [w for w in c["hacluster:webNodes"] if w["name"] != "web03"]}))
+    with load_through_vip(outputs, "scale in", tmp_path) as load:
+        t = time.monotonic()
+        st.up(on_output=print, color="never")
+        timings["up_scale_in"] = time.monotonic() - t
+    assert load["requests"] > 0 and load["failed"] == 0, load
+    assert serving(vip) == {"web01", "web02"}
+    assert f"{name}-web03" not in virsh("list", "--all", "--name").split()
 
 
 def test_a_setting_fixed_at_first_boot_is_refused_before_anything_changes(stack):
