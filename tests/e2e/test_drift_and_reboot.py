@@ -42,6 +42,7 @@ from model.settings import load
 from tests.conftest import ROOT
 from tests.e2e.stacks import changes, e2e_stack, timed_up
 from tests.e2e.test_pulumi_up import NETNS, lab_exec, libvirt_objects, virsh
+from verifier import load as vload
 
 SUBNET = "192.168.92"
 LAB_RUN_DIR = Path(os.environ.get("HACLUSTER_LAB_RUN_DIR", "/run/hacluster-lab"))
@@ -229,27 +230,12 @@ ROLL_MAY_LOSE = 1
 
 @contextmanager
 def load_through_vip(outputs, label: str, tmp: Path) -> Iterator[dict]:
-    """10 requests/s through the VIP, each with 10 s patience, from inside the lab namespace, for the
-    duration of the block (bounded: 1800 s); the block's dict gets the summary (requests, failed,
-    longest_no_answer_s, ...)."""
-    out = tmp / f"load-{label}.json"
-    p = subprocess.Popen(["ip", "netns", "exec", NETNS, sys.executable, "-m", "verifier.load", outputs["vip"].value,
-                          "www.example.local", str(out), "10", "10", "1800"], cwd=ROOT)
-    result: dict = {}
-    try:
-        time.sleep(2)
+    """10 requests/s through the VIP, 10 s patience each, from inside the lab namespace (verifier/load.py),
+    for the block; the summary printed and given in the block's dict."""
+    with vload.running(NETNS, outputs["vip"].value, "www.example.local",
+                       tmp / f"load-{label.replace(' ', '_')}.json") as result:
         yield result
-        time.sleep(2)
-    finally:
-        p.terminate()
-        p.wait(timeout=60)
-    result.update(json.loads(out.read_text()))
     print(f"{label} under load:", json.dumps(result))
-
-
-def rolled(lines: list[str]) -> list[str]:
-    """The nodes whose drain ran, in the order they ran."""
-    return [m.group(1) for ln in lines if (m := re.search(r"Command (\w+)-drain created", ln))]
 
 
 def edit(name: str, change) -> None:
@@ -272,7 +258,7 @@ def test_memory_change_restarts_one_node_at_a_time_under_load(stack, tmp_path):
         t = time.monotonic()
         result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
         timings["up_roll_memory"] = time.monotonic() - t
-    assert rolled(lines) == ROLL_ORDER, rolled(lines)
+    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
     assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
     assert domains(name) == before  # restarted in place: the same domains
     for n in ROLL_ORDER:
@@ -289,7 +275,7 @@ def test_vcpus_change_restarts_one_node_at_a_time_under_load(stack, tmp_path):
         t = time.monotonic()
         st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
         timings["up_roll_vcpus"] = time.monotonic() - t
-    assert rolled(lines) == ROLL_ORDER, rolled(lines)
+    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
     assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
     assert domains(name) == before
     for n in ROLL_ORDER:
@@ -310,7 +296,7 @@ def test_image_change_replaces_one_node_at_a_time_under_load(stack, tmp_path):
         t = time.monotonic()
         result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
         timings["up_roll_image"] = time.monotonic() - t
-    assert rolled(lines) == ROLL_ORDER, rolled(lines)
+    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
     assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
     after = domains(name)
     assert all(after[n] not in ("", before[n]) for n in ROLL_ORDER), (before, after)  # new domains, fresh disks
