@@ -51,8 +51,10 @@ def node_name() -> str:
 # One cheap look at the node per poll: `cat`s only (`cloud-init status` is a Python process of its own,
 # seconds of CPU on a starved guest).
 PROBE = ("cat /run/cloud-init/status.json 2>/dev/null; echo; echo @@result@@; "
-         "cat /run/cloud-init/result.json 2>/dev/null; true")
-POLL_S = 4.0
+         "cat /run/cloud-init/result.json 2>/dev/null; echo; echo @@ready@@; "
+         "test -e /run/hacluster-ready && echo ready; true")
+POLL_S = 1.0  # the console (a file) is read every second
+PROBE_S = 4.0  # SSH at most this often
 RARE_PROBE_S = 30.0
 SSH_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 30.0
@@ -70,21 +72,24 @@ def probe(node: str, ssh: list[str], known: hostkeys.KnownHosts) -> str | None:
         raise gate.Refused(refused)
     if r.returncode != 0 or "@@result@@" not in r.stdout:
         return None
-    status, _, result = r.stdout.partition("@@result@@")
+    status, _, rest = r.stdout.partition("@@result@@")
+    result, _, ready = rest.partition("@@ready@@")
+    if ready.strip() == "ready":  # the golden image's hacluster-ready.service ran: this boot is done
+        return progress.DONE
     stage, errors = progress.status_stage(status, result)
     if errors:
         log(f"{node}: cloud-init reported errors: {'; '.join(errors)[:300]}")
     return stage
 
 
-def should_probe(have_console: bool, stage: str | None, now: float, last_probe: float | None) -> bool:
-    """Whether to look at the node over SSH now: always without a console to follow; with one,
-    from the last cloud-init stage on (that is when result.json appears), else every RARE_PROBE_S."""
-    if not have_console or last_probe is None:
-        return True
-    if progress.rank(stage) >= progress.rank("cloud-init modules:final"):
-        return True
-    return now - last_probe >= RARE_PROBE_S
+def should_probe(have_console: bool, stage: str | None, now: float, last_probe: float | None,
+                 started: float = 0.0) -> bool:
+    """Whether to look at the node over SSH now. Without a console to follow: every PROBE_S. With one:
+    every PROBE_S from the last cloud-init stage on (that is when result.json appears), before that only
+    every RARE_PROBE_S, counted from the start (a booting node's SSH would only time out)."""
+    if not have_console or progress.rank(stage) >= progress.rank("cloud-init modules:final"):
+        return last_probe is None or now - last_probe >= PROBE_S
+    return now - (started if last_probe is None else last_probe) >= RARE_PROBE_S
 
 
 def wait_booted(spec: dict, ssh: list[str], known: hostkeys.KnownHosts) -> str | None:
@@ -97,7 +102,7 @@ def wait_booted(spec: dict, ssh: list[str], known: hostkeys.KnownHosts) -> str |
         hint=(f"what to do: {where}, check the host's CPU load (a busy host makes boots slow), then run "
               f"`pulumi up` again; raise hacluster:verify.timeout (now {spec.get('timeout', 600)} s) to wait "
               "longer for a boot that makes no progress"))
-    best, last_probe = None, None
+    best, last_probe, started = None, None, time.monotonic()
     while True:
         size, text = progress.read_console(console)
         seen = progress.console_stage(text)
@@ -105,7 +110,7 @@ def wait_booted(spec: dict, ssh: list[str], known: hostkeys.KnownHosts) -> str |
         # console to follow, ask over SSH only once the console shows the last stage (or rarely).
         now = time.monotonic()
         stage = None
-        if should_probe(size is not None, progress.best_stage(seen, best), now, last_probe):
+        if should_probe(size is not None, progress.best_stage(seen, best), now, last_probe, started):
             stage, last_probe = probe(node, ssh, known), now
         best = progress.best_stage(seen, stage, best)
         verdict = follower.observe(time.monotonic(), best, size, progress.tail_lines(text))

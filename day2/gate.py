@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +38,7 @@ DRAIN_FILE = "/run/hacluster/drain.json"
 POLL_S = 0.5
 AGENT_WAIT_S = 20.0  # for the agents to pick the drain file up (they read it every check interval)
 SETTLE_POLLS = 3  # one holder, the expected one, this many polls in a row
+VIP_MOVE_S = 30.0  # for the peer to take the VIP after a clean stop of keepalived
 
 
 class Refused(Exception):
@@ -60,35 +62,42 @@ class Nodes:
         self.dir = tempfile.mkdtemp(prefix="hc-gate-")  # 0700: the control sockets
         self.opened: set[str] = set()
 
-    def _argv(self, ip: str) -> list[str]:
+    def _argv(self, host: str) -> list[str]:
         mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/%C", "-o", "ControlPersist=300"]
-        base = ssh_argv(self.user, ip, self.key_file, self.known.path)
+        base = ssh_argv(self.user, host, self.key_file, self.known.path)
         return [*self.prefix, *base[:-1], *mux, base[-1]]
 
-    def call(self, ip: str, op: str = "look", timeout: float = 40.0, **req) -> dict | None:
-        """One node_gate.py op on the node; its JSON answer, or None when the node does not answer. Refused
+    def call(self, host: str, op: str = "look", **req) -> dict | None:
+        """One node_gate.py op on the node at `host`; its JSON answer, or None when it does not answer.
+        `req` goes to node_gate.py (its `ip` is the web node whose connections it counts). HostKeyUnknown
         when it presents another host key than the stack's (a node that is not ours is not "silent")."""
-        argv = [*self._argv(ip), f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{NODE_GATE}'))\""]
+        argv = [*self._argv(host), f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{NODE_GATE}'))\""]
         try:
             r = subprocess.run(argv, input=json.dumps({"op": op, "stateFile": STATE_FILE, **req}),
-                               capture_output=True, text=True, timeout=timeout)
+                               capture_output=True, text=True, timeout=40.0 + float(req.get("seconds", 0)))
         except subprocess.TimeoutExpired:
             return None
         if r.returncode == 255:
-            name = next((n for n, i in self.known.ips.items() if i == ip), ip)
+            name = next((n for n, i in self.known.ips.items() if i == host), host)
             refused = self.known.refusal(name, r.stderr)
             if refused:
                 raise HostKeyUnknown(refused)
-        self.opened.add(ip)
+        self.opened.add(host)
         try:
             answer = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else None
         except ValueError:
             return None
         return answer if isinstance(answer, dict) and "error" not in answer else None
 
+    def many(self, hosts: dict[str, str], op: str = "look", **req) -> dict[str, dict | None]:
+        """The same op on several nodes at once ({name: host} -> {name: answer})."""
+        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+            futures = {name: pool.submit(self.call, host, op, **req) for name, host in hosts.items()}
+            return {name: f.result() for name, f in futures.items()}
+
     def close(self) -> None:
-        for ip in self.opened:
-            subprocess.run([*self._argv(ip)[:-1], "-O", "exit", f"{self.user}@{ip}"], capture_output=True, timeout=15)
+        for host in self.opened:
+            subprocess.run([*self._argv(host)[:-1], "-O", "exit", f"{self.user}@{host}"], capture_output=True, timeout=15)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -118,10 +127,14 @@ def _wait(timeout: float, probe, what: str):
         time.sleep(POLL_S)
 
 
-def _balancer_looks(nodes: Nodes, spec: dict) -> dict[str, dict]:
-    """The balancers whose health agent answers, with their look at this node's connections."""
-    looks = {b["name"]: nodes.call(b["ip"], ip=spec["ip"]) for b in spec["balancers"]}
-    return {n: v for n, v in looks.items() if v and isinstance(v.get("agent"), dict)}
+def _lbs(spec: dict, names=None) -> dict[str, str]:
+    return {b["name"]: b["ip"] for b in spec["balancers"] if names is None or b["name"] in names}
+
+
+def _agents(nodes: Nodes, spec: dict, names=None, op: str = "look", **req) -> dict[str, dict | None]:
+    """Each balancer's health agent state ({name: state or None when it does not answer}), after `op`."""
+    looks = nodes.many(_lbs(spec, names), op, ip=spec["ip"], **req)
+    return {n: (v or {}).get("agent") if isinstance((v or {}).get("agent"), dict) else None for n, v in looks.items()}
 
 
 def _in(agent: dict) -> set[str]:
@@ -145,45 +158,34 @@ def _drain_web(spec: dict, nodes: Nodes) -> None:
     if not spec["drain"]:
         log(f"{node}: the balancers do not probe web nodes (nginx.upstream.activeCheck off): its graceful stop drains it")
         return
-    looks = _balancer_looks(nodes, spec)
-    if not looks:
+    agents = {n: a for n, a in _agents(nodes, spec).items() if a is not None}
+    if not agents:
         if allow:
             log(f"{node}: no balancer's health agent answers: not drained (rollout.allowDowntime)")
             return
         raise Refused(f"{node}: cannot drain it: no balancer's health agent answers over SSH; {HINT}")
-    if not any(node in (v["agent"].get("healthy") or ()) for v in looks.values()):
+    if not any(node in (a.get("healthy") or ()) for a in agents.values()):
         log(f"{node}: no balancer sees it serve: nothing to drain")
         return
-    for lb, v in looks.items():
-        serving = _in(v["agent"]) - {node}
+    for lb, a in agents.items():
         for pool in spec["pools"]:
-            if not allow and not (set(pool) - {node}) & serving:
+            if not allow and not (set(pool) - {node}) & (_in(a) - {node}):
                 raise Refused(f"{node}: cannot drain it: on {lb} no other member of its pool ({', '.join(pool)}) "
                               f"serves; {HINT}")
-    start, inflight = time.monotonic(), sum(v.get("flows", 0) for v in looks.values())
-    for lb in looks:
-        nodes.call(_ip(spec, lb), "drain", node=node, drainFile=DRAIN_FILE, ip=spec["ip"])
-    try:
-        _wait(AGENT_WAIT_S, lambda: all(node in ((nodes.call(_ip(spec, lb), ip=spec["ip"]) or {}).get("agent") or {})
-                                        .get("drained", ()) for lb in looks),
-              f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may be the "
-              f"last serving member of a pool; see /run/hacluster/health-state.json on {', '.join(looks)}); {HINT}")
-    except HostKeyUnknown:
-        raise  # not a gate that timed out: a node that is not the stack's
-    except Refused:
-        for lb in looks:
-            nodes.call(_ip(spec, lb), "undrain", node=node, drainFile=DRAIN_FILE)
-        raise
-    try:
-        _wait(spec["drainTimeout"], lambda: all((nodes.call(_ip(spec, lb), ip=spec["ip"]) or {}).get("flows", 1) == 0
-                                                for lb in looks), "")
-        left = "no connection left"
-    except HostKeyUnknown:
-        raise  # not a gate that timed out: a node that is not the stack's
-    except Refused:
-        left = f"connections still open after rollout.drainTimeout ({spec['drainTimeout']} s): cut by its stop"
-    log(f"{node}: drained on {', '.join(looks)} in {time.monotonic() - start:.1f} s ({inflight} connection(s) "
-        f"open at the start, {left})")
+    start = time.monotonic()
+    done = nodes.many(_lbs(spec, agents), "drain", node=node, ip=spec["ip"], drainFile=DRAIN_FILE, until="drained",
+                      seconds=AGENT_WAIT_S)
+    if not all((v or {}).get("met") for v in done.values()):
+        _agents(nodes, spec, agents, "undrain", node=node, drainFile=DRAIN_FILE)
+        raise Refused(f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may be "
+                      f"the last serving member of a pool; see /run/hacluster/health-state.json on "
+                      f"{', '.join(agents)}); it was left in; {HINT}")
+    drained = time.monotonic()
+    flows = nodes.many(_lbs(spec, agents), ip=spec["ip"], until="noflows", seconds=spec["drainTimeout"])
+    left = ("no connection left" if all((v or {}).get("met") for v in flows.values()) else
+            f"connections still open after rollout.drainTimeout ({spec['drainTimeout']} s): cut by its stop")
+    log(f"{node}: drained on {', '.join(agents)}: no new connection after {drained - start:.1f} s, {left} "
+        f"after {time.monotonic() - start:.1f} s")
 
 
 def _ip(spec: dict, name: str) -> str:
@@ -212,9 +214,12 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
     if me["keepalived"] == "active":
         nodes.call(_ip(spec, node), "stop-keepalived", vip=spec["vip"], interface=spec["interface"])
     try:
-        _wait(30.0, lambda: (lambda a, b: a is not None and not a["vip"] and (allow or (b or {}).get("vip")))(
-                  _look_lb(nodes, spec, node), _look_lb(nodes, spec, peer)),
-              f"{node}: after a clean stop of its keepalived, {peer} did not take the VIP within 30 s; keepalived "
+        def moved():
+            looks = nodes.many(_lbs(spec), vip=spec["vip"], interface=spec["interface"])
+            me, p = looks[node], looks[peer]
+            return me is not None and not me["vip"] and (allow or (p or {}).get("vip"))
+        _wait(VIP_MOVE_S, moved,
+              f"{node}: after a clean stop of its keepalived, {peer} did not take the VIP within {VIP_MOVE_S:.0f} s; keepalived "
               f"was started again on {node}; look at both balancers' `journalctl -u keepalived`, then run `pulumi up` again")
     except HostKeyUnknown:
         raise  # not a gate that timed out: a node that is not the stack's
@@ -247,22 +252,22 @@ def _admit_web(spec: dict, nodes: Nodes) -> None:
     node = spec["node"]
     if not spec["drain"]:
         return
-    drained = [lb for lb, v in _balancer_looks(nodes, spec).items() if node in (v["agent"].get("drained") or ())]
+    drained = [lb for lb, a in _agents(nodes, spec).items() if a and node in (a.get("drained") or ())]
     if not drained:
         return  # not drained anywhere: a cold up, a new node or a day-2 change (apply checked it serves)
     start = time.monotonic()
-
-    def seen_serving():
-        return all(node in (((nodes.call(_ip(spec, lb)) or {}).get("agent") or {}).get("healthy") or ()) for lb in drained)
-    _wait(spec["timeout"], seen_serving,
+    _wait(spec["timeout"], lambda: (nodes.call(spec["ip"]) or {}).get("healthz") == 200,
+          f"{node}: its nginx does not answer http://127.0.0.1/healthz on the node for {spec['timeout']} s; it stays "
+          "drained (the other web nodes serve); look at `journalctl -u nginx` there, then run `pulumi up` again")
+    _wait(spec["timeout"], lambda: all((v or {}).get("met") for v in nodes.many(
+              _lbs(spec, drained), ip=spec["ip"], node=node, until="healthy", seconds=20).values()),
           f"{node}: does not serve: the probes of http://{spec['ip']}/healthz from {', '.join(drained)} kept failing "
           f"for {spec['timeout']} s; it stays drained (the other web nodes serve); look at its nginx "
           "(journalctl -u nginx), then run `pulumi up` again")
-    for lb in drained:
-        nodes.call(_ip(spec, lb), "undrain", node=node, drainFile=DRAIN_FILE)
-    _wait(AGENT_WAIT_S, lambda: all(node not in (((nodes.call(_ip(spec, lb)) or {}).get("agent") or {})
-                                                 .get("drained") or [node]) for lb in drained),
-          f"{node}: the health agents of {', '.join(drained)} did not admit it within {AGENT_WAIT_S:.0f} s")
+    done = nodes.many(_lbs(spec, drained), "undrain", node=node, ip=spec["ip"], drainFile=DRAIN_FILE,
+                      until="undrained", seconds=AGENT_WAIT_S)
+    if not all((v or {}).get("met") for v in done.values()):
+        raise Refused(f"{node}: the health agents of {', '.join(drained)} did not admit it within {AGENT_WAIT_S:.0f} s")
     log(f"{node}: admitted again on {', '.join(drained)} ({time.monotonic() - start:.1f} s after its config)")
 
 
@@ -275,7 +280,7 @@ def _admit_lb(spec: dict, nodes: Nodes) -> None:
     settled = {"n": 0, "last": None}
 
     def ready():
-        looks = {b["name"]: _look_lb(nodes, spec, b["name"]) for b in spec["balancers"]}
+        looks = nodes.many(_lbs(spec), vip=spec["vip"], interface=spec["interface"])
         mine = looks[node]
         holders = sorted(n for n, v in looks.items() if v and v["vip"])
         settled["last"] = (mine, holders)

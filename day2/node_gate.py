@@ -1,12 +1,15 @@
 """Runs ON A NODE (as root, python3 only, no project imports): one look at the node, or one step of a rolling
 change, for day2/gate.py on the deploy host. One SSH round trip per call.
 
-Input (stdin, JSON): {"op", "node"?, "ip"?, "vip"?, "interface"?, "drainFile"?, "stateFile"?}
+Input (stdin, JSON): {"op", "node"?, "ip"?, "vip"?, "interface"?, "drainFile"?, "stateFile"?, "until"?, "seconds"?}
   look              what the gate needs to decide (below)
   drain / undrain   add / remove `node` to / from the health agent's drain file (atomic rename)
   stop-keepalived   a clean stop: keepalived sends its priority-0 advert, the peer takes the VIP
   start-keepalived  start it again (a drained balancer that was not restarted)
-Output (stdout, JSON) of every op, after it: {"agent": <the agent's state file or null>,
+With "until" (drained | undrained | healthy: the agent's view of `node`; noflows: no connection to `ip`
+left), the op then waits here, up to "seconds", for it to hold: one SSH round trip instead of a poll loop
+from the deploy host. Output (stdout, JSON) of every op, after it (and the wait, with "met" and "after"):
+  {"agent": <the agent's state file or null>,
   "keepalived": "active"|..., "nginx": "active"|..., "vip": <holds the VIP>, "flows": <established TCP
   connections to ip:80>, "healthz": <HTTP status of the local nginx /healthz, 0 when it does not answer>}
 """
@@ -16,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 
 def run(argv):
@@ -88,13 +92,33 @@ def main():
     elif op != "look":
         print(json.dumps({"error": f"unknown op {op!r}"}))
         return 2
+    start, out = time.monotonic(), None
+    if req.get("until"):
+        met = False
+        while not met:
+            met = holds_until(req)
+            if met or time.monotonic() - start >= float(req.get("seconds", 0)):
+                break
+            time.sleep(0.2)
+        out = {"met": met, "after": round(time.monotonic() - start, 2)}
     print(json.dumps({
         "agent": read_json(req["stateFile"]) if req.get("stateFile") else None,
         "keepalived": active("keepalived"), "nginx": active("nginx"),
         "vip": holds(req.get("vip"), req.get("interface") or "eth0"), "flows": flows(req.get("ip")),
-        "healthz": healthz(),
+        "healthz": healthz(), **(out or {}),
     }))
     return 0
+
+
+def holds_until(req):
+    until, node = req["until"], req.get("node")
+    if until == "noflows":
+        return flows(req.get("ip")) == 0
+    agent = read_json(req.get("stateFile")) or {}
+    if until == "healthy":
+        return node in (agent.get("healthy") or [])
+    drained = node in (agent.get("drained") or [])
+    return drained if until == "drained" else (not drained and bool(agent))
 
 
 if __name__ == "__main__":

@@ -217,11 +217,11 @@ done
 # The project's own units (image/rootfs): the health agent (balancers only: it needs the config their
 # cloud-init writes) and the firewall load after cloud-init. With them baked in, the first boot needs no
 # daemon-reload and no systemctl at all: every service starts after cloud-init's 'init' stage.
-for unit in hacluster-health.service hacluster-firewall.service; do
+for unit in hacluster-health.service hacluster-firewall.service hacluster-ready.service; do
   ln -sf "/etc/systemd/system/$unit" "$ROOTFS/etc/systemd/system/multi-user.target.wants/$unit"
 done
 for unit in nginx.service keepalived.service ssh.service nftables.service hacluster-health.service \
-  hacluster-firewall.service; do
+  hacluster-firewall.service hacluster-ready.service; do
   # -L: the links are absolute (they point into the image, not at this host)
   [[ -L "$ROOTFS/etc/systemd/system/multi-user.target.wants/$unit" ||
      -L "$ROOTFS/etc/systemd/system/sysinit.target.wants/$unit" ]] || die "$unit is not enabled in the image"

@@ -104,6 +104,18 @@ class Step:
         return f"roll {i}/{n}: {self.node} ({role}): {what}" + (f" [{'; '.join(self.changes)}]" if self.changes else "")
 
 
+def _norm(v: Any) -> Any:
+    """A value as read back from the stack's outputs compares equal to the program's: no null members
+    (outputs drop them), whole floats as integers (outputs keep numbers as floats)."""
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_norm(x) for x in v]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -119,7 +131,7 @@ def _show(v: Any) -> str:
 
 
 def _changes(old: dict, new: dict) -> tuple[str, ...]:
-    a, b = _flat(old), _flat(new)
+    a, b = _flat(_norm(old)), _flat(_norm(new))
     return tuple(f"{k} {_show(a.get(k))} -> {_show(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
@@ -129,7 +141,7 @@ def plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> tup
     prev_nodes = (previous or {}).get("nodes") or {}
     steps = []
     for node in order(s):
-        old, new = prev_nodes.get(node.name), identities[node.name]
+        old, new = _norm(prev_nodes.get(node.name)), _norm(identities[node.name])
         if old is None:
             steps.append(Step(node.name, node.role, "create"))
         elif old.get("replace") != new["replace"]:
@@ -139,8 +151,9 @@ def plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> tup
         else:
             steps.append(Step(node.name, node.role, "same"))
     problems = []
-    for key, was in ((previous or {}).get("fixed") or {}).items():
-        now = fixed(s).get(key, was)
+    now_fixed, was_fixed = _norm(fixed(s)), _norm((previous or {}).get("fixed") or {})
+    for key in sorted(set(was_fixed) | set(now_fixed)) if was_fixed else ():
+        now, was = now_fixed.get(key), was_fixed.get(key)
         if now != was:
             problems.append(f"{key} = {json.dumps(now)}: cannot change on a deployed stack (it is {json.dumps(was)}): "
                             f"{_why(key)}; deploy a new stack for it, or set it back")

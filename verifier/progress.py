@@ -29,6 +29,9 @@ ORDER = ["init-local", "init", "modules-config", "modules-final"]
 DONE = "cloud-init done"
 _RUNNING = re.compile(r"Cloud-init v\. \S+ running '([^']+)'")
 _FINISHED = re.compile(r"Cloud-init v\. \S+ finished at")
+# The golden image's hacluster-ready.service: the node's services run (every boot; cloud-init only runs
+# on the first one there).
+_READY = re.compile(r"hacluster-ready: \S+ up")
 _SYSTEMD = re.compile(r"Welcome to |systemd\[1\]|\[  OK  \]|\[\s*\S*\s*\] (Started|Starting|Reached) ")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -57,7 +60,7 @@ def console_stage(text: str) -> str | None:
     for line in text.splitlines():
         if m := _RUNNING.search(line):
             stage = f"cloud-init {STAGES.get(m.group(1), m.group(1))}"
-        elif _FINISHED.search(line):
+        elif _FINISHED.search(line) or _READY.search(line):
             stage = DONE
         elif stage == "kernel" and _SYSTEMD.search(line):
             stage = "systemd"

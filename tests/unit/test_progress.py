@@ -38,6 +38,8 @@ Welcome to \x1b[1mDebian GNU/Linux 12 (bookworm)\x1b[0m!
     # libvirt appends the console log across boots: only the latest boot counts
     (CONSOLE_OLD_BOOT + "[    0.000000] Linux version 6.1.0 (new boot)\n", "kernel"),
     (CONSOLE_OLD_BOOT, DONE),
+    # a restart of the golden image: cloud-init is off after the first boot, hacluster-ready says it is up
+    ("[    0.000000] Linux version 6.1.0\nWelcome to Debian GNU/Linux 12 (bookworm)!\nhacluster-ready: web01 up\n", DONE),
 ])
 def test_console_stage(text, stage):
     assert progress.console_stage(text) == stage
@@ -199,7 +201,7 @@ def test_day2_wait_gives_up_on_a_stuck_boot_with_one_line(monkeypatch, clock, tm
                        "[  280.0] cloud-init[400]: Cloud-init v. 22.4 running 'modules:final' at x.\n")
     monkeypatch.setattr(day2, "probe", lambda node, ssh, known: None)  # ssh never answers
     line = day2.wait_booted({"node": "lb02", "timeout": 30, "console": str(console)}, ["ssh"], KH)
-    assert line.startswith("lb02: stuck in cloud-init modules:final (no progress for 32 s")
+    assert line.startswith("lb02: stuck in cloud-init modules:final (no progress for 30 s")  # polled every 1 s
     assert "last console lines: [    0.000000] Linux version 6.1.0 | Welcome to Debian! | [  280.0] cloud-init" in line
     assert f"read {console}" in line and "hacluster:verify.timeout" in line
     assert "\n" not in line
@@ -288,17 +290,20 @@ def test_day2_asks_over_ssh_rarely_while_the_console_shows_an_early_stage(monkey
         return DONE if clock.t >= 72 else None
     monkeypatch.setattr(day2, "probe", probe)
     assert day2.wait_booted({"node": "web01", "timeout": 300, "console": str(console)}, ["ssh"], KH) is None
-    # every 30 s while the console shows systemd; every poll (4 s) from modules:final on
-    assert probes == [0, 32, 64, 68, 72]
+    # every 30 s from the start while the console shows systemd; every 4 s from modules:final on
+    assert probes == [30, 60, 64, 68, 72]
 
 
 def test_should_probe():
-    assert day2.should_probe(False, "kernel", 10, 9)  # no console: every poll
-    assert day2.should_probe(True, "kernel", 10, None)  # the first look
+    assert day2.should_probe(False, "kernel", 10, 6) and not day2.should_probe(False, "kernel", 10, 7)  # every 4 s
+    assert day2.should_probe(False, "kernel", 10, None)  # no console: the first look at once
+    assert not day2.should_probe(True, "kernel", 10, None, 0)  # booting: its SSH would only time out
+    assert day2.should_probe(True, "kernel", 30, None, 0)
+    assert day2.should_probe(True, progress.CONSOLE_DONE, 1, None, 0)  # booted long ago: at once
     assert not day2.should_probe(True, "cloud-init init", 20, 0)
     assert day2.should_probe(True, "cloud-init init", 30, 0)
-    assert day2.should_probe(True, "cloud-init modules:final", 21, 20)
-    assert day2.should_probe(True, progress.CONSOLE_DONE, 21, 20)
+    assert day2.should_probe(True, "cloud-init modules:final", 24, 20)
+    assert not day2.should_probe(True, progress.CONSOLE_DONE, 21, 20)
 
 
 def test_day2_apply_retries_a_node_slow_to_take_logins(monkeypatch, clock, capsys):
@@ -322,3 +327,12 @@ def test_day2_apply_gives_up_after_the_stall_window(monkeypatch, clock, capsys):
 def test_day2_ssh_waits_longer_for_the_banner():
     argv = day2.day2_ssh("ops", "192.168.120.220", "/k", "/kh")
     assert "ConnectTimeout=30" in argv and not any(a == "ConnectTimeout=5" for a in argv)
+
+
+def test_day2_probe_sees_a_restarted_node_up_by_its_ready_marker(monkeypatch):
+    """cloud-init does not run on a golden-image node's later boots: no status.json, but the ready marker."""
+    out = "\n@@result@@\n\n@@ready@@\nready\n"
+    monkeypatch.setattr(day2.subprocess, "run", lambda *a, **kw: subprocess.CompletedProcess(a[0], 0, out, ""))
+    assert day2.probe("web01", ["ssh"], KH) == DONE
+    out = "\n@@result@@\n\n@@ready@@\n\n"
+    assert day2.probe("web01", ["ssh"], KH) == "cloud-init not started"

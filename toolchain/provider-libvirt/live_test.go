@@ -10,11 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/digitalocean/go-libvirt"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"libvirt.org/go/libvirtxml"
 )
 
 func live(t *testing.T, uri string) *libvirtProvider {
@@ -154,12 +158,12 @@ func TestLiveDomainLifecycleOnTestDriver(t *testing.T) {
 	if d2, _ := byUUID(dom.id, o.l.DomainLookupByUUID); d2.UUID != d.UUID {
 		t.Error("the UUID changed")
 	}
-	// Drift in a replace-only property: vcpu.
-	dom.inputs["vcpu"] = resource.NewNumberProperty(4)
-	if diff := dom.up(domIn); len(diff.Replaces) != 1 || diff.Replaces[0] != "vcpu" || !diff.DeleteBeforeReplace {
-		t.Errorf("vcpu drift replaces: %v", diff)
+	// Drift in a replace-only property: the description. The name stays: the old one goes first.
+	dom.inputs["description"] = resource.NewStringProperty("changed")
+	if diff := dom.up(domIn); len(diff.Replaces) != 1 || diff.Replaces[0] != "description" || !diff.DeleteBeforeReplace {
+		t.Errorf("description drift replaces, old one first: %v", diff)
 	}
-	dom.inputs["vcpu"] = resource.NewNumberProperty(1)
+	delete(dom.inputs, "description")
 	// Import: Read without inputs gives them from libvirt.
 	imp := &engine{t: t, p: p, urn: dom.urn, id: dom.id, inputs: resource.PropertyMap{}, outs: resource.PropertyMap{}}
 	imp.refresh()
@@ -167,10 +171,35 @@ func TestLiveDomainLifecycleOnTestDriver(t *testing.T) {
 		imp.inputs["networkInterfaces"].ArrayValue()[0].ObjectValue()["mac"].StringValue() != "52:54:00:0a:d4:01" {
 		t.Errorf("import: %v", imp.inputs)
 	}
-	// Undefined out of band: refresh drops it.
-	if err := o.l.DomainDestroy(d); err != nil {
-		t.Fatal(err)
+	// memory and vcpu change in place: same UUID and MAC, restarted (a new domain id) cleanly.
+	shutdownGrace = 5 * time.Second // the test driver shuts a guest down at once
+	defer func() { shutdownGrace = 0 }()
+	before, _ := byUUID(dom.id, o.l.DomainLookupByUUID)
+	resized := domIn.Copy()
+	resized["memory"], resized["vcpu"] = resource.NewNumberProperty(192), resource.NewNumberProperty(2)
+	if diff := dom.up(resized); len(diff.Replaces) != 0 || !reflect.DeepEqual(diff.Diffs, []string{"memory", "vcpu"}) {
+		t.Fatalf("memory/vcpu change in place: %v", diff)
 	}
+	after, err := byUUID(dom.id, o.l.DomainLookupByUUID)
+	if err != nil || after.ID == before.ID {
+		t.Errorf("domain not restarted (id %d -> %d): %v", before.ID, after.ID, err)
+	}
+	x, err := parseXML[libvirtxml.Domain](o.l.DomainGetXMLDesc(after, 0)) // the running guest's
+	if err != nil || x.Memory.Value != 192<<10 || x.VCPU.Value != 2 || x.Devices.Interfaces[0].MAC.Address != "52:54:00:0a:d4:01" {
+		t.Errorf("running definition after resize: %+v %+v %v", x.Memory, x.VCPU, err)
+	}
+	if dom.refresh(); dom.up(resized).Changes != pulumirpc.DiffResponse_DIFF_NONE {
+		t.Errorf("drift after resize: %v", dom.inputs)
+	}
+	// running=false shuts it down cleanly (within the grace, no power-off).
+	stopped := resized.Copy()
+	stopped["running"] = resource.NewBoolProperty(false)
+	dom.up(stopped)
+	if state, reason, _ := o.l.DomainGetState(after, 0); libvirt.DomainState(state) != libvirt.DomainShutoff ||
+		libvirt.DomainShutoffReason(reason) != libvirt.DomainShutoffShutdown {
+		t.Errorf("state %d reason %d, want shut off by a shutdown", state, reason)
+	}
+	// Undefined out of band: refresh drops it.
 	if err := o.l.DomainUndefineFlags(d, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -241,6 +270,27 @@ func TestLiveStorageOnSystem(t *testing.T) {
 		if d := e.up(in); d.Changes != pulumirpc.DiffResponse_DIFF_NONE {
 			t.Errorf("%s: no drift expected: %v %v", e.urn, d, e.inputs)
 		}
+	}
+	// File modes: the pool directory 0711, each volume 0600 (the seed holds secrets).
+	for path, want := range map[string]os.FileMode{"/var/lib/libvirt/p12-pool": 0o711,
+		"/var/lib/libvirt/p12-pool/p12-seed.iso": 0o600, "/var/lib/libvirt/p12-pool/p12-ov.qcow2": 0o600} {
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v (%v)", path, st.Mode().Perm(), want, err)
+		}
+	}
+	// A base that an overlay still uses is not deleted.
+	if _, err := p.Delete(context.Background(), &pulumirpc.DeleteRequest{Urn: img.urn, Id: img.id}); err == nil ||
+		!strings.Contains(err.Error(), "still the base of p12-ov.qcow2") {
+		t.Errorf("deleting a base in use: %v", err)
+	}
+	// A new user-data rewrites the seed in place: same id and path, new content.
+	seedIn2 := seedIn.Copy()
+	seedIn2["userData"] = resource.NewStringProperty("#cloud-config\nhostname: p12b\n")
+	if d := seed.up(seedIn2); len(d.Replaces) != 0 || d.Changes != pulumirpc.DiffResponse_DIFF_SOME {
+		t.Errorf("seed userData in place: %v", d)
+	}
+	if raw, err := os.ReadFile("/var/lib/libvirt/p12-pool/p12-seed.iso"); err != nil || !strings.Contains(string(raw), "p12b") {
+		t.Errorf("rewritten seed: %v", err)
 	}
 	if p.dials != 1 {
 		t.Errorf("%d connections, want 1", p.dials)

@@ -14,14 +14,19 @@
 // Every object is marked refresh-before-update, so each `pulumi up` reads it from libvirt first and
 // repairs what changed out of band (upstream does not: there only `up --refresh` does).
 //
-// Semantics, as upstream: ids are domain, network and pool UUIDs, the volume key, and CloudInitDisk
-// "key;uuid". Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
-// leaves the state). Update changes in place what upstream does: a domain's running and autostart
-// (a stopped domain is started again, same UUID), a network's autostart and DHCP (and it starts an
-// inactive network); any other change replaces the object, the old one first (libvirt names are
-// unique). Deleting a running domain asks the guest to shut down (ACPI) and powers it off after
-// PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). Deleting what is already gone
-// succeeds. Not implemented: preview of Create (SupportsPreview false), data sources (Invoke).
+// Semantics: ids are domain, network and pool UUIDs, the volume key, and CloudInitDisk "key;uuid", as
+// upstream. Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
+// leaves the state). Update changes in place, beyond upstream: a domain's running and autostart (a
+// stopped domain is started again, same UUID), its vcpu and memory (redefined from its own definition,
+// same UUID, MACs and disks, and restarted cleanly when it runs), a seed's user-data (rewritten at the
+// same path for the node's next fresh boot), a network's autostart and DHCP (and it starts an inactive
+// network). Any other change replaces the object: the old one first when the new one has the same
+// libvirt name, else the new one beside it (a new base image stays until no overlay uses it: deleting a
+// volume that is another's backing store is refused). Stopping a running domain (delete, restart,
+// running=false) asks the guest to shut down, through its agent or else by ACPI, and powers it off
+// after PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). The stack's pool directory is
+// 0711 and every volume 0600 (seeds hold secrets). Deleting what is already gone succeeds. Not
+// implemented: preview of Create (SupportsPreview false), data sources (Invoke).
 package main
 
 import (
@@ -253,10 +258,15 @@ func (p *libvirtProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 		}
 		detailed[key] = &pulumirpc.PropertyDiff{Kind: kind, InputDiff: true}
 	}
-	// libvirt object names (and paths, subnets, MACs) are unique: the old one goes first.
+	// libvirt object names (and paths, subnets, MACs) are unique: the old one goes first, unless the
+	// replacement has a name of its own (kind.identity).
+	renamed := slices.ContainsFunc(k.identity, func(key string) bool {
+		v := news[resource.PropertyKey(key)]
+		return slices.Contains(changed, key) && !v.IsNull() && !v.ContainsUnknowns()
+	})
 	return &pulumirpc.DiffResponse{
 		Changes: pulumirpc.DiffResponse_DIFF_SOME, Replaces: replaces, Diffs: changed,
-		DeleteBeforeReplace: len(replaces) > 0, DetailedDiff: detailed, HasDetailedDiff: true,
+		DeleteBeforeReplace: len(replaces) > 0 && !renamed, DetailedDiff: detailed, HasDetailedDiff: true,
 	}, nil
 }
 

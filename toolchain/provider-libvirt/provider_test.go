@@ -97,9 +97,26 @@ func TestDiffReplacesEveryChange(t *testing.T) {
 	changed["userData"] = resource.MakeSecret(resource.NewStringProperty("b"))
 	changed["pool"] = resource.MakeComputed(resource.NewStringProperty(""))
 	r := diff(changed)
-	if r.Changes != pulumirpc.DiffResponse_DIFF_SOME || !reflect.DeepEqual(r.Replaces, []string{"pool", "userData"}) ||
+	if r.Changes != pulumirpc.DiffResponse_DIFF_SOME || !reflect.DeepEqual(r.Replaces, []string{"pool"}) ||
 		!r.DeleteBeforeReplace {
-		t.Errorf("replace of pool+userData expected: %v", r)
+		t.Errorf("replace of pool (unknown: the old one first) expected: %v", r)
+	}
+	// A new user-data alone rewrites the seed in place (for the node's next fresh boot).
+	data := olds.Copy()
+	data["userData"] = resource.MakeSecret(resource.NewStringProperty("b"))
+	if r := diff(data); len(r.Replaces) != 0 || r.DetailedDiff["userData"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("userData in place expected: %v", r)
+	}
+	// A seed with a new name is made beside the old one; with the same name, the old one goes first.
+	renamed := olds.Copy()
+	renamed["name"], renamed["metaData"] = resource.NewStringProperty("s2.iso"), resource.NewStringProperty("m")
+	if r := diff(renamed); !reflect.DeepEqual(r.Replaces, []string{"metaData", "name"}) || r.DeleteBeforeReplace {
+		t.Errorf("renamed: create before delete expected: %v", r)
+	}
+	delete(renamed, "name")
+	renamed["name"] = olds["name"]
+	if r := diff(renamed); !reflect.DeepEqual(r.Replaces, []string{"metaData"}) || !r.DeleteBeforeReplace {
+		t.Errorf("same name: delete before create expected: %v", r)
 	}
 }
 
@@ -119,10 +136,11 @@ func TestCheckDomainWithNetworkID(t *testing.T) {
 	}
 }
 
-func TestDiffInPlaceOnlyForRunningAndAutostart(t *testing.T) {
+func TestDiffDomainInPlace(t *testing.T) {
 	p := newProvider(nil)
 	olds := resource.PropertyMap{"name": resource.NewStringProperty("d"), "running": resource.NewBoolProperty(false),
-		"autostart": resource.NewBoolProperty(false), "vcpu": resource.NewNumberProperty(1)}
+		"autostart": resource.NewBoolProperty(false), "vcpu": resource.NewNumberProperty(1),
+		"memory": resource.NewNumberProperty(512), "kernel": resource.NewStringProperty("/k1")}
 	diff := func(news resource.PropertyMap) *pulumirpc.DiffResponse {
 		o, _ := marshal(olds)
 		n, _ := marshal(news)
@@ -134,14 +152,16 @@ func TestDiffInPlaceOnlyForRunningAndAutostart(t *testing.T) {
 	}
 	news := olds.Copy()
 	news["running"], news["autostart"] = resource.NewBoolProperty(true), resource.NewBoolProperty(true)
-	if r := diff(news); len(r.Replaces) != 0 || len(r.Diffs) != 2 || r.DeleteBeforeReplace ||
-		r.DetailedDiff["running"].Kind != pulumirpc.PropertyDiff_UPDATE {
-		t.Errorf("running/autostart change in place: %v", r)
+	news["vcpu"], news["memory"] = resource.NewNumberProperty(2), resource.NewNumberProperty(640)
+	if r := diff(news); len(r.Replaces) != 0 || len(r.Diffs) != 4 || r.DeleteBeforeReplace ||
+		r.DetailedDiff["running"].Kind != pulumirpc.PropertyDiff_UPDATE ||
+		r.DetailedDiff["memory"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("running, autostart, vcpu, memory change in place: %v", r)
 	}
-	news["vcpu"] = resource.NewNumberProperty(2)
-	if r := diff(news); !reflect.DeepEqual(r.Replaces, []string{"vcpu"}) || !r.DeleteBeforeReplace ||
-		r.DetailedDiff["vcpu"].Kind != pulumirpc.PropertyDiff_UPDATE_REPLACE {
-		t.Errorf("vcpu replaces: %v", r)
+	news["kernel"] = resource.NewStringProperty("/k2")
+	if r := diff(news); !reflect.DeepEqual(r.Replaces, []string{"kernel"}) || !r.DeleteBeforeReplace ||
+		r.DetailedDiff["kernel"].Kind != pulumirpc.PropertyDiff_UPDATE_REPLACE {
+		t.Errorf("kernel replaces: %v", r)
 	}
 }
 

@@ -39,6 +39,11 @@ type kind struct {
 	// ones that it acts on); a change of any other input replaces it.
 	inPlace       []string
 	secretOutputs []string // outputs that are always secret
+	// identity are the inputs that name the object in libvirt. A replacement that changes one of them
+	// makes the new object beside the old one (the engine deletes the old one at the end: a new base
+	// image stays until no overlay uses it); without them, or when they stay, the old one goes first.
+	// Domains, networks and pools always go first: an overlay, a MAC, a subnet or a path is theirs alone.
+	identity []string
 }
 
 // op is one call: the provider's connection and the resource's URN.
@@ -89,14 +94,18 @@ var kinds = map[string]*kind{
 		create:   createVolume,
 		read:     readVolume,
 		delete:   deleteVolume,
+		identity: []string{"name", "pool"},
 	},
 	"libvirt:index/cloudInitDisk:CloudInitDisk": {
 		newArgs:       func() any { return &cloudInitArgs{} },
 		required:      []string{"name", "pool"},
 		create:        createCloudInit,
 		read:          readCloudInit,
+		update:        updateCloudInit,
+		inPlace:       []string{"userData"},
 		delete:        func(ctx context.Context, o *op, id string) error { return deleteVolume(ctx, o, cloudInitPath(id)) },
 		secretOutputs: []string{"userData"},
+		identity:      []string{"name", "pool"},
 	},
 	"libvirt:index/domain:Domain": {
 		newArgs:  func() any { return &domainArgs{} },
@@ -110,7 +119,7 @@ var kinds = map[string]*kind{
 		read:     readDomain,
 		update:   updateDomain,
 		delete:   deleteDomain,
-		inPlace:  []string{"running", "autostart"},
+		inPlace:  []string{"running", "autostart", "memory", "vcpu"},
 	},
 }
 
@@ -592,14 +601,68 @@ func deleteVolume(ctx context.Context, o *op, id string) error {
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
+	if users, err := overlaysOf(o.l, v); err != nil || len(users) > 0 {
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("volume %s is still the base of %s: it is deleted once no overlay uses it (run pulumi up "+
+			"again after they moved)", v.Name, strings.Join(users, ", "))
+	}
 	return retry(ctx, 2*time.Minute, isBusy, func() error { return ignore(o.l.StorageVolDelete(v, 0), isNotFound) })
+}
+
+// overlaysOf names the volumes of v's pool whose backing store is v (a base image still in use).
+func overlaysOf(l *libvirt.Libvirt, v libvirt.StorageVol) ([]string, error) {
+	p, err := l.StoragePoolLookupByName(v.Pool)
+	if err != nil {
+		return nil, ignore(err, isNotFound)
+	}
+	vols, _, err := l.StoragePoolListAllVolumes(p, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, other := range vols {
+		if other.Key == v.Key {
+			continue
+		}
+		if _, x, err := volumeByKey(l, other.Key); err == nil && x.BackingStore != nil && x.BackingStore.Path == v.Key {
+			users = append(users, other.Name)
+		}
+	}
+	slices.Sort(users)
+	return users, nil
 }
 
 func createCloudInit(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	a := *args.(*cloudInitArgs)
-	dir, err := os.MkdirTemp("", "pulumi-libvirt-cloudinit-") // 0700: user-data is a secret
+	v, err := uploadSeed(ctx, o, a)
 	if err != nil {
 		return "", nil, err
+	}
+	// Upstream's id: the volume key and a random UUID.
+	return v.Key + ";" + uuid.NewString(), nil, nil
+}
+
+// updateCloudInit writes a new user-data into the seed in place: same name, path and id, so the domain
+// that has it attached stays as it is. A guest reads its seed at its first boot only; the new one is
+// for the next fresh boot of the node (a running QEMU keeps the old file open until then).
+func updateCloudInit(ctx context.Context, o *op, id string, args any, _ []string) error {
+	if err := deleteVolume(ctx, o, cloudInitPath(id)); err != nil {
+		return err
+	}
+	v, err := uploadSeed(ctx, o, *args.(*cloudInitArgs))
+	if err == nil && v.Key != cloudInitPath(id) {
+		err = fmt.Errorf("seed %s: rewritten at %s, not at %s", v.Name, v.Key, cloudInitPath(id))
+	}
+	return err
+}
+
+// uploadSeed makes the NoCloud ISO (user-data, meta-data, network-config) and uploads it as a volume.
+func uploadSeed(ctx context.Context, o *op, a cloudInitArgs) (libvirt.StorageVol, error) {
+	dir, err := os.MkdirTemp("", "pulumi-libvirt-cloudinit-") // 0700: user-data is a secret
+	if err != nil {
+		return libvirt.StorageVol{}, err
 	}
 	defer os.RemoveAll(dir)
 	files := []string{"user-data", "meta-data"}
@@ -610,21 +673,16 @@ func createCloudInit(ctx context.Context, o *op, args any) (string, resource.Pro
 	}
 	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(contents[f]), 0o600); err != nil {
-			return "", nil, err
+			return libvirt.StorageVol{}, err
 		}
 	}
 	iso := filepath.Join(dir, "seed.iso")
 	cmd := exec.CommandContext(ctx, "mkisofs", append([]string{"-output", iso, "-volid", "cidata", "-joliet", "-rock"}, files...)...)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("mkisofs: %v: %s", err, strings.TrimSpace(string(out)))
+		return libvirt.StorageVol{}, fmt.Errorf("mkisofs: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	v, err := uploadVolume(ctx, o, a.Pool, a.Name, "raw", iso, "")
-	if err != nil {
-		return "", nil, err
-	}
-	// Upstream's id: the volume key and a random UUID.
-	return v.Key + ";" + uuid.NewString(), nil, nil
+	return uploadVolume(ctx, o, a.Pool, a.Name, "raw", iso, "")
 }
 
 func readCloudInit(_ context.Context, o *op, id string, _ resource.PropertyMap) (resource.PropertyMap, error) {
@@ -779,21 +837,40 @@ func readDomain(_ context.Context, o *op, id string, olds resource.PropertyMap) 
 	return props(m), nil
 }
 
+// updateDomain changes memory and vcpu in the persistent definition (same UUID, MACs, disks) and,
+// as they apply from a boot, restarts a running domain cleanly; then running and autostart (a
+// stopped domain is started again).
 func updateDomain(ctx context.Context, o *op, id string, args any, changed []string) error {
 	a := *args.(*domainArgs)
 	d, err := byUUID(id, o.l.DomainLookupByUUID)
 	if err != nil {
 		return err
 	}
+	resized := ""
+	if slices.Contains(changed, "memory") || slices.Contains(changed, "vcpu") {
+		if resized, err = resizeDomain(o.l, d, a); err != nil {
+			return fmt.Errorf("domain %s: %w", a.Name, err)
+		}
+	}
 	running, err := domainRunning(o.l, d)
 	if err != nil {
 		return err
 	}
-	switch want := a.Running == nil || *a.Running; {
+	want := a.Running == nil || *a.Running
+	if resized != "" && running && want {
+		why := "restarting for " + resized + ": "
+		if err := stopDomain(ctx, o, d, why); err != nil {
+			return err
+		}
+		o.status(ctx, "%sstarting", why)
+		defer o.status(ctx, "")
+		running = false
+	}
+	switch {
 	case want && !running:
 		err = o.l.DomainCreate(d)
 	case !want:
-		err = stopDomain(ctx, o, d)
+		err = stopDomain(ctx, o, d, "")
 	}
 	if err != nil {
 		return err
@@ -801,9 +878,27 @@ func updateDomain(ctx context.Context, o *op, id string, args any, changed []str
 	return o.l.DomainSetAutostart(d, boolInt(a.Autostart))
 }
 
-// shutdownGrace is how long Delete lets a running guest shut down cleanly (ACPI power button)
-// before it pulls the plug: a guest killed seconds after boot can lose what it had not yet
-// flushed (cloud-init's SSH host keys, written files), which matters when its disk is reused.
+// resizeDomain redefines the domain from its own inactive XML (so all else, the XSLT's changes
+// included, stays as libvirt holds it) with a's memory and vcpu; it says what changed.
+func resizeDomain(l *libvirt.Libvirt, d libvirt.Domain, a domainArgs) (string, error) {
+	x, err := parseXML[libvirtxml.Domain](l.DomainGetXMLDesc(d, libvirt.DomainXMLInactive))
+	if err != nil {
+		return "", err
+	}
+	what := resizeDefinition(x, uint(cmp.Or(a.Memory, 512)), uint(cmp.Or(a.Vcpu, 1)))
+	if what == "" {
+		return "", nil
+	}
+	doc, err := x.Marshal()
+	if err == nil {
+		_, err = l.DomainDefineXMLFlags(doc, 0)
+	}
+	return what, err
+}
+
+// shutdownGrace is how long a running guest may shut down cleanly before it is powered off hard:
+// a guest killed seconds after boot can lose what it had not yet flushed (cloud-init's SSH host
+// keys, written files), which matters when its disk is reused.
 var shutdownGrace = 30 * time.Second
 
 // waitShutOff polls until the domain is shut off or gone (true), or timeout (false).
@@ -825,19 +920,50 @@ func waitShutOff(ctx context.Context, l *libvirt.Libvirt, d libvirt.Domain, time
 	}
 }
 
-// stopDomain: ACPI shutdown for up to shutdownGrace, then a hard power-off (if it runs at all).
-func stopDomain(ctx context.Context, o *op, d libvirt.Domain) error {
+// shutdowner is the part of the libvirt API that asks a guest to shut down (faked in tests).
+type shutdowner interface {
+	DomainShutdownFlags(libvirt.Domain, libvirt.DomainShutdownFlagValues) error
+	DomainShutdown(libvirt.Domain) error
+}
+
+// askShutdown asks the guest to shut down: through its agent first (the guest's own poweroff, which
+// works where ACPI is ignored, e.g. early in boot), else by the ACPI power button where no agent
+// answers (a plain shutdown for drivers that take no flags).
+func askShutdown(l shutdowner, d libvirt.Domain) error {
+	if l.DomainShutdownFlags(d, libvirt.DomainShutdownGuestAgent) == nil {
+		return nil
+	}
+	if l.DomainShutdownFlags(d, libvirt.DomainShutdownAcpiPowerBtn) == nil {
+		return nil
+	}
+	return l.DomainShutdown(d)
+}
+
+// stopDomain: a clean shutdown (askShutdown) for up to shutdownGrace, then a hard power-off (if it
+// runs at all). The grace bounds the request too (an agent call can block until the guest is off).
+// why, when set, leads the status lines ("restarting for ...: ").
+func stopDomain(ctx context.Context, o *op, d libvirt.Domain, why string) error {
 	if running, err := domainRunning(o.l, d); err != nil || !running {
 		return err
 	}
+	defer o.status(ctx, "")
 	if shutdownGrace > 0 {
-		o.status(ctx, "shutting down (up to %s)", shutdownGrace)
-		defer o.status(ctx, "")
-		if err := o.l.DomainShutdown(d); err == nil {
-			if off, err := waitShutOff(ctx, o.l, d, shutdownGrace); off || err != nil {
-				return err
+		o.status(ctx, "%sshutting down (up to %s)", why, shutdownGrace)
+		deadline := time.Now().Add(shutdownGrace)
+		asked := make(chan error, 1)
+		go func() { asked <- askShutdown(o.l, d) }()
+		select {
+		case err := <-asked:
+			if err == nil {
+				if off, err := waitShutOff(ctx, o.l, d, time.Until(deadline)); off || err != nil {
+					return err
+				}
 			}
+		case <-time.After(shutdownGrace):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+		o.status(ctx, "%spowering off (not shut down in %s)", why, shutdownGrace)
 	}
 	// destroy is a hard power-off; QEMU can take a moment to let go (retry), then wait, bounded.
 	err := retry(ctx, time.Minute, func(err error) bool { return !isNotFound(err) }, func() error {
@@ -857,7 +983,7 @@ func deleteDomain(ctx context.Context, o *op, id string) error {
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
-	if err := stopDomain(ctx, o, d); err != nil {
+	if err := stopDomain(ctx, o, d, ""); err != nil {
 		return ignore(err, isNotFound)
 	}
 	return ignore(o.l.DomainUndefineFlags(d, libvirt.DomainUndefineNvram), isNotFound)

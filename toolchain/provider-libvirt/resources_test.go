@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/digitalocean/go-libvirt"
 )
 
 func TestOpenSource(t *testing.T) {
@@ -62,6 +66,37 @@ func TestValidateVolume(t *testing.T) {
 	} {
 		if err := validateVolume(&c.a); (err == nil) != c.ok {
 			t.Errorf("%s: validateVolume = %v, want ok=%v", c.a.Name, err, c.ok)
+		}
+	}
+}
+
+// fakeShutdown records how a guest was asked to shut down; the first `fail` requests fail.
+type fakeShutdown struct {
+	fail  int
+	calls []string
+}
+
+func (f *fakeShutdown) answer(how string) error {
+	f.calls = append(f.calls, how)
+	if len(f.calls) <= f.fail {
+		return errors.New("no")
+	}
+	return nil
+}
+
+func (f *fakeShutdown) DomainShutdownFlags(_ libvirt.Domain, fl libvirt.DomainShutdownFlagValues) error {
+	return f.answer(map[libvirt.DomainShutdownFlagValues]string{
+		libvirt.DomainShutdownGuestAgent: "agent", libvirt.DomainShutdownAcpiPowerBtn: "acpi"}[fl])
+}
+
+func (f *fakeShutdown) DomainShutdown(libvirt.Domain) error { return f.answer("plain") }
+
+func TestAskShutdownAgentThenACPI(t *testing.T) {
+	for fail, want := range map[int]string{0: "agent", 1: "agent acpi", 2: "agent acpi plain", 3: "agent acpi plain"} {
+		f := &fakeShutdown{fail: fail}
+		err := askShutdown(f, libvirt.Domain{})
+		if got := strings.Join(f.calls, " "); got != want || (err != nil) != (fail == 3) {
+			t.Errorf("%d failing: asked %q (%v), want %q", fail, got, err, want)
 		}
 	}
 }

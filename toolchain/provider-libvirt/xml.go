@@ -122,7 +122,7 @@ func poolDefinition(a poolArgs) (*libvirtxml.StoragePool, error) {
 		return nil, fmt.Errorf("pool %q: path %q must be absolute", a.Name, a.Path)
 	}
 	return &libvirtxml.StoragePool{Type: "dir", Name: a.Name, Target: &libvirtxml.StoragePoolTarget{
-		Path: a.Path, Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0755"}}}, nil
+		Path: a.Path, Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0711"}}}, nil
 }
 
 // volumeDefinition: a volume of `capacity` bytes in `format`; with backingPath, a copy-on-write
@@ -132,7 +132,7 @@ func volumeDefinition(name, format string, capacity uint64, backingPath, backing
 		Name:     name,
 		Capacity: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: capacity},
 		Target: &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: format},
-			Permissions: &libvirtxml.StorageVolumeTargetPermissions{Mode: "0644"}},
+			Permissions: &libvirtxml.StorageVolumeTargetPermissions{Mode: "0600"}},
 	}
 	if backingPath != "" {
 		if format != "qcow2" {
@@ -347,4 +347,27 @@ func domainDefinition(a domainArgs, r resolvedDomain) (*libvirtxml.Domain, error
 func cloudInitPath(id string) string {
 	path, _, _ := strings.Cut(id, ";")
 	return path
+}
+
+// resizeDefinition sets a domain definition's memory (MiB; its current memory too) and vcpu count,
+// keeping everything else, and says what changed ("memory 512 -> 640 MiB, vcpu 1 -> 2"; "" if
+// nothing did).
+func resizeDefinition(x *libvirtxml.Domain, memoryMiB, vcpu uint) string {
+	var what []string
+	if x.Memory == nil {
+		x.Memory = &libvirtxml.DomainMemory{}
+	}
+	if old := uint(scaleSize(x.Memory.Unit, uint64(x.Memory.Value)) >> 20); old != memoryMiB {
+		what = append(what, fmt.Sprintf("memory %d -> %d MiB", old, memoryMiB))
+		x.Memory.Unit, x.Memory.Value = "MiB", memoryMiB
+		x.CurrentMemory = &libvirtxml.DomainCurrentMemory{Unit: "MiB", Value: memoryMiB}
+	}
+	if x.VCPU == nil {
+		x.VCPU = &libvirtxml.DomainVCPU{}
+	}
+	if old := x.VCPU.Value; old != vcpu {
+		what = append(what, fmt.Sprintf("vcpu %d -> %d", old, vcpu))
+		x.VCPU.Value, x.VCPU.Current, x.VCPUs = vcpu, 0, nil // all of them online, none listed one by one
+	}
+	return strings.Join(what, ", ")
 }

@@ -221,7 +221,7 @@ func TestVolumeAndPoolDefinitions(t *testing.T) {
 	}
 	doc, _ := v.Marshal()
 	for _, want := range []string{`<capacity unit="bytes">2147483648</capacity>`, `<format type="qcow2"></format>`,
-		`<backingStore>`, `<path>/pool/dev-base</path>`} {
+		`<backingStore>`, `<path>/pool/dev-base</path>`, `<mode>0600</mode>`} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("overlay volume lacks %s:\n%s", want, doc)
 		}
@@ -233,7 +233,7 @@ func TestVolumeAndPoolDefinitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if doc, _ := p.Marshal(); !strings.Contains(doc, "<mode>0755</mode>") || !strings.Contains(doc, `<pool type="dir">`) {
+	if doc, _ := p.Marshal(); !strings.Contains(doc, "<mode>0711</mode>") || !strings.Contains(doc, `<pool type="dir">`) {
 		t.Errorf("pool: %s", doc)
 	}
 	if _, err := poolDefinition(poolArgs{Name: "x", Type: "logical", Path: "/x"}); err == nil {
@@ -241,5 +241,28 @@ func TestVolumeAndPoolDefinitions(t *testing.T) {
 	}
 	if scaleSize("KiB", 524288)>>20 != 512 || scaleSize("bytes", 7) != 7 {
 		t.Error("scaleSize")
+	}
+}
+
+func TestResizeDefinition(t *testing.T) {
+	d := mustDomain(t, clusterDomain(), resolvedDomain{})
+	d.UUID = "0b1c8a2e-0000-4000-8000-0000000000aa"
+	d.Memory = &libvirtxml.DomainMemory{Unit: "KiB", Value: 524288, DumpCore: "off"} // as libvirt reports it
+	d.CurrentMemory = &libvirtxml.DomainCurrentMemory{Unit: "KiB", Value: 524288}
+	d.VCPU = &libvirtxml.DomainVCPU{Placement: "static", Value: 1}
+	if what := resizeDefinition(d, 512, 1); what != "" {
+		t.Errorf("unchanged size: %q", what)
+	}
+	if what := resizeDefinition(d, 640, 2); what != "memory 512 -> 640 MiB, vcpu 1 -> 2" {
+		t.Errorf("what changed: %q", what)
+	}
+	doc, _ := d.Marshal()
+	for _, want := range []string{`<memory unit="MiB" dumpCore="off">640</memory>`,
+		`<currentMemory unit="MiB">640</currentMemory>`, `<vcpu placement="static">2</vcpu>`,
+		`<uuid>0b1c8a2e-0000-4000-8000-0000000000aa</uuid>`, `<mac address="52:54:00:a8:5f:e6"></mac>`,
+		`dev-web01.qcow2`} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("resized definition lacks %s:\n%s", want, doc)
+		}
 	}
 }
