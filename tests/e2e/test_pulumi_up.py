@@ -52,11 +52,17 @@ def edit_config(name: str, change) -> None:
     path.write_text(yaml.safe_dump(doc))
 
 
-def node_ssh(outputs, node: str, command: str, keyfile) -> subprocess.CompletedProcess:
-    """`command` on `node` as the admin user, its host key pinned from the stack output hostKeys."""
+def node_ssh(outputs, node: str, command: str, keyfile, user: str = "ops") -> subprocess.CompletedProcess:
+    """`command` on `node` as `user` (the automation user; "sysop": the operators'), its host key pinned
+    from the stack output hostKeys."""
     ip = outputs["nodes"].value[node]["ip"]
     with KnownHosts({node: outputs["hostKeys"].value[node]}, {node: ip}) as known:
-        return lab_exec(*ssh_argv("ops", ip, str(keyfile), known.path), command, timeout=60)
+        return lab_exec(*ssh_argv(user, ip, str(keyfile), known.path), command, timeout=60)
+
+
+def host_keys_env(outputs) -> dict[str, str]:
+    """env HACLUSTER_HOST_KEYS for the verifier run by hand: the stack's pinned host keys."""
+    return {"HACLUSTER_HOST_KEYS": json.dumps(outputs["hostKeys"].value)}
 
 
 def lab_exec(*cmd, timeout=30) -> subprocess.CompletedProcess:
@@ -122,7 +128,7 @@ def test_up_verify_break_noop_destroy(stack):
     settings = load({k.split(":", 1)[1]: v for k, v in stack_config(name).items()}, name, ROOT)
     spec = {**verifier_spec(settings), "drill": False, "timeout": 60}
     env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec),
-           "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value}
+           "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value, **host_keys_env(outputs)}
     keyfile = ROOT / ".state" / f"{name}.key"
     keyfile.parent.mkdir(exist_ok=True)
     keyfile.touch(mode=0o600)
