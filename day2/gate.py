@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from verifier.actions import ssh_argv
+from verifier.cancel import CANCEL
 
 NODE_GATE = base64.b64encode((Path(__file__).resolve().parent / "node_gate.py").read_bytes()).decode()
 # Where the health agent keeps its state and reads its drain file (model/render.py VM_PATHS; a unit test
@@ -84,7 +85,11 @@ class Nodes:
 
     def close(self) -> None:
         for host in self.opened:
-            subprocess.run([*self._argv(host)[:-1], "-O", "exit", f"{self.user}@{host}"], capture_output=True, timeout=15)
+            try:
+                subprocess.run([*self._argv(host)[:-1], "-O", "exit", f"{self.user}@{host}"], capture_output=True,
+                               timeout=CANCEL.bound(15))  # a cancelled run has its budget only
+            except subprocess.TimeoutExpired:
+                pass  # the master ends by itself (ControlPersist)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
