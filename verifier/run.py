@@ -380,14 +380,16 @@ class Verifier:
         if kinds:
             self._vip_drill(kinds)
         loads = LoadDrills(self)
-        for kind in load_kinds:
-            ok = loads.web(kind) if kind.startswith("web_") else getattr(loads, LOAD_RUNS[kind])()
-            if not ok:
-                for rest in load_kinds[load_kinds.index(kind) + 1:]:
-                    self.check(f"drill_{rest}", False, "not run: an earlier drill step failed")
-                break
-        if load_kinds:
-            self.restore([], s.master if s.preempt else None)
+        try:
+            for kind in load_kinds:
+                ok = loads.web(kind) if kind.startswith("web_") else getattr(loads, LOAD_RUNS[kind])()
+                if not ok:
+                    for rest in load_kinds[load_kinds.index(kind) + 1:]:
+                        self.check(f"drill_{rest}", False, "not run: an earlier drill step failed")
+                    break
+        finally:  # also on a cancel: each load drill repaired its break, this waits for one holder again
+            if load_kinds:
+                self.restore([], s.master if s.preempt else None)
 
     def _vip_drill(self, kinds: list[str]) -> None:
         s = self.s
