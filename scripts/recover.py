@@ -256,7 +256,8 @@ def recover(stack: str, backend: str, root: Path, clear: bool, host: str | None 
         return 1 if locks else 0
     if not backend.startswith("file://"):
         return 0  # another backend: its own locking, nothing to read here
-    state = Path(unquote(urlparse(backend).path))
+    u = urlparse(backend)
+    state = Path.home() / unquote(u.path).lstrip("/") if u.netloc == "~" else Path(unquote(u.path))  # file://~/x
     project = project_name(root)
     blocked = clear_stale_locks(file_locks(state, project, stack), stack, host, started)
     for line in blocked:

@@ -78,19 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m verifier", description=__doc__.splitlines()[0])
     ap.add_argument("--spec", metavar="FILE", help=f"the spec as a JSON file (default: env {SPEC_ENV})")
     args = ap.parse_args(argv)
-    try:
-        text = Path(args.spec).read_text() if args.spec else os.environ.get(SPEC_ENV, "")
-        if not text.strip():
-            raise SpecError(f"no spec: pass --spec FILE or set {SPEC_ENV}")
-        spec = parse(text)
-        enter_netns(spec, argv)
-    except (SpecError, netns.NamespaceError, OSError, ValueError) as e:
-        return emit(failure("environment", str(e)), rc=2)
-
     # SIGTERM (a cancelled `pulumi up`), SIGINT, SIGHUP: the drill's restore and the key's removal run,
-    # within verifier.cancel.BUDGET_S (verifier/cancel.py).
+    # within verifier.cancel.BUDGET_S (verifier/cancel.py). The re-exec into the namespace keeps the PID
+    # and installs them again.
     with CANCEL.installed(progress):
-        return _run(spec)
+        try:
+            try:
+                text = Path(args.spec).read_text() if args.spec else os.environ.get(SPEC_ENV, "")
+                if not text.strip():
+                    raise SpecError(f"no spec: pass --spec FILE or set {SPEC_ENV}")
+                spec = parse(text)
+                enter_netns(spec, argv)
+            except (SpecError, netns.NamespaceError, OSError, ValueError) as e:
+                return emit(failure("environment", str(e)), rc=2)
+            return _run(spec)
+        except Cancelled as e:  # before the run began: nothing to restore
+            return emit(interrupted(None, e), rc=e.exit_code)
 
 
 def _run(spec: Spec) -> int:

@@ -168,7 +168,7 @@ class LoadDrills:
                     with CANCEL.shielded():
                         try:
                             repairs(node)
-                            self.v.log(f"repaired {node.name} ({kind} interrupted)")
+                            self.v.log(f"repaired {node.name} ({kind} cut short)")
                         except ActionError as e:
                             self.v.log(f"could not repair {node.name}: {e}")
         stats = load_stats(prober.snapshot(), t_break - 0.5, time.monotonic())
@@ -250,7 +250,7 @@ class LoadDrills:
                     with CANCEL.shielded():
                         try:
                             a.vrrp_cut(master, False)
-                            v.log(f"healed the VRRP cut on {master.name} (drill interrupted)")
+                            v.log(f"healed the VRRP cut on {master.name} (drill cut short)")
                         except ActionError as e:
                             v.log(f"could not heal the VRRP cut on {master.name}: {e}")
         end = time.monotonic()

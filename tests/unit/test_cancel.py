@@ -177,7 +177,7 @@ def test_sigterm_during_a_vrrp_cut_heals_it(mock_drill):
         v.drill(["vrrp_cut"])
     v._pool.shutdown()
     assert cluster.calls == ["cut lb01", "heal lb01"] and not cluster.cut
-    assert "healed the VRRP cut on lb01 (drill interrupted)" in lines
+    assert "healed the VRRP cut on lb01 (drill cut short)" in lines
 
 
 def test_a_signal_during_the_restore_does_not_cut_it_short(mock_drill):
