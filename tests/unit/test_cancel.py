@@ -340,3 +340,51 @@ def test_day2_sigterm_removes_its_key_and_says_so_in_one_line(monkeypatch, tmp_p
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("day2: web01: cancelled by SIGTERM (the deployment was cancelled or ended "
                                             "early); run `pulumi up` again to finish this node's change")
+
+
+class MockNodes:
+    """day2.gate.Nodes without SSH: the balancers' agents see web01 and web02 serve, and `on` (an op) gets
+    this process SIGTERM, as a cancelled `pulumi up` would, while it runs."""
+
+    def __init__(self, on: str):
+        self.on, self.ops = on, []
+
+    def _answer(self, op):
+        self.ops.append(op)
+        if op == self.on:
+            self.on = None
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        return {"agent": {"healthy": ["web01", "web02"]}, "met": True, "vip": False, "keepalived": "active",
+                "nginx": "active", "healthz": 200}
+
+    def many(self, hosts, op="look", **_req):
+        return {name: self._answer(op) for name in hosts}
+
+    def call(self, _host, op="look", **_req):
+        return self._answer(op)
+
+
+GATE_SPEC = {"node": "web01", "ip": "192.168.81.230", "role": "web", "drain": True, "allowDowntime": False,
+             "pools": [["web01", "web02"]], "drainTimeout": 5, "vip": "192.168.81.100", "interface": "eth0",
+             "balancers": [{"name": "lb01", "ip": "192.168.81.210"}, {"name": "lb02", "ip": "192.168.81.220"}]}
+
+
+def test_day2_cancelled_mid_drain_admits_the_web_node_again(capsys):
+    from day2 import gate
+
+    nodes = MockNodes(on="drain")
+    with CANCEL.installed(lambda _m: None), pytest.raises(Cancelled):
+        gate.drain(dict(GATE_SPEC), nodes)
+    assert nodes.ops == ["look", "look", "drain", "undrain", "undrain"]  # the SIGTERM came during the first drain
+    assert "day2: web01: cancelled while it was drained: admitted again on lb01, lb02" in capsys.readouterr().err
+
+
+def test_day2_cancelled_while_a_balancer_is_taken_out_starts_its_keepalived(capsys):
+    from day2 import gate
+
+    nodes = MockNodes(on="stop-keepalived")
+    with CANCEL.installed(lambda _m: None), pytest.raises(Cancelled):
+        gate.drain({**GATE_SPEC, "node": "lb01", "ip": "192.168.81.210", "role": "lb"}, nodes)
+    assert nodes.ops[-2:] == ["stop-keepalived", "start-keepalived"]
+    assert "day2: lb01: cancelled while it was taken out: keepalived started again" in capsys.readouterr().err
