@@ -29,6 +29,7 @@ to clear, or a recovery step that failed (one line each, what to do in it).
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import json
 import os
@@ -176,7 +177,8 @@ def pg_env(url: str) -> tuple[dict[str, str], str]:
 
 def pg_locks(url: str, stack: str) -> list[Lock]:
     env, table = pg_env(url)
-    sql = f"SELECT key, data FROM {table} WHERE key LIKE '%/locks/%/{stack}/%.json' LIMIT {MAX_LOCKS}"
+    # Each row's data is {"data": base64 of the file} (pkg/backend/diy/postgres/bucket.go).
+    sql = f"SELECT key, data->>'data' FROM {table} WHERE key LIKE '%/locks/%/{stack}/%.json' LIMIT {MAX_LOCKS}"
     try:
         r = subprocess.run(["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                            env={**os.environ, **env}, capture_output=True, text=True, timeout=PSQL_TIMEOUT_S,
@@ -192,7 +194,11 @@ def pg_locks(url: str, stack: str) -> list[Lock]:
     for line in r.stdout.splitlines():
         key, _, data = line.partition("\t")
         if key:
-            out.append(parse_lock(key, data))
+            try:
+                text = base64.b64decode(data, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                text = data  # not base64: parse_lock says what it is
+            out.append(parse_lock(key, text))
     return out
 
 

@@ -4,6 +4,7 @@ cleared through `pulumi stack export` + `import` when asked. Lock files are fake
 (pkg/backend/diy/lock.go); the pulumi and psql runs are mocks (MockPulumi, mock_psql); one test uses the
 real CLI of the toolchain when it is built (a scratch file backend, nothing else)."""
 
+import base64
 import importlib.util
 import json
 import os
@@ -127,8 +128,8 @@ def test_a_postgres_lock_is_named_never_cleared_and_the_password_stays_out_of_ar
 
     def mock_psql(argv, env=None, **_kw):
         calls.append((argv, env))
-        row = ".pulumi/locks/organization/hacluster/dev/x.json\t" + json.dumps(
-            {"pid": 7, "username": "ops", "hostname": "teamhost", "timestamp": NOW})
+        lock = json.dumps({"pid": 7, "username": "ops", "hostname": "teamhost", "timestamp": NOW})
+        row = ".pulumi/locks/organization/hacluster/dev/x.json\t" + base64.b64encode(lock.encode()).decode()
         return subprocess.CompletedProcess(argv, 0, row + "\n", "")
 
     monkeypatch.setattr(recover.subprocess, "run", mock_psql)
