@@ -12,8 +12,9 @@ package main
 //     (started when it should run: the next `pulumi up` reconciles the rest, refresh-before-update).
 //     Volumes and seeds have no UUID: theirs is the pool's, they are this stack's when they lie in a
 //     pool that carries its marker. A volume made by an upload (a source; every seed) may be partial,
-//     so it is deleted and made again; an overlay or an empty volume is made at once by libvirt, and
-//     is adopted when its backing store is the one asked for (else made again).
+//     so it is deleted and made again (a base that overlays were made over is complete: adopted); an
+//     overlay or an empty volume is made at once by libvirt, and is adopted when its backing store is
+//     the one asked for (else made again).
 //   - It does not: Create refuses, naming the object and the virsh command that removes it.
 //
 // Objects made before markers existed have random UUIDs: they are refused, not adopted.
@@ -218,6 +219,14 @@ func adoptVolume(ctx context.Context, o *op, args any) (string, resource.Propert
 			outs, err := readVolume(ctx, o, v.Key, nil)
 			return v.Key, outs, true, err
 		}
+	}
+	// From an upload: partial, unless overlays were made over it (which needs its Create to have returned).
+	if users, err := overlaysOf(o.l, v); err != nil {
+		return "", nil, false, err
+	} else if len(users) > 0 {
+		adopted(ctx, o, "volume", a.Pool+"/"+a.Name, "adopted (the base of "+strings.Join(users, ", ")+")")
+		outs, err := readVolume(ctx, o, v.Key, nil)
+		return v.Key, outs, true, err
 	}
 	return "", nil, false, remake(ctx, o, "volume", v)
 }
