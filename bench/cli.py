@@ -31,6 +31,7 @@ from pulumi import automation as auto
 
 from . import config as bcfg
 from . import drill as bdrill
+from . import rolling
 from .lab import (
     NETNS,
     URI,
@@ -166,6 +167,7 @@ class Bench:
                     self.overhead(name, config, up.outputs)
                     self.results["memory"]["reference"] = memory(name)
                     self.failover("reference", name, config, up.outputs)
+                    self.rolling(st, config, up.outputs["vip"].value)
                 rec["destroy_s"] = st.destroy()
                 left = libvirt_objects(name)
                 if left:
@@ -289,6 +291,15 @@ class Bench:
             raise Broken(f"the {profile} failover drill failed: {why}")
 
     # ---- balancer overhead -----------------------------------------------------------------------
+    def rolling(self, st: BenchStack, config: dict, vip: str) -> None:
+        """The rolling-change rows (bench/rolling.py), on the reference stack after its drills."""
+        if os.environ.get("BENCH_ROLLING", "1") == "0":
+            self.results["skipped"]["rolling"] = "BENCH_ROLLING=0"
+            return
+        rows = rolling.run(ROOT, st, dict(config), vip, bcfg.SUBNETS["reference"])
+        self.results["rolling"] = {"stack": st.name, "rows": rows, "summary": rolling.summary(rows)}
+        self.save()
+
     def overhead(self, name: str, config: dict, outputs: dict) -> None:
         settings = self._settings(name, config)
         host = settings.nginx.server_name.split()[0]

@@ -159,10 +159,33 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
         load = (_summary(results, profile).get(kind) or {}).get("load") or {}
         for key, field in fields.items():
             values[key] = (load.get(field) or {}).get(TARGET_BY_KEY[key].stat)
+    roll = (results.get("rolling") or {}).get("summary") or {}
+    values["rolling_failed"], values["rolling_gap"], values["rolling_time"] = (
+        roll.get("failed_max"), roll.get("longest_no_answer_max_s"), roll.get("roll_vs_target_max"))
     values["rps_ratio"] = ((results.get("overhead") or {}).get("summary") or {}).get("ratio")
     mems = [m.get("max_mib") for m in (results.get("memory") or {}).values() if m.get("max_mib") is not None]
     values["vm_memory"] = round(max(mems) / 1024, 3) if mems else None
     return [verdict(t, values.get(t.key)) for t in TARGETS]
+
+
+def rolling_lines(roll: dict[str, Any], verdicts: dict[str, Verdict]) -> list[str]:
+    """The rolling-change rows (bench/rolling.py): one per change, then the three targets."""
+    if not roll.get("rows"):
+        return []
+    out = [f"### Rolling changes (stack {roll.get('stack')}, 10 requests/s through the VIP, 10 s patience each)", "",
+           _row(["Change", "`pulumi up`", "requests", "failed", "longest without an answer", "max latency",
+                 "nodes rolled (boot s)", "roll target"]),
+           _row(["---", "---:", "---:", "---:", "---:", "---:", "---", "---:"])]
+    for r in roll["rows"]:
+        order = ", ".join(f"{n} ({_s(r['boots_s'].get(n))})" for n in r["order"]) or "none (in place)"
+        out.append(_row([r["change"], _s(r["up_s"]), str(r["requests"]), str(r["failed"]), _s(r["longest_no_answer_s"]),
+                         _s(r["max_latency_s"]), order, _s(r["target_s"]) if r["target_s"] else "–"]))
+    out.append("")
+    for key in ("rolling_failed", "rolling_gap", "rolling_time"):
+        v = verdicts.get(key)
+        if v:
+            out.append(f"- {TARGET_BY_KEY[key].title}: {v.detail} {_mark(v)}")
+    return [*out, ""]
 
 
 def _summary(results: dict[str, Any], profile: str) -> dict[str, Any]:
@@ -321,6 +344,8 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(_row([profile, KIND_TITLES[kind] + (" — the MASTER's return" if kind == "poweroff" else ""),
                                    "", "", "", "", "", BEFORE[kind], v.detail if v else "", _mark(v)]))
     lines.append("")
+
+    lines += rolling_lines(results.get("rolling") or {}, verdicts)
 
     # overhead
     oh = (results.get("overhead") or {}).get("summary") or {}

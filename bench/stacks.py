@@ -66,7 +66,8 @@ class BenchStack:
         if self.stack is None:
             self.stack = auto.create_stack(self.name, work_dir=str(self.root))
 
-    def _timed(self, what: str, fn: Callable[..., Any]) -> tuple[float, Any, dict[str, float]]:
+    def _timed(self, what: str, fn: Callable[..., Any], lines: list[str] | None = None
+               ) -> tuple[float, Any, dict[str, float]]:
         events: list[tuple[float, str, str, str]] = []
         t0 = time.monotonic()
 
@@ -78,14 +79,16 @@ class BenchStack:
         log = self._log()
         log(f"==== {what} {self.name} ({time.strftime('%H:%M:%S')})")
         progress(f"{what} {self.name} ...")
-        result = fn(on_output=log, on_event=on_event, color="never")
+        keep = log if lines is None else (lambda ln: (log(ln), lines.append(ln)))
+        result = fn(on_output=keep, on_event=on_event, color="never")
         seconds = round(time.monotonic() - t0, 2)
         progress(f"{what} {self.name}: {seconds:.1f} s")
         return seconds, result, phases(events)
 
-    def up(self) -> tuple[float, auto.UpResult, dict[str, float]]:
+    def up(self, lines: list[str] | None = None) -> tuple[float, auto.UpResult, dict[str, float]]:
+        """Timed `pulumi up`; its output lines appended to `lines` too, when given."""
         assert self.stack is not None
-        return self._timed("up", self.stack.up)
+        return self._timed("up", self.stack.up, lines)
 
     def preview(self) -> float:
         assert self.stack is not None

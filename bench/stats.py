@@ -151,6 +151,10 @@ TARGETS: tuple[Target, ...] = (
            "holder (VIP gap)", 0.4, "<=", "s", "median"),
     Target("two_hosts_fast_host_lost_failed", "two hypervisors, fast profile: the MASTER's host lost: failed requests",
            1, "<=", "requests", "median"),
+    Target("rolling_failed", "rolling changes under 10 req/s (each of them): failed requests", 0, "<=", "requests",
+           "max"),
+    Target("rolling_gap", "rolling changes under 10 req/s: the longest window without an answer", 1, "<=", "s", "max"),
+    Target("rolling_time", "a roll's duration vs the sum of (each rolled node's boot + 20 s)", 1, "<=", "x", "max"),
     Target("rps_ratio", "requests/s through the VIP vs direct to a web node", 0.9, ">=", "x", "median"),
     Target("vm_memory", "host memory (RSS) per VM", 0.55, "<=", "GiB", "max"),
 )

@@ -37,6 +37,7 @@ DRAIN_FILE = "/run/hacluster/drain.json"
 POLL_S = 0.5
 AGENT_WAIT_S = 20.0  # for the agents to pick the drain file up (they read it every check interval)
 SETTLE_POLLS = 3  # one holder, the expected one, this many polls in a row
+VIP_MOVE_S = 30.0  # for the peer to take the VIP after a clean stop of keepalived
 
 
 class Refused(Exception):
@@ -215,8 +216,8 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
             looks = nodes.many(_lbs(spec), vip=spec["vip"], interface=spec["interface"])
             me, p = looks[node], looks[peer]
             return me is not None and not me["vip"] and (allow or (p or {}).get("vip"))
-        _wait(30.0, moved,
-              f"{node}: after a clean stop of its keepalived, {peer} did not take the VIP within 30 s; keepalived "
+        _wait(VIP_MOVE_S, moved,
+              f"{node}: after a clean stop of its keepalived, {peer} did not take the VIP within {VIP_MOVE_S:.0f} s; keepalived "
               f"was started again on {node}; look at both balancers' `journalctl -u keepalived`, then run `pulumi up` again")
     except (Refused, Cancelled) as e:  # refused or cancelled: keepalived runs again, as it was found
         with CANCEL.shielded():

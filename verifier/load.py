@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import netns
@@ -27,10 +31,42 @@ def summary(probes: list[Probe], started: float, ended: float) -> dict:
     marks = sorted([started, *(a for a in answers if a <= ended), ended])
     gaps = [b - a for a, b in itertools.pairwise(marks)]
     failed = [p for p in probes if not p.ok]
+    wall = time.time() - time.monotonic()  # monotonic -> wall clock, to line failures up with other logs
     return {"requests": len(probes), "failed": len(failed), "errors": sorted({str(p.error) for p in failed})[:5],
+            "failures": [{"at": time.strftime("%H:%M:%S", time.gmtime(wall + p.t)) + f".{int((wall + p.t) % 1 * 10)}",
+                          "after_s": round(p.t - started, 1), "error": str(p.error)} for p in failed[:10]],
             "longest_no_answer_s": round(max(gaps, default=0.0), 3),
             "max_latency_s": round(max((p.latency or 0.0 for p in probes), default=0.0), 3),
             "seconds": round(ended - started, 1)}
+
+
+@contextmanager
+def running(ns: str, vip: str, server_name: str, out: Path, rate: float = 10.0, patience: float = 10.0,
+            bound: float = 1800.0) -> Iterator[dict]:
+    """On the deploy host: this load, from inside lab namespace `ns`, for the duration of the block (and
+    2 s either side); the block's dict gets the summary once it ends."""
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "verifier.load", vip, server_name, str(out),
+                          str(rate), str(patience), str(bound)], cwd=Path(__file__).resolve().parent.parent)
+    result: dict = {}
+    try:
+        time.sleep(2)
+        yield result
+        time.sleep(2)
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    result.update(json.loads(out.read_text()))
+
+
+def rolled(lines: list[str]) -> list[str]:
+    """From `pulumi up` output: the nodes whose drain ran, in the order they ran."""
+    return [m.group(1) for ln in lines if (m := re.search(r"Command (\w+)-drain created", ln))]
+
+
+def boots(lines: list[str]) -> dict[str, float]:
+    """From `pulumi up` output: each node's boot, start to ready, as day 2 reported it (the last one seen)."""
+    return {m.group(1): float(m.group(2)) for ln in lines
+            if (m := re.search(r"day2: (\w+): (?:cloud-init done|ready) \((\d+(?:\.\d+)?) s\)", ln))}
 
 
 def main(argv: list[str]) -> int:

@@ -46,3 +46,11 @@ def timed_up(st: auto.Stack, timings: dict[str, float], key: str = "up_cold") ->
     up = st.up(on_output=print, color="never")
     timings[key] = time.monotonic() - t
     return up
+
+
+NOT_CHANGES = ("same", "refresh", "read")  # refresh-before-update reads; the stack's read of its own outputs
+
+
+def changes(result) -> dict:
+    """What an up changed."""
+    return {k: v for k, v in (result.summary.resource_changes or {}).items() if k not in NOT_CHANGES}

@@ -82,7 +82,7 @@ def test_every_target_has_a_figure_in_evaluate():
     load_keys = {f"{p}_{k}" for p in ("reference", "fast") for ks in report.LOAD_TARGETS.values() for k in ks}
     host_keys = {k for fields in report.HOST_TARGETS.values() for k in fields}
     assert keys == {"cold_up", "noop_up", "rps_ratio", "vm_memory", *report.PROFILE_TARGETS.values(), *load_keys,
-                    "reference_return", "fast_return", *host_keys}
+                    "reference_return", "fast_return", *host_keys, "rolling_failed", "rolling_gap", "rolling_time"}
 
 
 # ---- results -> summaries -> verdicts -> table ---------------------------------------------------------
@@ -161,7 +161,7 @@ def test_markdown_table():
     assert "| ratio VIP / direct (requests/s) | 0.90× |" in md
     assert "| reference | lb01 500, web01 520 | 0.508 GiB | 0.997 GiB | met (0.508 GiB ≤ 0.55 GiB) |" in md
     assert "**not met**" in md and "**met**" in md
-    assert md.count("\n| ") > 25 and "7 of 31 targets met." in md
+    assert md.count("\n| ") > 25 and "7 of 34 targets met." in md
     for line in md.splitlines():  # every table row has as many cells as its header
         assert not line.startswith("|") or line.endswith("|")
 
@@ -443,3 +443,19 @@ def test_two_hosts_fast_rows_have_their_own_targets():
     assert v["two_hosts_fast_host_lost_gap"].value == 0.3 and v["two_hosts_fast_host_lost_gap"].met
     assert v["two_hosts_fast_host_lost_failed"].met and v["two_hosts_host_lost_gap"].met is None
     assert "| two-hosts-fast | the MASTER's hypervisor lost" in report.render(res)
+
+
+def test_rolling_rows_feed_three_targets_and_a_table():
+    from bench import rolling
+    rows = [{"change": "memory 512 -> 640 (restart)", "up_s": 206.0, "requests": 2101, "failed": 0, "errors": [],
+             "longest_no_answer_s": 0.98, "max_latency_s": 1.06, "order": ["web01", "web02", "lb02", "lb01"],
+             "boots_s": {"web01": 29.0, "web02": 31.0, "lb02": 28.0, "lb01": 27.0}, "target_s": 195.0},
+            {"change": "nginx clientMaxBodySize (day 2)", "up_s": 30.0, "requests": 300, "failed": 1, "errors": ["x"],
+             "longest_no_answer_s": 0.4, "max_latency_s": 0.5, "order": [], "boots_s": {}, "target_s": None}]
+    res = {"rolling": {"stack": "bench-ref-x", "rows": rows, "summary": rolling.summary(rows)}}
+    v = {x.key: x for x in report.evaluate(res)}
+    assert (v["rolling_failed"].value, v["rolling_failed"].met) == (1, False)
+    assert (v["rolling_gap"].value, v["rolling_gap"].met) == (0.98, True)
+    assert v["rolling_time"].value == round(206 / 195, 3) and v["rolling_time"].met is False
+    md = report.render(res)
+    assert "### Rolling changes" in md and "web01 (29.0 s)" in md and "none (in place)" in md

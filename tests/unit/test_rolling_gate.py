@@ -1,0 +1,126 @@
+"""day2/gate.py, the health gates of a rolling change, against MockCluster: a mock of the nodes' answers
+(node_gate.py's JSON) that keeps the state the real ops would change (drain file, keepalived, the VIP).
+The real gate on real nginx/keepalived: tests/integration (drained web node) and tests/e2e (rolls)."""
+
+from __future__ import annotations
+
+import pytest
+
+from day2 import gate
+
+LB = {"lb01": "10.0.0.210", "lb02": "10.0.0.220"}
+WEB = {"web01": "10.0.0.230", "web02": "10.0.0.240"}
+
+
+class MockCluster:
+    """Stands in for gate.Nodes: call(host, op, **req) -> node_gate.py's answer, or None (no answer)."""
+
+    def __init__(self, healthy=("web01", "web02"), holder="lb01", peer_ok=True, vip_moves=True):
+        self.healthy = {lb: set(healthy) for lb in LB}
+        self.drained = {lb: set() for lb in LB}
+        self.keepalived = dict.fromkeys(LB, "active")
+        self.holder, self.peer_ok, self.vip_moves = holder, peer_ok, vip_moves
+        self.ops: list[tuple[str, str]] = []
+
+    def name(self, host):
+        return next(n for n, ip in {**LB, **WEB}.items() if ip == host)
+
+    def call(self, host, op="look", **req):
+        node = self.name(host)
+        self.ops.append((node, op))
+        if op in ("drain", "undrain"):
+            (self.drained[node].add if op == "drain" else self.drained[node].discard)(req["node"])
+        elif op == "stop-keepalived":
+            self.keepalived[node] = "inactive"
+            if self.holder == node and self.vip_moves:
+                self.holder = next(n for n in LB if n != node)
+        elif op == "start-keepalived":
+            self.keepalived[node] = "active"
+            if node == "lb01":
+                self.holder = "lb01"  # preempt
+        answer = {"agent": {"healthy": sorted(self.healthy[node]), "ejected": [], "drained": sorted(self.drained[node])}
+                  if node in LB else None, "keepalived": self.keepalived.get(node, "inactive"),
+                  "nginx": "active" if self.peer_ok or node != "lb02" else "failed",
+                  "vip": self.holder == node and self.keepalived.get(node) == "active", "flows": 0,
+                  "healthz": 200 if self.peer_ok or node != "lb02" else 0}
+        until, who = req.get("until"), req.get("node")
+        if until:
+            answer["met"] = {"drained": who in self.drained.get(node, ()), "undrained": who not in self.drained.get(node, ()),
+                             "healthy": who in self.healthy.get(node, ()), "noflows": True}[until]
+        return answer
+
+    def many(self, hosts, op="look", **req):
+        return {n: self.call(h, op, **req) for n, h in hosts.items()}
+
+
+def spec(node, **kw):
+    role = "web" if node.startswith("web") else "lb"
+    return {"node": node, "role": role, "ip": {**LB, **WEB}[node], "vip": "10.0.0.100", "interface": "eth0",
+            "balancers": [{"name": n, "ip": ip} for n, ip in LB.items()], "pools": [["web01", "web02"]],
+            "master": "lb01", "drain": True, "drainTimeout": 1, "allowDowntime": False, "timeout": 2, **kw}
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch):
+    monkeypatch.setattr(gate, "POLL_S", 0.0)
+    monkeypatch.setattr(gate, "VIP_MOVE_S", 0.5)
+
+
+def test_a_web_node_is_drained_on_both_balancers_and_admitted_again():
+    c = MockCluster()
+    gate.drain(spec("web01"), c)
+    assert c.drained == {"lb01": {"web01"}, "lb02": {"web01"}}
+    gate.admit(spec("web01"), c)
+    assert c.drained == {"lb01": set(), "lb02": set()}
+    assert ("lb01", "undrain") in c.ops and ("lb02", "undrain") in c.ops
+
+
+def test_the_last_serving_member_of_a_pool_is_refused_and_nothing_is_drained():
+    c = MockCluster(healthy=("web01",))  # web02 down: web01 is all its pool has
+    with pytest.raises(gate.Refused) as e:
+        gate.drain(spec("web01"), c)
+    assert "no other member of its pool (web01, web02) serves" in str(e.value) and "rollout.allowDowntime" in str(e.value)
+    assert not any(op == "drain" for _, op in c.ops) and c.drained == {"lb01": set(), "lb02": set()}
+    gate.drain(spec("web01", allowDowntime=True), c)  # the opt-in drains it anyway
+    assert c.drained["lb01"] == {"web01"}
+
+
+def test_a_web_node_not_drained_anywhere_is_not_touched_by_admit():
+    c = MockCluster()
+    gate.admit(spec("web02"), c)
+    assert not any(op == "undrain" for _, op in c.ops)
+
+
+def test_a_balancer_is_taken_out_only_when_its_peer_serves():
+    c = MockCluster(peer_ok=False)
+    with pytest.raises(gate.Refused) as e:
+        gate.drain(spec("lb01"), c)
+    assert "its peer lb02 does not serve" in str(e.value)
+    assert c.keepalived["lb01"] == "active" and ("lb01", "stop-keepalived") not in c.ops
+
+
+def test_the_master_hands_the_vip_over_and_takes_it_back_on_admit():
+    c = MockCluster()
+    gate.drain(spec("lb01"), c)
+    assert c.holder == "lb02" and c.keepalived["lb01"] == "inactive"
+    gate.admit(spec("lb01"), c)
+    assert c.holder == "lb01" and c.keepalived["lb01"] == "active"
+
+
+def test_a_vip_that_does_not_move_restarts_keepalived_and_refuses():
+    c = MockCluster(vip_moves=False)
+    with pytest.raises(gate.Refused) as e:
+        gate.drain(spec("lb01"), c)
+    assert "did not take the VIP" in str(e.value)
+    assert c.ops[-1] == ("lb01", "start-keepalived") and c.keepalived["lb01"] == "active"
+
+
+def test_a_balancer_is_not_admitted_while_the_wrong_one_holds_the_vip():
+    c = MockCluster(holder="lb02")
+    c.keepalived["lb01"] = "inactive"
+    c.call(LB["lb01"], "start-keepalived")
+    c.holder = "lb02"  # the MASTER does not preempt: it must not be called admitted
+    c.call = (lambda real: lambda host, op="look", **req: real(host, "look" if op == "start-keepalived" else op, **req))(c.call)
+    with pytest.raises(gate.Refused) as e:
+        gate.admit(spec("lb01"), c)
+    assert "VIP held by lb02 (want lb01)" in str(e.value)
