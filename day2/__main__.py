@@ -12,6 +12,8 @@ day2/apply.py on the node as root with the files on stdin.
 For lab stacks every connection starts inside the lab namespace (`ip netns exec`), never from the
 root one. Prints the node's JSON answer; exit 2 with the reason when the node refused the change. Then
 the node's gate: a drained node is admitted again once it serves (day2/gate.py).
+SIGTERM (a cancelled `pulumi up`), SIGINT and SIGHUP end it within seconds, exit 128+signal, with one line;
+the key lives in a private directory (0700) that is removed however the run ends (verifier/cancel.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,8 +32,10 @@ from day2 import gate
 from day2.spec import Day2Spec
 from verifier import netns, progress
 from verifier.actions import ssh_argv
+from verifier.cancel import CANCEL, Cancelled, private_key, sweep_stale
 
 APPLY_TIMEOUT_S = 180.0
+KEY_PREFIX = "hacluster-day2"
 APPLY = (Path(__file__).resolve().parent / "apply.py").read_text()
 
 
@@ -154,7 +157,6 @@ def day2_ssh(user: str, ip: str, key: str) -> list[str]:
 
 def main(argv: list[str]) -> int:
     spec = Day2Spec.model_validate_json(os.environ["HACLUSTER_DAY2_SPEC"]).model_dump(by_alias=True)
-    drain = argv[1:] == ["drain"]
     prefix: list[str] = []
     if spec.get("netns"):
         if not netns.exists(spec["netns"]):
@@ -162,16 +164,21 @@ def main(argv: list[str]) -> int:
                 f"{spec['ip']} from anywhere else")
             return 2
         prefix = ["ip", "netns", "exec", spec["netns"]]
-    fd, key = tempfile.mkstemp(prefix="hacluster-day2-", suffix=".key")
-    nodes = None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(os.environ["HACLUSTER_SSH_KEY"].rstrip("\n") + "\n")
+    sweep_stale(KEY_PREFIX, log=log)
+    with private_key(os.environ["HACLUSTER_SSH_KEY"], KEY_PREFIX) as key:
         nodes = gate.Nodes(spec["sshUser"], key, prefix)
-        if drain:
+        try:
+            return run(spec, argv, nodes, [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key)])
+        finally:
+            with CANCEL.shielded():
+                nodes.close()
+
+
+def run(spec: dict, argv: list[str], nodes: gate.Nodes, ssh: list[str]) -> int:
+    try:
+        if argv[1:] == ["drain"]:
             gate.drain(spec, nodes)
             return 0
-        ssh = [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key)]
         # First boot: let cloud-init finish writing and starting things before anything is compared.
         stuck = wait_booted(spec, ssh)
         if stuck:
@@ -192,17 +199,18 @@ def main(argv: list[str]) -> int:
     except gate.Refused as e:
         log(str(e))
         return 2
-    finally:
-        if nodes is not None:
-            nodes.close()
-        Path(key).unlink(missing_ok=True)
 
 
 def guarded() -> int:
     """main(), with every unexpected failure as one line (never a traceback) and exit 2."""
     try:
-        return main(sys.argv)
-    except KeyboardInterrupt:
+        with CANCEL.installed(log):
+            return main(sys.argv)
+    except Cancelled as e:
+        log(f"{node_name()}: {e} (the deployment was cancelled or ended early); run `pulumi up` again to finish "
+            "this node's change")
+        return e.exit_code
+    except KeyboardInterrupt:  # SIGINT before the handler was in place
         log(f"{node_name()}: interrupted (the deployment was cancelled or ended early)")
         return 130
     except ValidationError as e:

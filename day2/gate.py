@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from verifier.actions import ssh_argv
+from verifier.cancel import CANCEL, Cancelled
 
 NODE_GATE = base64.b64encode((Path(__file__).resolve().parent / "node_gate.py").read_bytes()).decode()
 # Where the health agent keeps its state and reads its drain file (model/render.py VM_PATHS; a unit test
@@ -66,8 +67,8 @@ class Nodes:
         `req` goes to node_gate.py (its `ip` is the web node whose connections it counts)."""
         argv = [*self._argv(host), f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{NODE_GATE}'))\""]
         try:
-            r = subprocess.run(argv, input=json.dumps({"op": op, "stateFile": STATE_FILE, **req}),
-                               capture_output=True, text=True, timeout=40.0 + float(req.get("seconds", 0)))
+            r = subprocess.run(argv, input=json.dumps({"op": op, "stateFile": STATE_FILE, **req}), capture_output=True,
+                               text=True, timeout=CANCEL.bound(40.0 + float(req.get("seconds", 0))))
         except subprocess.TimeoutExpired:
             return None
         self.opened.add(host)
@@ -85,7 +86,11 @@ class Nodes:
 
     def close(self) -> None:
         for host in self.opened:
-            subprocess.run([*self._argv(host)[:-1], "-O", "exit", f"{self.user}@{host}"], capture_output=True, timeout=15)
+            try:
+                subprocess.run([*self._argv(host)[:-1], "-O", "exit", f"{self.user}@{host}"], capture_output=True,
+                               timeout=CANCEL.bound(15))  # a cancelled run has its budget only
+            except subprocess.TimeoutExpired:
+                pass  # the master ends by itself (ControlPersist)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -160,15 +165,21 @@ def _drain_web(spec: dict, nodes: Nodes) -> None:
                 raise Refused(f"{node}: cannot drain it: on {lb} no other member of its pool ({', '.join(pool)}) "
                               f"serves; {HINT}")
     start = time.monotonic()
-    done = nodes.many(_lbs(spec, agents), "drain", node=node, ip=spec["ip"], drainFile=DRAIN_FILE, until="drained",
-                      seconds=AGENT_WAIT_S)
-    if not all((v or {}).get("met") for v in done.values()):
-        _agents(nodes, spec, agents, "undrain", node=node, drainFile=DRAIN_FILE)
-        raise Refused(f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may be "
-                      f"the last serving member of a pool; see /run/hacluster/health-state.json on "
-                      f"{', '.join(agents)}); it was left in; {HINT}")
-    drained = time.monotonic()
-    flows = nodes.many(_lbs(spec, agents), ip=spec["ip"], until="noflows", seconds=spec["drainTimeout"])
+    try:
+        done = nodes.many(_lbs(spec, agents), "drain", node=node, ip=spec["ip"], drainFile=DRAIN_FILE, until="drained",
+                          seconds=AGENT_WAIT_S)
+        if not all((v or {}).get("met") for v in done.values()):
+            _agents(nodes, spec, agents, "undrain", node=node, drainFile=DRAIN_FILE)
+            raise Refused(f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may "
+                          f"be the last serving member of a pool; see /run/hacluster/health-state.json on "
+                          f"{', '.join(agents)}); it was left in; {HINT}")
+        drained = time.monotonic()
+        flows = nodes.many(_lbs(spec, agents), ip=spec["ip"], until="noflows", seconds=spec["drainTimeout"])
+    except Cancelled:  # the deployment was cancelled: the node serves again, as it was found
+        with CANCEL.shielded():
+            _agents(nodes, spec, agents, "undrain", node=node, drainFile=DRAIN_FILE)
+            log(f"{node}: cancelled while it was drained: admitted again on {', '.join(agents)}")
+        raise
     left = ("no connection left" if all((v or {}).get("met") for v in flows.values()) else
             f"connections still open after rollout.drainTimeout ({spec['drainTimeout']} s): cut by its stop")
     log(f"{node}: drained on {', '.join(agents)}: no new connection after {drained - start:.1f} s, {left} "
@@ -198,9 +209,9 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
             raise Refused(f"{node}: cannot take it out: its peer {peer} does not serve ({what}); {HINT}")
         log(f"{node}: its peer {peer} does not serve ({what}): taken out anyway (rollout.allowDowntime)")
     start = time.monotonic()
-    if me["keepalived"] == "active":
-        nodes.call(_ip(spec, node), "stop-keepalived", vip=spec["vip"], interface=spec["interface"])
     try:
+        if me["keepalived"] == "active":
+            nodes.call(_ip(spec, node), "stop-keepalived", vip=spec["vip"], interface=spec["interface"])
         def moved():
             looks = nodes.many(_lbs(spec), vip=spec["vip"], interface=spec["interface"])
             me, p = looks[node], looks[peer]
@@ -208,8 +219,11 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
         _wait(VIP_MOVE_S, moved,
               f"{node}: after a clean stop of its keepalived, {peer} did not take the VIP within {VIP_MOVE_S:.0f} s; keepalived "
               f"was started again on {node}; look at both balancers' `journalctl -u keepalived`, then run `pulumi up` again")
-    except Refused:
-        nodes.call(_ip(spec, node), "start-keepalived")
+    except (Refused, Cancelled) as e:  # refused or cancelled: keepalived runs again, as it was found
+        with CANCEL.shielded():
+            nodes.call(_ip(spec, node), "start-keepalived")
+            if isinstance(e, Cancelled):
+                log(f"{node}: cancelled while it was taken out: keepalived started again")
         raise
     log(f"{node}: keepalived stopped cleanly (priority-0 advert); {peer} holds the VIP "
         f"({time.monotonic() - start:.1f} s)")

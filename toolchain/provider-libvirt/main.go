@@ -15,7 +15,9 @@
 // repairs what changed out of band (upstream does not: there only `up --refresh` does).
 //
 // Semantics: ids are domain, network and pool UUIDs, the volume key, and CloudInitDisk "key;uuid", as
-// upstream. Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
+// upstream. Domains, networks and pools get a UUID derived from the stack and their name (the stack's
+// marker): Create adopts a same-named object that carries it, left by a `pulumi up` killed during its
+// Create, and refuses, with the virsh command that removes it, one that does not (adopt.go). Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
 // leaves the state). Update changes in place, beyond upstream: a domain's running and autostart (a
 // stopped domain is started again, same UUID), its vcpu and memory (redefined from its own definition,
 // same UUID, MACs and disks, and restarted cleanly when it runs), a seed's user-data (rewritten at the
@@ -286,7 +288,15 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 	if err != nil {
 		return nil, err
 	}
-	id, extra, err := k.create(ctx, o, args)
+	var id string
+	var extra resource.PropertyMap
+	var found bool
+	if k.adopt != nil { // a same-named object left by an interrupted `pulumi up` (adopt.go)
+		id, extra, found, err = k.adopt(ctx, o, args)
+	}
+	if err == nil && !found {
+		id, extra, err = k.create(ctx, o, args)
+	}
 	if err != nil {
 		return nil, err
 	}

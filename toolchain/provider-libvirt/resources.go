@@ -30,6 +30,9 @@ type kind struct {
 	defaults map[string]resource.PropertyValue
 	validate func(args any) error
 	create   func(ctx context.Context, o *op, args any) (id string, outs resource.PropertyMap, err error)
+	// adopt runs before create: a same-named object of this stack is taken over (found) or cleared for
+	// create, any other one refused (adopt.go).
+	adopt func(ctx context.Context, o *op, args any) (id string, outs resource.PropertyMap, found bool, err error)
 	// read reports what libvirt holds now, as inputs would say it (nil: the object is gone).
 	// olds are the stored inputs (empty on import).
 	read   func(ctx context.Context, o *op, id string, olds resource.PropertyMap) (resource.PropertyMap, error)
@@ -74,6 +77,7 @@ var kinds = map[string]*kind{
 			"mode": resource.NewStringProperty("nat"), "autostart": resource.NewBoolProperty(false)},
 		validate: func(a any) error { _, err := networkDefinition(*a.(*networkArgs)); return err },
 		create:   createNetwork,
+		adopt:    adoptNetwork,
 		read:     readNetwork,
 		update:   updateNetwork,
 		delete:   deleteNetwork,
@@ -84,6 +88,7 @@ var kinds = map[string]*kind{
 		required: []string{"name", "type", "path"},
 		validate: func(a any) error { _, err := poolDefinition(*a.(*poolArgs)); return err },
 		create:   createPool,
+		adopt:    adoptPool,
 		read:     readPool,
 		delete:   deletePool,
 	},
@@ -92,6 +97,7 @@ var kinds = map[string]*kind{
 		required: []string{"name", "pool"},
 		validate: validateVolume,
 		create:   createVolume,
+		adopt:    adoptVolume,
 		read:     readVolume,
 		delete:   deleteVolume,
 		identity: []string{"name", "pool"},
@@ -100,6 +106,7 @@ var kinds = map[string]*kind{
 		newArgs:       func() any { return &cloudInitArgs{} },
 		required:      []string{"name", "pool"},
 		create:        createCloudInit,
+		adopt:         adoptCloudInit,
 		read:          readCloudInit,
 		update:        updateCloudInit,
 		inPlace:       []string{"userData"},
@@ -116,6 +123,7 @@ var kinds = map[string]*kind{
 			"autostart": resource.NewBoolProperty(false)},
 		validate: validateDomain,
 		create:   createDomain,
+		adopt:    adoptDomain,
 		read:     readDomain,
 		update:   updateDomain,
 		delete:   deleteDomain,
@@ -188,6 +196,9 @@ func xsltOf(x *xsltArgs) string {
 func createNetwork(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	a := *args.(*networkArgs)
 	def, err := networkDefinition(a)
+	if err == nil {
+		err = markNetwork(o, def)
+	}
 	if err != nil {
 		return "", nil, err
 	}
@@ -344,6 +355,9 @@ func deleteNetwork(_ context.Context, o *op, id string) error {
 
 func createPool(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	def, err := poolDefinition(*args.(*poolArgs))
+	if err == nil {
+		err = markPool(o, def)
+	}
 	if err != nil {
 		return "", nil, err
 	}
@@ -735,6 +749,9 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 		r.NetworkNames = append(r.NetworkNames, name)
 	}
 	def, err := domainDefinition(a, r)
+	if err == nil {
+		err = markDomain(o, def)
+	}
 	if err != nil {
 		return "", nil, err
 	}
