@@ -76,8 +76,10 @@ test: lint test-unit test-integration test-e2e ## Every test tier
 test-unit: deps venv ## Settings, rendering (nginx -t, keepalived -t), resource graph with mocks
 	$(PY) -m pytest -q tests/unit
 
+# Three at a time (pytest-xdist): each test's lab is namespaces of its own, and most of a test is waiting
+# for keepalived and the health agents (8 min one by one, about 3.5 min so on this 2-core machine).
 test-integration: deps venv ## Real nginx + keepalived in network namespaces, the verifier against them
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q -n 3 tests/integration
 
 test-e2e: HOSTS = 2
 test-e2e: deps toolchain venv image lab .state ## Real pulumi up/destroy of four VMs in the lab (one host, then two)
