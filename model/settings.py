@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import grammar as g
-from . import images
 from .config import PROBLEMS, PROFILES, RolloutConfig, StackConfig  # noqa: F401 (PROFILES: part of this module's API)
+from .images import virtual_size
 
 
 class SettingsError(ValueError):
@@ -407,7 +407,7 @@ def disk_key(s: Settings, node: Node) -> str:
 def _disk_problems(s: Settings) -> list[str]:
     """A disk smaller than the image would cut its filesystem: refused when the image's virtual size is known
     (model/images.py; otherwise the libvirt plugin refuses it when it makes the volume)."""
-    size = images.virtual_size(s.vm.image)
+    size = virtual_size(s.vm.image)
     if size is None:
         return []
     need = -(-size // GIB)
