@@ -22,9 +22,12 @@
 // stopped domain is started again, same UUID), its vcpu and memory (redefined from its own definition,
 // same UUID, MACs and disks, and restarted cleanly when it runs), a seed's user-data (rewritten at the
 // same path for the node's next fresh boot), a network's autostart and DHCP (and it starts an inactive
-// network). Any other change replaces the object: the old one first when the new one has the same
-// libvirt name, else the new one beside it (a new base image stays until no overlay uses it: deleting a
-// volume that is another's backing store is refused). Stopping a running domain (delete, restart,
+// network), a volume's size when it grows (same key and path: a running domain that has it as a disk is
+// shut down cleanly, the volume grown, the domain started again; a shrink is refused, and so is an
+// overlay smaller than its base; the program refuses both at preview already). Any other change
+// replaces the object: the old one first when the new one has the same libvirt name, else the new one
+// beside it (a new base image stays until no overlay uses it: deleting a volume that is another's
+// backing store is refused). Stopping a running domain (delete, restart,
 // running=false) asks the guest to shut down, through its agent or else by ACPI, and powers it off
 // after PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). The stack's pool directory is
 // 0711 and every volume 0600 (seeds hold secrets). Deleting what is already gone succeeds. Not
