@@ -305,6 +305,32 @@ def test_image_change_replaces_one_node_at_a_time_under_load(stack, tmp_path):
     assert result.outputs["verification"].value["passed"] is True
 
 
+def test_a_bigger_disk_grows_in_place_one_node_at_a_time_under_load(stack, tmp_path):
+    st, name, outputs, _, timings = stack
+    before = domains(name)
+    keys = {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
+    edit(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
+    lines: list[str] = []
+    with load_through_vip(outputs, "disk 4 -> 8 GiB", tmp_path) as load:
+        t = time.monotonic()
+        st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
+        timings["up_roll_disk"] = time.monotonic() - t
+    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
+    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
+    assert domains(name) == before  # the same domains and volumes, grown
+    assert keys == {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
+    for n in ROLL_ORDER:  # the guest grew its root filesystem at boot
+        size = int(node_run(outputs, n, "df -B1 --output=size / | tail -1", tmp_path))
+        assert size > 7 * 2**30, (n, size)
+    edit(name, lambda c: c["hacluster:vm"].update(diskGiB=6))
+    try:
+        with pytest.raises(auto.CommandError) as refused:
+            st.preview(on_output=print, color="never")
+        assert "diskGiB" in str(refused.value), str(refused.value)[-2000:]
+    finally:
+        edit(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
+
+
 def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tmp_path):
     st, name, outputs, _, _ = stack
     key = tmp_path / "operator"
@@ -313,10 +339,7 @@ def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tm
     pub = (tmp_path / "operator.pub").read_text().strip()
 
     def logins() -> dict[str, bool]:
-        return {n: lab_exec("ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-                            f"ops@{outputs['nodes'].value[n]['ip']}", "true", timeout=60).returncode == 0
-                for n in ROLL_ORDER}
+        return {n: ssh_as(outputs, n, key, "true").returncode == 0 for n in ROLL_ORDER}
 
     assert not any(logins().values())
     edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": [pub]}))
@@ -329,16 +352,26 @@ def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tm
     assert logins() == dict.fromkeys(ROLL_ORDER, False)
 
 
-def node_config(outputs, node: str, path: str, tmp: Path) -> str:
+def ssh_as(outputs, node: str, key: Path, command: str) -> subprocess.CompletedProcess:
+    """`command` on `node` over SSH as the admin user with `key`, from inside the lab."""
+    return lab_exec("ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                    "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+                    f"ops@{outputs['nodes'].value[node]['ip']}", command, timeout=60)
+
+
+def node_run(outputs, node: str, command: str, tmp: Path) -> str:
+    """`command` on `node` with the stack's own key; its stdout."""
     key = tmp / "stack.key"
     if not key.exists():
         key.touch(mode=0o600)
         key.write_text(outputs["sshPrivateKey"].value)
-    r = lab_exec("ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-                 "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-                 f"ops@{outputs['nodes'].value[node]['ip']}", f"sudo cat {path}", timeout=60)
+    r = ssh_as(outputs, node, key, command)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def node_config(outputs, node: str, path: str, tmp: Path) -> str:
+    return node_run(outputs, node, f"sudo cat {path}", tmp)
 
 
 def test_nginx_and_keepalived_settings_change_in_place_under_load(stack, tmp_path):
