@@ -121,12 +121,12 @@ def wait_booted(spec: dict, ssh: list[str]) -> str | None:
         time.sleep(POLL_S)
 
 
-def apply(spec: dict, ssh: list[str], files: str) -> subprocess.CompletedProcess | None:
+def apply(spec: dict, ssh: list[str], files: str, hold: bool = False) -> subprocess.CompletedProcess | None:
     """Run apply.py on the node. SSH failures to connect (exit 255 without an answer: a loaded node
     can take long to show its banner) are retried for up to `timeout` seconds; staging is idempotent.
     None (after one line saying why) when it never got through."""
     code = base64.b64encode(APPLY.encode()).decode()
-    payload = json.dumps({"node": spec["node"], "files": json.loads(files)})
+    payload = json.dumps({"node": spec["node"], "files": json.loads(files), "holdVrrpTiming": hold})
     stall = float(spec.get("timeout", 600))
     start = time.monotonic()
     while True:
@@ -184,7 +184,7 @@ def run(spec: dict, argv: list[str], nodes: gate.Nodes, ssh: list[str]) -> int:
         if stuck:
             log(stuck)
             return 2
-        r = apply(spec, ssh, os.environ["HACLUSTER_NODE_FILES"])
+        r = apply(spec, ssh, os.environ["HACLUSTER_NODE_FILES"], hold=gate.may_hold(spec, nodes))
         if r is None:
             return 2
         answer = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
@@ -194,7 +194,7 @@ def run(spec: dict, argv: list[str], nodes: gate.Nodes, ssh: list[str]) -> int:
             log(f"{spec['node']}: change refused: {reason}")
             return 2
         log(f"{spec['node']}: {answer}")
-        gate.admit(spec, nodes)
+        gate.admit(spec, nodes, held="keepalived" in (json.loads(answer).get("held") or ()))
         return 0
     except gate.Refused as e:
         log(str(e))

@@ -229,8 +229,41 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
         f"({time.monotonic() - start:.1f} s)")
 
 
-def admit(spec: dict, nodes: Nodes) -> None:
-    (_admit_web if spec["role"] == "web" else _admit_lb)(spec, nodes)
+def may_hold(spec: dict, nodes: Nodes) -> bool:
+    """A BACKUP's keepalived may be held back for a VRRP timing change (day2/apply.py) only while the MASTER
+    holds the VIP and serves: it then needs no peer for the seconds until its own change."""
+    master = spec.get("master")
+    if spec["role"] == "web" or master is None or spec["node"] == master:
+        return False
+    m = _look_lb(nodes, spec, master)
+    return bool(m and m["vip"] and m["keepalived"] == "active" and m["healthz"] == 200)
+
+
+def admit(spec: dict, nodes: Nodes, held: bool = False) -> None:
+    if spec["role"] == "web":
+        _admit_web(spec, nodes)
+    elif held:
+        log(f"{spec['node']}: keepalived held back for the VRRP timing change until {spec['master']} has it too "
+            "(its day 2 starts it; a timer does within 90 s whatever happens)")
+    else:
+        _admit_lb(spec, nodes)
+        if spec["node"] == spec.get("master"):
+            _release_peer(spec, nodes)
+
+
+def _release_peer(spec: dict, nodes: Nodes) -> None:
+    """The MASTER has the new VRRP timing: start its peer's held keepalived, and see one holder, itself."""
+    node = spec["node"]
+    peer = next(b["name"] for b in spec["balancers"] if b["name"] != node)
+    p = _look_lb(nodes, spec, peer)
+    if not (p and p.get("held")):
+        return
+    start = time.monotonic()
+    nodes.call(_ip(spec, peer), "start-keepalived")
+    _admit_lb({**spec, "node": peer}, nodes)  # it runs and serves,
+    _admit_lb(spec, nodes)  # and one balancer holds the VIP: this one
+    log(f"{peer}: keepalived started again with the new VRRP timing; {node} holds the VIP "
+        f"({time.monotonic() - start:.1f} s)")
 
 
 def _admit_web(spec: dict, nodes: Nodes) -> None:
@@ -269,8 +302,15 @@ def _admit_lb(spec: dict, nodes: Nodes) -> None:
         mine = looks[node]
         holders = sorted(n for n, v in looks.items() if v and v["vip"])
         settled["last"] = (mine, holders)
-        ok = (mine is not None and mine["keepalived"] == "active" and mine["healthz"] == 200 and len(holders) == 1
-              and (master is None or holders == [master]))
+        # The MASTER (or either, without one): exactly one holder, itself. A BACKUP: the VIP is held. Not
+        # "exactly one" there: a VRRP timing change (vrrp.advertInt) reaches the BACKUP first, which drops
+        # the MASTER's adverts until the MASTER has it too; waiting for one holder then would hold the MASTER's
+        # config back and keep them split. The MASTER's gate and the verifier after it check one holder.
+        if master is None:
+            want = len(holders) == 1
+        else:
+            want = holders == [master] if node == master else bool(holders)
+        ok = mine is not None and mine["keepalived"] == "active" and mine["healthz"] == 200 and want
         settled["n"] = settled["n"] + 1 if ok else 0
         return settled["n"] >= SETTLE_POLLS
 
