@@ -59,14 +59,22 @@ forward: ## Forward 127.0.0.1:8080 to the lab VIP (Ctrl-C to stop)
 stack: toolchain venv .state
 	pulumi stack select $(STACK) 2>/dev/null || $(WITH_PASSPHRASE) pulumi stack init $(STACK)
 
+# Before pulumi: a killed earlier run's stale lock and pending operations are cleared, anything else that
+# holds the stack is named (scripts/recover.py). Its `pulumi stack export/import` (clearing pending operations)
+# needs the stack's secrets passphrase like any pulumi command: run through $(WITH_PASSPHRASE).
+RECOVER = $(WITH_PASSPHRASE) $(PY) scripts/recover.py --stack $(STACK)
+
 up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes) and show its verification
+	$(RECOVER) --clear-pending
 	$(WITH_PASSPHRASE) pulumi up --yes --stack $(STACK)
 	@$(PY) scripts/summary.py "$$($(WITH_PASSPHRASE) pulumi stack output --json --stack $(STACK))"
 
 preview: deps toolchain venv stack
+	$(RECOVER)
 	$(WITH_PASSPHRASE) pulumi preview --stack $(STACK)
 
 destroy: toolchain venv lab ## Remove every VM, volume, disk and network of $(STACK)
+	$(RECOVER) --clear-pending
 	$(WITH_PASSPHRASE) pulumi destroy --yes --stack $(STACK)
 
 lint: venv

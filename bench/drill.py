@@ -10,7 +10,7 @@ when the VIP moved and when the new holder served; for the first round also ever
 from __future__ import annotations
 
 import json
-import signal
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -18,16 +18,13 @@ from pathlib import Path
 
 from verifier import netns
 from verifier.actions import ActionError, SshActions
-from verifier.cli import pinned, write_key
+from verifier.cancel import CANCEL, Cancelled
+from verifier.cli import KEY_PREFIX, key_file, pinned
 from verifier.hostkeys import HostKeyError
 from verifier.run import KINDS, Verifier
 from verifier.spec import LOAD_KINDS, SpecError, from_dict
 
 from .lab import NETNS, progress
-
-
-def _terminate(signum, _frame):
-    raise SystemExit(128 + signum)  # unwinds through the drill's restore
 
 
 def rounds(v: Verifier, kinds: list[str], n: int, timeline_round: int = 0) -> tuple[list[dict], dict | None]:
@@ -77,34 +74,41 @@ def main(argv: list[str]) -> int:
     except (netns.NamespaceError, SpecError, OSError, ValueError) as e:
         print(f"bench drill: {e}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
-    key_file = write_key()
-    known = None
-    result: dict = {"passed": False, "rounds": [], "timeline": None}
-    try:
-        known = pinned(spec)  # env HACLUSTER_HOST_KEYS: the balancers' host keys, from the stack output hostKeys
-        actions = SshActions(spec, key_file, known)
-        v = Verifier(spec, actions, log=lambda m: progress(f"verifier: {m}"))
-        try:
-            vip_ok, lbs_ok = v.wait_ready()
-            holder_ok = v.check_holder()
-            if vip_ok and lbs_ok and holder_ok:
-                result["rounds"], result["timeline"] = rounds(v, list(spec.drill_kinds), args.rounds)
-            else:
-                v.check("failover_drill", False, "not run: the cluster was not healthy before it")
-        finally:
-            v._pool.shutdown(wait=True)
-        result["checks"] = [asdict(c) for c in v.checks]
-        result["passed"] = bool(v.checks) and all(c.passed for c in v.checks)
-    except (ActionError, HostKeyError) as e:
-        result["checks"] = [{"name": "environment", "passed": False, "detail": str(e)}]
-    finally:
-        if key_file:
-            Path(key_file).unlink(missing_ok=True)
-        if known is not None:
-            known.close()
-        Path(args.out).write_text(json.dumps(result))
+    with CANCEL.installed(progress):  # a signal unwinds through the drill's restore and the key's removal
+        result = _drill(spec, args)
+    Path(args.out).write_text(json.dumps(result))
     for c in result.get("checks", []):
         if not c["passed"]:
             print(f"FAILED {c['name']}: {c['detail']}", file=sys.stderr, flush=True)
     return 0 if result["passed"] else 1
+
+
+def _drill(spec, args) -> dict:
+    from verifier.cancel import sweep_stale
+
+    sweep_stale(KEY_PREFIX, log=progress)
+    result: dict = {"passed": False, "rounds": [], "timeline": None}
+    v = None
+    try:
+        # env HACLUSTER_HOST_KEYS: the balancers' host keys, from the stack output hostKeys; the known_hosts
+        # file in the key's private dir (removed with it, also on a signal)
+        with key_file() as key, pinned(spec, os.path.dirname(key) if key else None) as known:
+            actions = SshActions(spec, key, known)
+            v = Verifier(spec, actions, log=lambda m: progress(f"verifier: {m}"))
+            try:
+                vip_ok, lbs_ok = v.wait_ready()
+                holder_ok = v.check_holder()
+                if vip_ok and lbs_ok and holder_ok:
+                    result["rounds"], result["timeline"] = rounds(v, list(spec.drill_kinds), args.rounds)
+                else:
+                    v.check("failover_drill", False, "not run: the cluster was not healthy before it")
+            finally:
+                v._pool.shutdown(wait=True, cancel_futures=True)
+        result["checks"] = [asdict(c) for c in v.checks]
+        result["passed"] = bool(v.checks) and all(c.passed for c in v.checks)
+    except (ActionError, HostKeyError) as e:
+        result["checks"] = [{"name": "environment", "passed": False, "detail": str(e)}]
+    except Cancelled as e:
+        result["checks"] = [*(asdict(c) for c in (v.checks if v else [])),
+                            {"name": "interrupted", "passed": False, "detail": f"the bench drill was {e}"}]
+    return result

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_libvirt as libvirt
 
-from model.settings import Node
+from model.settings import GIB, Node
 
 # Every Domain input this component sets, except those the plugin changes in place: running and
 # autostart, and vcpu and memory (the domain is redefined and restarted cleanly: same disk, UUID and MAC).
@@ -46,7 +46,7 @@ class VmBase:
 @dataclass
 class VirtualMachineArgs:
     node: Node
-    """Name, address, MAC, vcpus and memory of this node."""
+    """Name, address, MAC, vcpus, memory and disk size of this node."""
     base: VmBase
     """Shared pool, base image, boot and network settings."""
     user_data: pulumi.Input[str]
@@ -73,9 +73,12 @@ class VirtualMachine(pulumi.ComponentResource):
         # seed, the old ones first (their names are the node's). Both wait for the node's drain.
         fresh = pulumi.ResourceOptions(parent=self, depends_on=args.after, replacement_trigger=args.fresh,
                                        delete_before_replace=True)
+        # Its capacity: node.diskGiB, or unset: the base image's virtual size. A bigger size grows it in place
+        # (the plugin shuts a running domain down for it and starts it again; the image's hacluster-growfs unit
+        # grows the root filesystem at boot); a smaller one is refused (model/rollout.py, and the plugin).
         volume = libvirt.Volume(
             f"{name}-disk", name=f"{prefix}.qcow2", pool=base.pool, base_volume_id=base.base_volume_id,
-            format="qcow2", opts=fresh)
+            format="qcow2", size=node.disk_gib * GIB if node.disk_gib else None, opts=fresh)
         # Read at a node's first boot only. A changed user-data (a config, a key) updates the seed in place
         # for the node's next fresh boot; the running node gets it from its NodeConfig command (day 2).
         seed = libvirt.CloudInitDisk(

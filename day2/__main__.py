@@ -13,6 +13,8 @@ day2/apply.py on the node as root with the files on stdin.
 For lab stacks every connection starts inside the lab namespace (`ip netns exec`), never from the
 root one. Prints the node's JSON answer; exit 2 with the reason when the node refused the change. Then
 the node's gate: a drained node is admitted again once it serves (day2/gate.py).
+SIGTERM (a cancelled `pulumi up`), SIGINT and SIGHUP end it within seconds, exit 128+signal, with one line;
+the key lives in a private directory (0700) that is removed however the run ends (verifier/cancel.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +33,10 @@ from day2 import gate
 from day2.spec import Day2Spec
 from verifier import hostkeys, netns, progress
 from verifier.actions import ssh_argv
+from verifier.cancel import CANCEL, Cancelled, private_key, sweep_stale
 
 APPLY_TIMEOUT_S = 180.0
+KEY_PREFIX = "hacluster-day2"
 APPLY = (Path(__file__).resolve().parent / "apply.py").read_text()
 
 
@@ -123,12 +126,13 @@ def wait_booted(spec: dict, ssh: list[str], known: hostkeys.KnownHosts) -> str |
         time.sleep(POLL_S)
 
 
-def apply(spec: dict, ssh: list[str], files: str, known: hostkeys.KnownHosts) -> subprocess.CompletedProcess | None:
+def apply(spec: dict, ssh: list[str], files: str, known: hostkeys.KnownHosts,
+          hold: bool = False) -> subprocess.CompletedProcess | None:
     """Run apply.py on the node. SSH failures to connect (exit 255 without an answer: a loaded node
     can take long to show its banner) are retried for up to `timeout` seconds; staging is idempotent.
     None (after one line saying why) when it never got through."""
     code = base64.b64encode(APPLY.encode()).decode()
-    payload = json.dumps({"node": spec["node"], "files": json.loads(files)})
+    payload = json.dumps({"node": spec["node"], "files": json.loads(files), "holdVrrpTiming": hold})
     stall = float(spec.get("timeout", 600))
     start = time.monotonic()
     while True:
@@ -160,15 +164,15 @@ def day2_ssh(user: str, ip: str, key: str, known_hosts: str) -> list[str]:
             for a in ssh_argv(user, ip, key, known_hosts)]
 
 
-def pinned(spec: dict) -> hostkeys.KnownHosts:
-    """The run's known_hosts: the node's and the balancers' host keys (env HACLUSTER_HOST_KEYS)."""
+def pins(spec: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """The run's pinned host keys and IPs: the node's and the balancers' (env HACLUSTER_HOST_KEYS);
+    HostKeyError when one is missing or malformed."""
     ips = {spec["node"]: spec["ip"], **{b["name"]: b["ip"] for b in spec["balancers"]}}
-    return hostkeys.KnownHosts(hostkeys.parse(os.environ.get(hostkeys.ENV, ""), sorted(ips)), ips)
+    return hostkeys.parse(os.environ.get(hostkeys.ENV, ""), sorted(ips)), ips
 
 
 def main(argv: list[str]) -> int:
     spec = Day2Spec.model_validate_json(os.environ["HACLUSTER_DAY2_SPEC"]).model_dump(by_alias=True)
-    drain = argv[1:] == ["drain"]
     prefix: list[str] = []
     if spec.get("netns"):
         if not netns.exists(spec["netns"]):
@@ -177,26 +181,34 @@ def main(argv: list[str]) -> int:
             return 2
         prefix = ["ip", "netns", "exec", spec["netns"]]
     try:
-        known = pinned(spec)
+        keys, ips = pins(spec)
     except hostkeys.HostKeyError as e:
         log(f"{spec['node']}: {e}")
         return 2
-    fd, key = tempfile.mkstemp(prefix="hacluster-day2-", suffix=".key")
-    nodes = None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(os.environ["HACLUSTER_SSH_KEY"].rstrip("\n") + "\n")
+    sweep_stale(KEY_PREFIX, log=log)
+    with private_key(os.environ["HACLUSTER_SSH_KEY"], KEY_PREFIX) as key:
+        # the known_hosts file goes in the key's private dir: removed with it, however the run ends
+        known = hostkeys.KnownHosts(keys, ips, os.path.dirname(key))
         nodes = gate.Nodes(spec["sshUser"], key, prefix, known)
-        if drain:
+        try:
+            return run(spec, argv, nodes, [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key, known.path)], known)
+        finally:
+            with CANCEL.shielded():
+                nodes.close()
+                known.close()
+
+
+def run(spec: dict, argv: list[str], nodes: gate.Nodes, ssh: list[str], known: hostkeys.KnownHosts) -> int:
+    try:
+        if argv[1:] == ["drain"]:
             gate.drain(spec, nodes)
             return 0
-        ssh = [*prefix, *day2_ssh(spec["sshUser"], spec["ip"], key, known.path)]
         # First boot: let cloud-init finish writing and starting things before anything is compared.
         stuck = wait_booted(spec, ssh, known)
         if stuck:
             log(stuck)
             return 2
-        r = apply(spec, ssh, os.environ["HACLUSTER_NODE_FILES"], known)
+        r = apply(spec, ssh, os.environ["HACLUSTER_NODE_FILES"], known, hold=gate.may_hold(spec, nodes))
         if r is None:
             return 2
         answer = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
@@ -206,23 +218,23 @@ def main(argv: list[str]) -> int:
             log(f"{spec['node']}: change refused: {reason}")
             return 2
         log(f"{spec['node']}: {answer}")
-        gate.admit(spec, nodes)
+        gate.admit(spec, nodes, held="keepalived" in (json.loads(answer).get("held") or ()))
         return 0
     except gate.Refused as e:
         log(str(e))
         return 2
-    finally:
-        if nodes is not None:
-            nodes.close()
-        Path(key).unlink(missing_ok=True)
-        known.close()
 
 
 def guarded() -> int:
     """main(), with every unexpected failure as one line (never a traceback) and exit 2."""
     try:
-        return main(sys.argv)
-    except KeyboardInterrupt:
+        with CANCEL.installed(log):
+            return main(sys.argv)
+    except Cancelled as e:
+        log(f"{node_name()}: {e} (the deployment was cancelled or ended early); run `pulumi up` again to finish "
+            "this node's change")
+        return e.exit_code
+    except KeyboardInterrupt:  # SIGINT before the handler was in place
         log(f"{node_name()}: interrupted (the deployment was cancelled or ended early)")
         return 130
     except ValidationError as e:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +28,17 @@ HEALTH_TRIES = 20  # x 0.5 s: a reloaded nginx answers within seconds even on a 
 NGINX_OK = ["python3", "-c", "import socket,sys\ns=socket.create_connection(('127.0.0.1',80),3)\n"
             "s.sendall(b'GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n')\n"
             "sys.exit(0 if s.recv(12)[9:10]==b'2' else 1)"]
+# A VRRP timing change (advert_int; VRRPv2 drops adverts whose interval differs from its own) on the BACKUP,
+# while the MASTER serves: keepalived is stopped instead of reloaded, so it cannot turn MASTER on the
+# MASTER's old-interval adverts meanwhile. The MASTER's day 2 (next) starts it again once it has the new
+# timing too (day2/gate.py); a timer starts it after HOLD_S whatever happens.
+HOLD_UNIT = "hacluster-vrrp-hold"
+HOLD_S = 90
+HOLD = ["sh", "-c", f"systemctl stop {HOLD_UNIT}.timer 2>/dev/null; systemctl stop keepalived && "
+        f"systemd-run --quiet --unit={HOLD_UNIT} --on-active={HOLD_S} /bin/systemctl start keepalived"]
+TIMING = re.compile(r"^\s*(advert_int|version)\s+\S+", re.M)
+
+
 # What validates, reloads and proves healthy each kind of file. Overridable for tests (HACLUSTER_APPLY_CMDS).
 COMMANDS = {
     # systemd units and drop-ins first: the restarts below must see them.
@@ -43,7 +55,7 @@ COMMANDS = {
     "nginx": {"match": "nginx.conf", "check": ["nginx", "-t", "-q", "-c", "{staged}"],
               "reload": ["systemctl", "reload", "nginx"], "healthy": NGINX_OK},
     "keepalived": {"match": "keepalived.conf", "check": ["keepalived", "-t", "-f", "{staged}"],
-                   "reload": ["systemctl", "reload", "keepalived"],
+                   "reload": ["systemctl", "reload", "keepalived"], "hold": HOLD,
                    "healthy": ["systemctl", "is-active", "--quiet", "keepalived"]},
     "nftables": {"match": "nftables.conf", "check": ["nft", "-c", "-f", "{staged}"],
                  "reload": ["nft", "-f", "{path}"], "healthy": ["nft", "list", "table", "inet", "hacluster"]},
@@ -52,6 +64,10 @@ COMMANDS = {
     "sudoers": {"match": "90-hacluster", "check": ["visudo", "-cqf", "{staged}"], "reload": ["true"],
                 "healthy": ["true"]},
 }
+
+
+def timing(text):
+    return sorted(m.group(0).strip() for m in TIMING.finditer(text or ""))
 
 
 def kind_of(path, commands=COMMANDS):
@@ -187,7 +203,11 @@ def main():
     for path in [*staged, *pending]:
         paths.setdefault(kind_of(path, commands), path)
     kinds = set(paths) - {None}
-    failed = reload_all(kinds, paths, commands)
+    held = [f["path"] for f in changed if payload.get("holdVrrpTiming") and kind_of(f["path"], commands) == "keepalived"
+            and timing(current[f["path"]]) != timing(f["content"])]
+    first_commands = {**commands, "keepalived": {**commands["keepalived"], "reload": commands["keepalived"]["hold"],
+                                                 "healthy": ["true"]}} if held else commands
+    failed = reload_all(kinds, paths, first_commands)
     if failed:
         for f in changed:  # put the previous files back, and reload them
             old = current[f["path"]]
@@ -201,7 +221,8 @@ def main():
         return 2
     write_atomic(STAMP, json.dumps({f["path"]: sha(f["content"]) for f in files}, sort_keys=True), 0o600)
     print(json.dumps({"node": node, "changed": staged, "pending": pending,
-                      "reloaded": [k for k in commands if k in kinds]}))
+                      "reloaded": [k for k in commands if k in kinds and not (held and k == "keepalived")],
+                      **({"held": ["keepalived"]} if held else {})}))
     return 0
 
 

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from verifier.actions import ssh_argv
+from verifier.cancel import CANCEL, Cancelled
 from verifier.hostkeys import KnownHosts
 
 NODE_GATE = base64.b64encode((Path(__file__).resolve().parent / "node_gate.py").read_bytes()).decode()
@@ -73,8 +74,8 @@ class Nodes:
         when it presents another host key than the stack's (a node that is not ours is not "silent")."""
         argv = [*self._argv(host), f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{NODE_GATE}'))\""]
         try:
-            r = subprocess.run(argv, input=json.dumps({"op": op, "stateFile": STATE_FILE, **req}),
-                               capture_output=True, text=True, timeout=40.0 + float(req.get("seconds", 0)))
+            r = subprocess.run(argv, input=json.dumps({"op": op, "stateFile": STATE_FILE, **req}), capture_output=True,
+                               text=True, timeout=CANCEL.bound(40.0 + float(req.get("seconds", 0))))
         except subprocess.TimeoutExpired:
             return None
         if r.returncode == 255:
@@ -97,7 +98,11 @@ class Nodes:
 
     def close(self) -> None:
         for host in self.opened:
-            subprocess.run([*self._argv(host)[:-1], "-O", "exit", f"{self.user}@{host}"], capture_output=True, timeout=15)
+            try:
+                subprocess.run([*self._argv(host)[:-1], "-O", "exit", f"{self.user}@{host}"], capture_output=True,
+                               timeout=CANCEL.bound(15))  # a cancelled run has its budget only
+            except subprocess.TimeoutExpired:
+                pass  # the master ends by itself (ControlPersist)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -173,15 +178,21 @@ def _drain_web(spec: dict, nodes: Nodes) -> None:
                 raise Refused(f"{node}: cannot drain it: on {lb} no other member of its pool ({', '.join(pool)}) "
                               f"serves; {HINT}")
     start = time.monotonic()
-    done = nodes.many(_lbs(spec, agents), "drain", node=node, ip=spec["ip"], drainFile=DRAIN_FILE, until="drained",
-                      seconds=AGENT_WAIT_S)
-    if not all((v or {}).get("met") for v in done.values()):
-        _agents(nodes, spec, agents, "undrain", node=node, drainFile=DRAIN_FILE)
-        raise Refused(f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may be "
-                      f"the last serving member of a pool; see /run/hacluster/health-state.json on "
-                      f"{', '.join(agents)}); it was left in; {HINT}")
-    drained = time.monotonic()
-    flows = nodes.many(_lbs(spec, agents), ip=spec["ip"], until="noflows", seconds=spec["drainTimeout"])
+    try:
+        done = nodes.many(_lbs(spec, agents), "drain", node=node, ip=spec["ip"], drainFile=DRAIN_FILE, until="drained",
+                          seconds=AGENT_WAIT_S)
+        if not all((v or {}).get("met") for v in done.values()):
+            _agents(nodes, spec, agents, "undrain", node=node, drainFile=DRAIN_FILE)
+            raise Refused(f"{node}: the balancers' health agents did not drain it within {AGENT_WAIT_S:.0f} s (it may "
+                          f"be the last serving member of a pool; see /run/hacluster/health-state.json on "
+                          f"{', '.join(agents)}); it was left in; {HINT}")
+        drained = time.monotonic()
+        flows = nodes.many(_lbs(spec, agents), ip=spec["ip"], until="noflows", seconds=spec["drainTimeout"])
+    except Cancelled:  # the deployment was cancelled: the node serves again, as it was found
+        with CANCEL.shielded():
+            _agents(nodes, spec, agents, "undrain", node=node, drainFile=DRAIN_FILE)
+            log(f"{node}: cancelled while it was drained: admitted again on {', '.join(agents)}")
+        raise
     left = ("no connection left" if all((v or {}).get("met") for v in flows.values()) else
             f"connections still open after rollout.drainTimeout ({spec['drainTimeout']} s): cut by its stop")
     log(f"{node}: drained on {', '.join(agents)}: no new connection after {drained - start:.1f} s, {left} "
@@ -211,9 +222,9 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
             raise Refused(f"{node}: cannot take it out: its peer {peer} does not serve ({what}); {HINT}")
         log(f"{node}: its peer {peer} does not serve ({what}): taken out anyway (rollout.allowDowntime)")
     start = time.monotonic()
-    if me["keepalived"] == "active":
-        nodes.call(_ip(spec, node), "stop-keepalived", vip=spec["vip"], interface=spec["interface"])
     try:
+        if me["keepalived"] == "active":
+            nodes.call(_ip(spec, node), "stop-keepalived", vip=spec["vip"], interface=spec["interface"])
         def moved():
             looks = nodes.many(_lbs(spec), vip=spec["vip"], interface=spec["interface"])
             me, p = looks[node], looks[peer]
@@ -223,16 +234,40 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
               f"was started again on {node}; look at both balancers' `journalctl -u keepalived`, then run `pulumi up` again")
     except HostKeyUnknown:
         raise  # not a gate that timed out: a node that is not the stack's
-    except Refused:
-        nodes.call(_ip(spec, node), "start-keepalived")
+    except (Refused, Cancelled) as e:  # refused or cancelled: keepalived runs again, as it was found
+        with CANCEL.shielded():
+            nodes.call(_ip(spec, node), "start-keepalived")
+            if isinstance(e, Cancelled):
+                log(f"{node}: cancelled while it was taken out: keepalived started again")
         raise
     log(f"{node}: keepalived stopped cleanly (priority-0 advert); {peer} holds the VIP "
         f"({time.monotonic() - start:.1f} s)")
 
 
-def admit(spec: dict, nodes: Nodes) -> None:
+def may_hold(spec: dict, nodes: Nodes) -> bool:
+    """A BACKUP's keepalived may be held back for a VRRP timing change (day2/apply.py) only while the MASTER
+    holds the VIP and serves: it then needs no peer for the seconds until its own change. A MASTER with
+    another host key than the stack's: not held (with rollout.allowDowntime; refused without)."""
+    master = spec.get("master")
+    if spec["role"] == "web" or master is None or spec["node"] == master:
+        return False
+    m = None
+    with _unknown_keys(spec, "hold"):
+        m = _look_lb(nodes, spec, master)
+    return bool(m and m["vip"] and m["keepalived"] == "active" and m["healthz"] == 200)
+
+
+def admit(spec: dict, nodes: Nodes, held: bool = False) -> None:
     with _unknown_keys(spec, "admit"):
-        (_admit_web if spec["role"] == "web" else _admit_lb)(spec, nodes)
+        if spec["role"] == "web":
+            _admit_web(spec, nodes)
+        elif held:
+            log(f"{spec['node']}: keepalived held back for the VRRP timing change until {spec['master']} has it too "
+                "(its day 2 starts it; a timer does within 90 s whatever happens)")
+        else:
+            _admit_lb(spec, nodes)
+            if spec["node"] == spec.get("master"):
+                _release_peer(spec, nodes)
 
 
 @contextmanager
@@ -246,6 +281,21 @@ def _unknown_keys(spec: dict, gate: str):
         if not spec["allowDowntime"]:
             raise
         log(f"{spec['node']}: {gate} gate skipped (rollout.allowDowntime): {e}")
+
+
+def _release_peer(spec: dict, nodes: Nodes) -> None:
+    """The MASTER has the new VRRP timing: start its peer's held keepalived, and see one holder, itself."""
+    node = spec["node"]
+    peer = next(b["name"] for b in spec["balancers"] if b["name"] != node)
+    p = _look_lb(nodes, spec, peer)
+    if not (p and p.get("held")):
+        return
+    start = time.monotonic()
+    nodes.call(_ip(spec, peer), "start-keepalived")
+    _admit_lb({**spec, "node": peer}, nodes)  # it runs and serves,
+    _admit_lb(spec, nodes)  # and one balancer holds the VIP: this one
+    log(f"{peer}: keepalived started again with the new VRRP timing; {node} holds the VIP "
+        f"({time.monotonic() - start:.1f} s)")
 
 
 def _admit_web(spec: dict, nodes: Nodes) -> None:
@@ -284,8 +334,15 @@ def _admit_lb(spec: dict, nodes: Nodes) -> None:
         mine = looks[node]
         holders = sorted(n for n, v in looks.items() if v and v["vip"])
         settled["last"] = (mine, holders)
-        ok = (mine is not None and mine["keepalived"] == "active" and mine["healthz"] == 200 and len(holders) == 1
-              and (master is None or holders == [master]))
+        # The MASTER (or either, without one): exactly one holder, itself. A BACKUP: the VIP is held. Not
+        # "exactly one" there: a VRRP timing change (vrrp.advertInt) reaches the BACKUP first, which drops
+        # the MASTER's adverts until the MASTER has it too; waiting for one holder then would hold the MASTER's
+        # config back and keep them split. The MASTER's gate and the verifier after it check one holder.
+        if master is None:
+            want = len(holders) == 1
+        else:
+            want = holders == [master] if node == master else bool(holders)
+        ok = mine is not None and mine["keepalived"] == "active" and mine["healthz"] == 200 and want
         settled["n"] = settled["n"] + 1 if ok else 0
         return settled["n"] >= SETTLE_POLLS
 

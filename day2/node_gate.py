@@ -5,13 +5,15 @@ Input (stdin, JSON): {"op", "node"?, "ip"?, "vip"?, "interface"?, "drainFile"?, 
   look              what the gate needs to decide (below)
   drain / undrain   add / remove `node` to / from the health agent's drain file (atomic rename)
   stop-keepalived   a clean stop: keepalived sends its priority-0 advert, the peer takes the VIP
-  start-keepalived  start it again (a drained balancer that was not restarted)
+  start-keepalived  start it again (a drained balancer that was not restarted, or one day 2 held back for a
+                    VRRP timing change: its timer is stopped first)
 With "until" (drained | undrained | healthy: the agent's view of `node`; noflows: no connection to `ip`
 left), the op then waits here, up to "seconds", for it to hold: one SSH round trip instead of a poll loop
 from the deploy host. Output (stdout, JSON) of every op, after it (and the wait, with "met" and "after"):
   {"agent": <the agent's state file or null>,
   "keepalived": "active"|..., "nginx": "active"|..., "vip": <holds the VIP>, "flows": <established TCP
-  connections to ip:80>, "healthz": <HTTP status of the local nginx /healthz, 0 when it does not answer>}
+  connections to ip:80>, "healthz": <HTTP status of the local nginx /healthz, 0 when it does not answer>,
+  "held": <keepalived held back by day 2 for a VRRP timing change (day2/apply.py HOLD_UNIT)>}
 """
 
 import json
@@ -20,6 +22,8 @@ import socket
 import subprocess
 import sys
 import time
+
+HOLD_TIMER = "hacluster-vrrp-hold.timer"  # day2/apply.py HOLD_UNIT
 
 
 def run(argv):
@@ -88,6 +92,7 @@ def main():
     elif op == "stop-keepalived":
         run(["systemctl", "stop", "keepalived"])
     elif op == "start-keepalived":
+        run(["systemctl", "stop", HOLD_TIMER])
         run(["systemctl", "start", "keepalived"])
     elif op != "look":
         print(json.dumps({"error": f"unknown op {op!r}"}))
@@ -105,7 +110,7 @@ def main():
         "agent": read_json(req["stateFile"]) if req.get("stateFile") else None,
         "keepalived": active("keepalived"), "nginx": active("nginx"),
         "vip": holds(req.get("vip"), req.get("interface") or "eth0"), "flows": flows(req.get("ip")),
-        "healthz": healthz(), **(out or {}),
+        "healthz": healthz(), "held": active(HOLD_TIMER) == "active", **(out or {}),
     }))
     return 0
 

@@ -22,7 +22,8 @@
 # Environment:
 #   HACLUSTER_CACHE          cache root (default ~/.cache/hacluster)
 #   HACLUSTER_DEBIAN_MIRROR  Debian mirror URL (default: the one apt uses for bookworm)
-#   HACLUSTER_IMAGE_SIZE     virtual disk size (default 4G; cloud-init grows the fs to the volume)
+#   HACLUSTER_IMAGE_SIZE     virtual disk size (default 4G; hacluster-growfs.service grows the fs to a bigger
+#                            disk at every boot)
 #   HACLUSTER_IMAGE_REBUILD  1 = ignore the cache and build again
 #   HACLUSTER_IMAGE_KEEP     how many recipes to keep in the cache (default 3, newest first)
 set -euo pipefail
@@ -209,6 +210,10 @@ rm -f "$ROOTFS/etc/systemd/system/timers.target.wants/"{apt-daily,apt-daily-upgr
 # every `systemctl enable NAME` runs systemd-sysv-install (perl update-rc.d), 60 s on a loaded node.
 install -d "$ROOTFS/etc/systemd/system/sysinit.target.wants"
 ln -sf /lib/systemd/system/nftables.service "$ROOTFS/etc/systemd/system/sysinit.target.wants/nftables.service"
+# The root filesystem grows to its disk at every boot (a node's disk can be bigger than the image: vm.diskGiB).
+for unit in hacluster-growfs.service; do
+  ln -sf "/etc/systemd/system/$unit" "$ROOTFS/etc/systemd/system/sysinit.target.wants/$unit"
+done
 for unit in nginx keepalived ssh qemu-guest-agent; do
   [[ -e "$ROOTFS/lib/systemd/system/$unit.service" ]] || continue
   rm -f "$ROOTFS/etc/init.d/$unit" \
@@ -221,7 +226,7 @@ for unit in hacluster-health.service hacluster-firewall.service hacluster-ready.
   ln -sf "/etc/systemd/system/$unit" "$ROOTFS/etc/systemd/system/multi-user.target.wants/$unit"
 done
 for unit in nginx.service keepalived.service ssh.service nftables.service hacluster-health.service \
-  hacluster-firewall.service hacluster-ready.service; do
+  hacluster-firewall.service hacluster-ready.service hacluster-growfs.service; do
   # -L: the links are absolute (they point into the image, not at this host)
   [[ -L "$ROOTFS/etc/systemd/system/multi-user.target.wants/$unit" ||
      -L "$ROOTFS/etc/systemd/system/sysinit.target.wants/$unit" ]] || die "$unit is not enabled in the image"

@@ -185,6 +185,10 @@ class NetworkConfig(Model):
             return None
 
 
+# A VM disk in GiB (the overlay volume's capacity; libvirt takes bytes: GiB x 2^30).
+DiskGiB = Int(1, 4096)
+
+
 class BalancerConfig(Model):
     """One of the two nginx + keepalived balancers."""
 
@@ -196,6 +200,7 @@ class BalancerConfig(Model):
         None, description="keepalived router_id (default: the name)")
     vcpus: Int(1, 64) | None = Field(None, description="default vm.vcpus")
     memory: Int(256, 262144) | None = Field(None, description="MiB; default vm.memory")
+    disk_gib: DiskGiB | None = Field(None, alias="diskGiB", description="GiB of its disk; default vm.diskGiB")
     host: HvName | None = Field(None, description="its hypervisor (a hypervisors key); unset: spread")
 
 
@@ -207,6 +212,7 @@ class WebNodeConfig(Model):
     weight: Int(1, 1000) | None = Field(None, description="upstream weight (default nginx.upstream.weight)")
     vcpus: Int(1, 64) | None = Field(None, description="default vm.vcpus")
     memory: Int(256, 262144) | None = Field(None, description="MiB; default vm.memory")
+    disk_gib: DiskGiB | None = Field(None, alias="diskGiB", description="GiB of its disk; default vm.diskGiB")
     host: HvName | None = Field(None, description="its hypervisor (a hypervisors key); unset: spread")
 
 
@@ -423,6 +429,9 @@ class VmConfig(Model):
         ".images/debian12/initrd.img", description="initrd for direct kernel boot ('' with kernel '')")
     vcpus: Int(1, 64) = Field(1, description="default vCPUs per VM")
     memory: Int(256, 262144) = Field(512, description="default MiB per VM")
+    disk_gib: DiskGiB | None = Field(None, alias="diskGiB", description=(
+        "default GiB of each VM's disk (unset: the image's own virtual size); at least the image's size, and on a "
+        "deployed stack it only grows (in place: the node restarts, its root filesystem grows at boot)"))
     domain_type: DomainType = Field("auto", description="auto: kvm where hardware KVM works, else qemu (TCG)")
     libvirt_uri: LibvirtUri = Field(g.LAB_URI, description="libvirt connection URI (a stack without hypervisors)")
     insecure_tcp: Bool = Field(False, description=(

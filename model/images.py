@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,29 @@ def _manifest_sum(path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+# The image's virtual size as image/build.sh records it (HACLUSTER_IMAGE_SIZE, truncate's suffixes: powers
+# of 1024), e.g. "4G".
+VIRTUAL_SIZE = re.compile(r"([1-9][0-9]{0,14})([KMGT]?)")
+_UNIT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def virtual_size(location: str | None) -> int | None:
+    """Bytes of the disk the image gives a VM (its virtual size), from the manifest.json `make image` wrote
+    beside it, if that manifest describes this very file (same name and byte count). None: not known here
+    (a URL, an image of your own, or `make image` not run yet)."""
+    if location is None or g.URL.fullmatch(location):
+        return None
+    path = Path(location)
+    try:
+        entry = json.loads((path.parent / "manifest.json").read_text())["files"][path.name]
+        m = VIRTUAL_SIZE.fullmatch(entry["virtual_size"])
+        if m is None or int(entry["bytes"]) != path.stat().st_size:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(m[1]) * _UNIT[m[2]]
 
 
 def _cached_sum(path: Path) -> str:

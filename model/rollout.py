@@ -4,7 +4,9 @@ in which order they roll, and the changes that cannot roll safely (refused befor
 A node's VM identity has two parts:
 - `replace`: what its disk, seed and domain are made of (image, kernel, boot shape, network attachment,
   hypervisor). A change gives the node a fresh disk and seed: a rolled replacement.
-- `restart`: what libvirt changes in place on the same disk, UUID and MAC (vCPUs, memory): a rolled restart.
+- `restart`: what libvirt changes in place on the same disk, UUID and MAC (vCPUs, memory, and a disk that
+  grows: the plugin resizes the volume while the domain is shut down, and the guest grows its root filesystem
+  at boot): a rolled restart. A disk never shrinks: a smaller one than deployed is refused.
 Everything else a node runs (configs, authorized keys) is pushed in place by day 2 (components/tiers.py),
 also one node at a time; its SSH host key comes with its first boot only (HOST_KEYS). The previous
 deployment's identities come from the stack's own `rollout` output.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .images import ImageSet
-from .settings import Node, Settings
+from .settings import Node, Settings, disk_key
 
 VERSION = 1
 # What a domain is made of besides the settings (components/vm.py: consoles, boot command line, the TCG
@@ -57,7 +59,9 @@ def vm_identity(s: Settings, node: Node, images: ImageSet, seed: str, xslt: str 
             "seed": digest(seed), "shape": digest([SHAPE, xslt]), "hostKey": HOST_KEYS,
             "users": USERS,
         },
-        "restart": {"vcpus": node.vcpus, "memory": node.memory},
+        # diskGiB None (the image's own size) is left out of the record (outputs drop nulls): a stack deployed
+        # before the setting existed compares equal.
+        "restart": {"vcpus": node.vcpus, "memory": node.memory, "diskGiB": node.disk_gib},
     }
 
 
@@ -157,6 +161,7 @@ def plan(s: Settings, identities: dict[str, dict], previous: dict | None) -> tup
         if now != was:
             problems.append(f"{key} = {json.dumps(now)}: cannot change on a deployed stack (it is {json.dumps(was)}): "
                             f"{_why(key)}; deploy a new stack for it, or set it back")
+    problems += _shrunk(s, steps, prev_nodes)
     if not s.rollout.allow_downtime:
         problems += _alone(s, {st.node for st in steps if st.action in ("replace", "restart")})
         problems += unpinned(s, prev_nodes)
@@ -175,6 +180,24 @@ def unpinned(s: Settings, prev_nodes: dict) -> list[str]:
             "host keys and the rolling gates (drain, admit) cannot log in to them; each is replaced to get its "
             "pinned key: set rollout.allowDowntime true for this one `pulumi up` (the gates are skipped where a "
             "node's key is unknown), then set it back"]
+
+
+def _shrunk(s: Settings, steps: list[Step], prev_nodes: dict) -> list[str]:
+    """A node that keeps its disk (restarted or unchanged, not replaced) cannot get a smaller one: the volume only
+    grows (shrinking it would cut the guest's filesystem). Unset after a size was set counts as smaller: the disk
+    would stay at the deployed size while the settings say the image's."""
+    found = []
+    nodes = {n.name: n for n in s.nodes}
+    for st in steps:
+        if st.action not in ("restart", "same"):
+            continue
+        was = _norm(prev_nodes[st.node]).get("restart", {}).get("diskGiB")
+        now = nodes[st.node].disk_gib
+        if was is not None and (now is None or now < was):
+            found.append(f"{disk_key(s, nodes[st.node])} = {json.dumps(now)}: {st.node}'s disk is {was} GiB on the "
+                         f"deployed stack and a disk only grows (shrinking would cut its filesystem); set it to {was} "
+                         "or more")
+    return found
 
 
 def _alone(s: Settings, rolling: set[str]) -> list[str]:

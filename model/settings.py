@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import grammar as g
 from .config import PROBLEMS, PROFILES, RolloutConfig, StackConfig  # noqa: F401 (PROFILES: part of this module's API)
+from .images import virtual_size
 
 
 class SettingsError(ValueError):
@@ -45,6 +46,7 @@ class Node:
     priority: int | None = None  # lb only
     router_id: str | None = None  # lb only
     host: str | None = None  # its hypervisor's name; None: the one host of a stack without hypervisors
+    disk_gib: int | None = None  # GiB of its disk; None: the image's own virtual size
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class VmSettings:
     admin_user: str
     operator_user: str
     autostart: bool = False  # libvirt starts the domains and the NAT network with libvirtd
+    disk_gib: int | None = None  # vm.diskGiB: the nodes' default disk size; None: the image's own
 
 
 @dataclass(frozen=True)
@@ -385,9 +388,36 @@ def load(raw: Mapping[str, Any], stack: str, project_root: str | Path = ".",
     for key, path in (("vm.image", s.vm.image), ("vm.kernel", s.vm.kernel), ("vm.initrd", s.vm.initrd)):
         if path and not g.URL.fullmatch(path) and not Path(path).is_relative_to(images) and not path_exists(path):
             problems.append(f"{key} = {path!r}: no such file on the deploy host (the image is uploaded from there)")
+    problems += _disk_problems(s)
     if problems:
         raise SettingsError(problems)
     return s
+
+
+GIB = 1 << 30
+
+
+def disk_key(s: Settings, node: Node) -> str:
+    """The setting a node's disk size comes from: its own diskGiB, or vm.diskGiB."""
+    if node.disk_gib == s.vm.disk_gib:
+        return "vm.diskGiB"
+    tier, i = ("balancers", s.balancers.index(node)) if node.role == "lb" else ("webNodes", s.web_nodes.index(node))
+    return f"{tier}[{i}].diskGiB"
+
+
+def _disk_problems(s: Settings) -> list[str]:
+    """A disk smaller than the image would cut its filesystem: refused when the image's virtual size is known
+    (model/images.py; otherwise the libvirt plugin refuses it when it makes the volume)."""
+    size = virtual_size(s.vm.image)
+    if size is None:
+        return []
+    need = -(-size // GIB)
+    found = {}
+    for n in s.nodes:
+        if n.disk_gib is not None and n.disk_gib * GIB < size:
+            found.setdefault(disk_key(s, n), n.disk_gib)
+    return [f"{key} = {gib}: smaller than the image's virtual size ({need} GiB, vm.image's manifest.json): set "
+            f"{need} or more, or unset it (the image's own size)" for key, gib in found.items()]
 
 
 def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settings:
@@ -400,10 +430,12 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
     lb_hosts, web_hosts = place(sorted(c.hypervisors), [b.host for b in c.balancers], [w.host for w in c.web_nodes])
     balancers = tuple(Node(name=b.name, role="lb", ip=b.ip, mac=mac_for(b.ip), vcpus=b.vcpus or vm.vcpus,
                            memory=b.memory or vm.memory, state=b.state, priority=b.priority,
-                           router_id=b.router_id or b.name, host=h) for b, h in zip(c.balancers, lb_hosts, strict=True))
+                           router_id=b.router_id or b.name, host=h, disk_gib=b.disk_gib or vm.disk_gib)
+                      for b, h in zip(c.balancers, lb_hosts, strict=True))
     up = c.nginx.upstream
     web_nodes = tuple(Node(name=w.name, role="web", ip=w.ip, mac=mac_for(w.ip), vcpus=w.vcpus or vm.vcpus,
-                           memory=w.memory or vm.memory, weight=w.weight or up.weight, host=h)
+                           memory=w.memory or vm.memory, weight=w.weight or up.weight, host=h,
+                           disk_gib=w.disk_gib or vm.disk_gib)
                       for w, h in zip(c.web_nodes, web_hosts, strict=True))
     bridge = c.network.bridge if c.network.mode == "bridge" else None
     hypervisors = tuple(HypervisorSettings(
@@ -443,7 +475,8 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
                      domain_type_setting=vm.domain_type, libvirt_uri=vm.libvirt_uri, pool_path=vm.pool_path,
                      install_packages=vm.install_packages, admin_user=vm.admin_user,
                      operator_user=vm.operator_user,
-                     autostart=vm.autostart if vm.autostart is not None else c.lab_netns == "")
+                     autostart=vm.autostart if vm.autostart is not None else c.lab_netns == "",
+                     disk_gib=vm.disk_gib)
     verify = VerifySettings(c.verify.enabled, c.verify.failover_drill, c.verify.timeout, c.verify.load_drills)
     fw = c.firewall
     ssh_from = fw.ssh_from if fw.ssh_from is not None else ([f"{gw}/32"] if network.mode == "nat" else [str(net)])

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import netns
+from .cancel import CANCEL
 from .hostkeys import KnownHosts
 from .spec import Balancer, Spec, WebNode
 
@@ -138,6 +139,19 @@ class Actions:
         """keepalived's log lines on `lb` since the epoch time `since` (the last ones; [] when unknown)."""
         return []
 
+    # ---- what an interrupted drill can leave behind (verifier.run RESIDUE undoes each) -----------------
+    def domain_residue(self) -> list[tuple[str, str, str]]:
+        """(node or hypervisor, kind, what was seen) for machines a drill left frozen, off or starved:
+        kinds "host_frozen", "paused", "shut_off", "starved", "frozen". Looked at first: a paused balancer
+        answers nothing else."""
+        return []
+
+    def node_residue(self) -> list[tuple[str, str, str]]:
+        """(balancer, kind, what was seen) for what a drill left on a running balancer: kinds "vrrp_cut",
+        "priority" (not the deployed one). A stopped daemon is not among them: nothing proves that a drill
+        stopped it, and the verifier must report a cluster as it finds it."""
+        return []
+
     def close(self) -> None:
         pass
 
@@ -156,12 +170,32 @@ FREEZE_RULES = (f"table inet {FREEZE_TABLE} {{\n"
 def _run(argv: list[str], timeout: float, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run `argv` (with `stdin` as its input, if given); a time-out or a missing program is an ActionError."""
     feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    timeout = CANCEL.bound(timeout)  # once cancelled, nothing may outlast the restore budget
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **feed)
     except subprocess.TimeoutExpired as e:
         raise ActionError(f"{argv[0]} timed out after {timeout:g} s") from e
     except OSError as e:
         raise ActionError(f"{argv[0]}: {e}") from e
+
+
+# One look at a balancer for drill residue (SSH): the cut table, the configured priority.
+RESIDUE_PROBE = (f"echo cut=$(sudo -n nft list table inet {CUT_TABLE} >/dev/null 2>&1 && echo 1 || echo 0); "
+                 f"echo prio=$(sudo -n grep -Eo '^[[:space:]]*priority[[:space:]]+[0-9]+' {{conf}} | grep -Eo '[0-9]+$'); true")
+STARVED_BELOW = 100000  # a vcpu_quota under one whole period (100000 us) is a starve drill's, not libvirt's default
+SCHED_QUOTA = re.compile(r"^vcpu_quota\s*:\s*(-?[0-9]+)\s*$", re.MULTILINE)
+
+
+def parse_residue_probe(lb: Balancer, out: str) -> list[tuple[str, str, str]]:
+    """RESIDUE_PROBE's answer as node_residue items."""
+    kv = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    found = []
+    if kv.get("cut") == "1":
+        found.append((lb.name, "vrrp_cut", f"nft table inet {CUT_TABLE} drops VRRP"))
+    prio = kv.get("prio", "").strip()
+    if prio.isdigit() and int(prio) != lb.priority:
+        found.append((lb.name, "priority", f"keepalived priority {prio}, deployed {lb.priority}"))
+    return found
 
 
 def _last_line(text: str) -> str:
@@ -348,7 +382,8 @@ class SshActions(Actions):
                     self._virsh_at(uri, "start", domain)
                     break
                 except ActionError as e:
-                    if not STILL_RUNNING.search(str(e)) or time.monotonic() >= deadline:
+                    if not STILL_RUNNING.search(str(e)) or time.monotonic() >= min(
+                            deadline, time.monotonic() + CANCEL.remaining() - 1):
                         failed.append(str(e))
                         break
                     time.sleep(0.5)
@@ -369,6 +404,42 @@ class SshActions(Actions):
         except ActionError:
             return []
         return r.stdout.splitlines() if r.returncode == 0 else []
+
+    def domain_residue(self) -> list[tuple[str, str, str]]:
+        found: list[tuple[str, str, str]] = []
+        for host, h in self.spec.hypervisors.items():
+            if not h.netns:
+                continue
+            try:
+                ns, pids = self._qemu_pids(host)
+            except ActionError:
+                continue
+            stopped = [p for p in pids if _state(p) == "T"]
+            if stopped:
+                found.append((host, "host_frozen", f"{len(stopped)} qemu processes stopped (SIGSTOP) in {ns}"))
+        for node in (*self.spec.balancers, *self.spec.web_nodes):
+            if not node.domain:
+                continue
+            uri = self.spec.uri(node)
+            r = _run(["virsh", "-q", "-c", uri, "domstate", node.domain], 30)
+            state = r.stdout.strip() if r.returncode == 0 else ""
+            if state in ("paused", "shut off"):
+                found.append((node.name, state.replace(" ", "_"), f"domain {node.domain} {state}"))
+            elif state == "running" and isinstance(node, Balancer):
+                r = _run(["virsh", "-c", uri, "schedinfo", node.domain, "--live"], 30)
+                m = SCHED_QUOTA.search(r.stdout) if r.returncode == 0 else None
+                if m and 0 < int(m.group(1)) < STARVED_BELOW:
+                    found.append((node.name, "starved", f"domain {node.domain} vcpu_quota {m.group(1)}"))
+        return found
+
+    def node_residue(self) -> list[tuple[str, str, str]]:
+        found = []
+        for lb in self.spec.balancers:
+            r = self._ssh(lb, RESIDUE_PROBE.format(conf=KEEPALIVED_CONF), 30)
+            if r.returncode != 0:
+                raise ActionError(f"ssh {lb.name}: rc {r.returncode}: {_last_line(r.stderr)}")
+            found += parse_residue_probe(lb, r.stdout)
+        return found
 
     def pause(self, lb: Balancer) -> None:
         self._virsh("suspend", lb)
@@ -411,13 +482,18 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie is not: nobody may have reaped it yet)."""
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T stopped, Z, ...); "" when it is gone."""
     try:
         stat = Path(f"{PROC}/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:][:1] not in ("Z", "X", "")
+        return ""
+    return stat[stat.rindex(")") + 2:][:1]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is not: nobody may have reaped it yet)."""
+    return _state(pid) not in ("Z", "X", "")
 
 
 def _children(pid: int) -> list[int]:
@@ -545,7 +621,12 @@ class NetnsActions(Actions):
             os.kill(pid, signal.SIGSTOP)
 
     def resume(self, lb: Balancer) -> None:
-        for pid in reversed(self._paused.pop(lb.name, [])):
+        """SIGCONT what pause stopped; without a record of it (another run paused it), every stopped
+        process of the freeze list."""
+        pids = self._paused.pop(lb.name, None)
+        if pids is None:
+            pids = [p for p in self._freeze_list(lb) if _state(p) == "T"]
+        for pid in reversed(pids):
             if netns.process_in(pid, self._ns(lb)):
                 os.kill(pid, signal.SIGCONT)
 
@@ -615,10 +696,21 @@ class NetnsActions(Actions):
 
     def web_resume(self, node: WebNode) -> None:
         h = self._web(node)
-        for pid in self._paused.pop(node.name, []):
+        pids = self._paused.pop(node.name, None)
+        if pids is None:
+            pids = [p for p in self._nginx_pids(h["netns"], h["nginx"]) if _state(p) == "T"]
+        for pid in pids:
             if netns.process_in(pid, h["netns"]):
                 os.kill(pid, signal.SIGCONT)
-        self._nft(h["netns"], f"delete table inet {FREEZE_TABLE}\n")
+        self._nft_delete(h["netns"], FREEZE_TABLE)
+
+    def _has_table(self, ns: str, table: str) -> bool:
+        return _run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", table], 30).returncode == 0
+
+    def _nft_delete(self, ns: str, table: str) -> None:
+        """Delete the table; one already gone is fine (a heal may run twice)."""
+        if self._has_table(ns, table):
+            self._nft(ns, f"delete table inet {table}\n")
 
     def _link(self, node: WebNode, state: str) -> None:
         ns = self._web(node)["netns"]
@@ -634,7 +726,47 @@ class NetnsActions(Actions):
         self._link(node, "up")
 
     def vrrp_cut(self, lb: Balancer, cut: bool) -> None:
-        self._nft(self._ns(lb), CUT_RULES if cut else f"delete table inet {CUT_TABLE}\n")
+        if cut:
+            self._nft(self._ns(lb), CUT_RULES)
+        else:
+            self._nft_delete(self._ns(lb), CUT_TABLE)
+
+    def _conf_priority(self, lb: Balancer) -> int | None:
+        argv = list(self._svc(lb, "keepalived")["start"])
+        if "-f" not in argv[:-1]:
+            return None
+        try:
+            m = PRIORITY_LINE.search(Path(argv[argv.index("-f") + 1]).read_text())
+        except OSError:
+            return None
+        return int(m.group(0).split()[-1]) if m else None
+
+    def domain_residue(self) -> list[tuple[str, str, str]]:
+        found = []
+        for lb in self.spec.balancers:
+            stopped = [p for p in self._freeze_list(lb) if _state(p) == "T"]
+            if stopped:
+                found.append((lb.name, "paused", f"{len(stopped)} processes stopped (SIGSTOP) in {self._ns(lb)}"))
+        for node in self.spec.web_nodes:
+            h = self.spec.hosts.get(node.name)
+            if not isinstance(h, dict) or not h.get("netns") or not netns.exists(h["netns"]):
+                continue
+            if self._has_table(h["netns"], FREEZE_TABLE):
+                found.append((node.name, "frozen", f"nft table inet {FREEZE_TABLE} drops everything"))
+            r = _run(["ip", "-n", h["netns"], "-o", "link", "show", "eth0"], 10)
+            if r.returncode == 0 and "state DOWN" in r.stdout:
+                found.append((node.name, "shut_off", "eth0 down"))
+        return found
+
+    def node_residue(self) -> list[tuple[str, str, str]]:
+        found = []
+        for lb in self.spec.balancers:
+            if self._has_table(self._ns(lb), CUT_TABLE):
+                found.append((lb.name, "vrrp_cut", f"nft table inet {CUT_TABLE} drops VRRP"))
+            prio = self._conf_priority(lb)
+            if prio is not None and prio != lb.priority:
+                found.append((lb.name, "priority", f"keepalived priority {prio}, deployed {lb.priority}"))
+        return found
 
     def health_state(self, lb: Balancer) -> dict | None:
         path = self._host(lb).get("healthState")

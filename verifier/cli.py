@@ -9,15 +9,15 @@ stdout carries only the JSON report (the stack output `verification`); progress 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from . import hostkeys, netns
 from .actions import ActionError, NetnsActions, SshActions
+from .cancel import CANCEL, Cancelled, private_key, sweep_stale
 from .run import Verifier, progress
 from .spec import Spec, SpecError, parse
 
@@ -51,22 +51,21 @@ def enter_netns(spec: Spec, argv: list[str]) -> None:
     os.execvpe("ip", ["ip", "netns", "exec", name, sys.executable, "-m", "verifier", *argv], env)
 
 
-def write_key() -> str | None:
-    """The SSH key from the environment into a 0600 file (deleted by main at exit); never printed."""
+KEY_PREFIX = "hacluster-verify"
+
+
+def key_file() -> contextlib.AbstractContextManager[str | None]:
+    """The SSH key from the environment in a private directory (0700, file 0600), removed when the block
+    ends, also on a signal; never printed. Without a key: None."""
     key = os.environ.get(KEY_ENV, "")
-    if not key.strip():
-        return None
-    fd, path = tempfile.mkstemp(prefix="hacluster-verify-", suffix=".key")
-    with os.fdopen(fd, "w") as f:
-        f.write(key if key.endswith("\n") else key + "\n")
-    os.chmod(path, 0o600)
-    return path
+    return private_key(key, KEY_PREFIX) if key.strip() else contextlib.nullcontext(None)
 
 
-def pinned(spec: Spec) -> hostkeys.KnownHosts:
-    """The run's known_hosts: the host key of every balancer the ssh actions log in to (env HACLUSTER_HOST_KEYS)."""
+def pinned(spec: Spec, directory: str | None = None) -> hostkeys.KnownHosts:
+    """The run's known_hosts (in `directory` when given): the host key of every balancer the ssh actions log
+    in to (env HACLUSTER_HOST_KEYS)."""
     keys = hostkeys.parse(os.environ.get(hostkeys.ENV, ""), [b.name for b in spec.balancers])
-    return hostkeys.KnownHosts(keys, {b.name: b.ip for b in spec.balancers})
+    return hostkeys.KnownHosts(keys, {b.name: b.ip for b in spec.balancers}, directory)
 
 
 def failure(name: str, detail: str) -> dict:
@@ -82,47 +81,58 @@ def emit(report: dict, rc: int | None = None) -> int:
     return rc if rc is not None else (0 if report["passed"] else 1)
 
 
-def _terminate(signum, _frame):
-    raise SystemExit(128 + signum)  # unwinds through the drill's restore and the key file's removal
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m verifier", description=__doc__.splitlines()[0])
     ap.add_argument("--spec", metavar="FILE", help=f"the spec as a JSON file (default: env {SPEC_ENV})")
     args = ap.parse_args(argv)
-    try:
-        text = Path(args.spec).read_text() if args.spec else os.environ.get(SPEC_ENV, "")
-        if not text.strip():
-            raise SpecError(f"no spec: pass --spec FILE or set {SPEC_ENV}")
-        spec = parse(text)
-        enter_netns(spec, argv)
-    except (SpecError, netns.NamespaceError, OSError, ValueError) as e:
-        return emit(failure("environment", str(e)), rc=2)
+    # SIGTERM (a cancelled `pulumi up`), SIGINT, SIGHUP: the drill's restore and the key's removal run,
+    # within verifier.cancel.BUDGET_S (verifier/cancel.py). The re-exec into the namespace keeps the PID
+    # and installs them again.
+    with CANCEL.installed(progress):
+        try:
+            try:
+                text = Path(args.spec).read_text() if args.spec else os.environ.get(SPEC_ENV, "")
+                if not text.strip():
+                    raise SpecError(f"no spec: pass --spec FILE or set {SPEC_ENV}")
+                spec = parse(text)
+                enter_netns(spec, argv)
+            except (SpecError, netns.NamespaceError, OSError, ValueError) as e:
+                return emit(failure("environment", str(e)), rc=2)
+            return _run(spec)
+        except Cancelled as e:  # before the run began: nothing to restore
+            return emit(interrupted(None, e), rc=e.exit_code)
 
-    signal.signal(signal.SIGTERM, _terminate)
-    key_file = None
-    known_hosts = None
-    actions = None
+
+def _run(spec: Spec) -> int:
+    sweep_stale(KEY_PREFIX, log=progress)
+    actions = verifier = None
     try:
-        key_file = write_key()
-        if spec.actions == "ssh":
-            known_hosts = pinned(spec)
-            actions = SshActions(spec, key_file, known_hosts)
-        else:
-            actions = NetnsActions(spec)
-        report = Verifier(spec, actions).run()
+        with key_file() as key:
+            # the known_hosts file goes in the key's private dir (removed with it, also on a signal)
+            with pinned(spec, os.path.dirname(key) if key else None) if spec.actions == "ssh" \
+                    else contextlib.nullcontext(None) as known_hosts:
+                actions = SshActions(spec, key, known_hosts) if spec.actions == "ssh" else NetnsActions(spec)
+                verifier = Verifier(spec, actions)
+                try:
+                    report = verifier.run()
+                finally:
+                    actions.close()
     except (ActionError, hostkeys.HostKeyError) as e:
         return emit(failure("environment", str(e)), rc=2)
-    except KeyboardInterrupt:
-        return emit(failure("interrupted", "the verifier was interrupted"), rc=130)
+    except Cancelled as e:
+        return emit(interrupted(verifier.report() if verifier is not None else None, e), rc=e.exit_code)
     except Exception as e:  # one line for the user, never a traceback
         return emit(failure("internal", f"the verifier failed: {type(e).__name__}: {e}"), rc=2)
-    finally:
-        if actions is not None:
-            actions.close()
-        if key_file:
-            Path(key_file).unlink(missing_ok=True)
-        if known_hosts is not None:
-            known_hosts.close()
     return emit(report)
+
+
+def interrupted(report: dict | None, e: Cancelled) -> dict:
+    """The report of a cancelled run: what was checked until then, and one failed check saying so."""
+    report = report or failure("interrupted", "")
+    checks = [c for c in report["checks"] if c["name"] != "interrupted"]
+    restored = next((c for c in checks if c["name"] == "cluster_restored"), None)
+    after = ("" if restored is None else "; the drill's changes were undone (cluster_restored)" if restored["passed"]
+             else "; undoing the drill's changes failed (see cluster_restored)")
+    checks.append({"name": "interrupted", "passed": False, "detail": f"the verifier was {e}{after}"})
+    return {**report, "passed": False, "checks": checks}

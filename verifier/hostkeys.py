@@ -64,10 +64,13 @@ def fingerprint(public_key: str) -> str:
 class KnownHosts:
     """A per-run known_hosts file of the nodes' pinned keys. Use as a context manager, or close()."""
 
-    def __init__(self, keys: dict[str, str], ips: dict[str, str]):
+    def __init__(self, keys: dict[str, str], ips: dict[str, str], directory: str | None = None):
+        """`directory`: an existing private directory (the run's key dir of verifier.cancel.private_key, so a
+        cancel or a stale-run sweep removes the file with the key); else a fresh 0700 one of its own."""
         self.keys, self.ips = keys, ips
         lines = "".join(f"{grammar.ipv4(ips[n])} {grammar.host_public_key(k)}\n" for n, k in sorted(keys.items()))
-        self.dir = tempfile.mkdtemp(prefix="hacluster-known-hosts-")  # 0700
+        self.own = directory is None
+        self.dir = tempfile.mkdtemp(prefix="hacluster-known-hosts-") if directory is None else directory  # 0700
         self.path = str(Path(self.dir) / "known_hosts")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -80,7 +83,10 @@ class KnownHosts:
         self.close()
 
     def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.own:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            Path(self.path).unlink(missing_ok=True)
 
     def refusal(self, name: str, stderr: str) -> str | None:
         """The one line refusing node `name`, when ssh's `stderr` says its host key is not the pinned one."""

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from . import firewall
 from .actions import ActionError, Actions
+from .cancel import CANCEL
 from .http import Probe, Prober, Reply, get
 from .logic import (
     USER_AGENTS,
@@ -33,6 +34,8 @@ SETTLE_AFTER_STEP = 1.0  # keep probing this long after a step succeeded, to cat
 STABLE_S = 3.0  # the end check: one holder that stays put this long
 STICKY_REQUESTS = 8
 UA_REQUESTS = 4
+WORKER_JOIN_S = 5.0  # on a cancel: for the drill step's action thread (its ssh/virsh got the signal too)
+CANCEL_RESERVE_S = 3.0  # of the cancel budget, kept for closing and the report
 
 
 def progress(msg: str) -> None:
@@ -91,6 +94,24 @@ KINDS: dict[str, Kind] = {
                        lambda v, lb: v.a.set_priority(lb, lb.priority), needs_preempt=True),
 }
 assert set(KINDS) == set(DRILL_KINDS)
+
+
+def _on(v: Verifier, name: str, lb_action: Callable, web_action: Callable | None = None) -> None:
+    node = v.node(name)
+    (lb_action if isinstance(node, Balancer) or web_action is None else web_action)(node)
+
+
+# What an interrupted drill (its process SIGKILLed, the deploy host lost) can leave behind, found by
+# Actions.domain_residue / node_residue at the start of a run: kind -> (what undoing it did, undo).
+RESIDUE: dict[str, tuple[str, Callable[[Verifier, str], None]]] = {
+    "host_frozen": ("its qemu processes continued (SIGCONT)", lambda v, host: v.a.host_thaw(host)),
+    "paused": ("resumed", lambda v, n: _on(v, n, v.a.resume, v.a.web_resume)),
+    "frozen": ("unfrozen", lambda v, n: v.a.web_resume(v.node(n))),
+    "shut_off": ("started", lambda v, n: _on(v, n, v.a.power_on, v.a.web_power_on)),
+    "starved": ("CPU quota removed", lambda v, n: v.a.starve([v.node(n)], None)),
+    "vrrp_cut": ("VRRP cut removed", lambda v, n: v.a.vrrp_cut(v.node(n), False)),
+    "priority": ("deployed priority restored", lambda v, n: v.a.set_priority(v.node(n), v.node(n).priority)),
+}
 # The LoadDrills method of each drill under load but the web ones (LoadDrills.web(kind)).
 LOAD_RUNS = {"lb_starve": "starve", "vrrp_cut": "vrrp_cut", "host_lost": "host_lost"}
 assert {*LOAD_RUNS, "web_freeze", "web_poweroff"} == set(LOAD_KINDS)
@@ -107,6 +128,7 @@ class Verifier:
         self.durations: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="holders")
         self._prober: Prober | None = None
+        self._worker: threading.Thread | None = None  # the drill step's action, while it runs
         self.timeline: list[Probe] = []  # the last drill's probes
         self.holder_timeline: list[dict] = []  # the end check's holder changes
 
@@ -122,6 +144,10 @@ class Verifier:
                 "distribution": self.distribution, "durations": self.durations,
                 "holderTimeline": self.holder_timeline,
                 "stack": self.s.stack, "vip": self.s.vip, "actions": self.s.actions}
+
+    def node(self, name: str):
+        """The balancer or web node called `name`."""
+        return next(n for n in (*self.s.balancers, *self.s.web_nodes) if n.name == name)
 
     def _get(self, **kw) -> Reply:
         return get(self.s.vip, server_name=self.s.server_name, timeout=max(2.0, self.s.probe_timeout), **kw)
@@ -142,6 +168,7 @@ class Verifier:
         s = self.s
         t0 = time.monotonic()
         try:
+            self.clear_residue()
             vip_ok, lbs_ok = self.wait_ready()
             t1 = time.monotonic()
             self.durations["wait_s"] = round(t1 - t0, 2)
@@ -159,9 +186,37 @@ class Verifier:
                     self.check("failover_drill", False, "not run: the cluster was not healthy before it (see above)")
                 self.durations["drill_s"] = round(time.monotonic() - t2, 2)
         finally:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self.durations["total_s"] = round(time.monotonic() - t0, 2)
         return self.report()
+
+    def clear_residue(self) -> None:
+        """Undo what an interrupted drill left behind (RESIDUE), one line each, before anything is checked:
+        machines first (a paused balancer answers nothing else), then what is on the balancers. Nothing
+        found: no check, no line. A look that fails is said and skipped (wait_ready reports the node)."""
+        found, undone, failed = 0, [], []
+        for look in (self.a.domain_residue, self.a.node_residue):
+            try:
+                items = look()
+            except (ActionError, OSError) as e:
+                self.log(f"could not look for what an interrupted drill left behind: {e}")
+                continue
+            for name, kind, seen in items:
+                found += 1
+                what, undo = RESIDUE[kind]
+                try:
+                    with CANCEL.shielded():
+                        undo(self, name)
+                except (ActionError, OSError) as e:
+                    failed.append(f"{name}: {seen}: {e}")
+                    continue
+                undone.append(f"{name}: {seen}")
+                self.log(f"left by an interrupted drill: {name}: {seen}; {what}")
+        if found:
+            self.check("drill_residue", not failed,
+                       f"undid what an interrupted drill left: {'; '.join(undone)}" if not failed else
+                       f"could not undo what an interrupted drill left: {'; '.join(failed)} (undo it by hand: "
+                       "virsh resume/start, `nft delete table inet hacluster_drill_cut`, the deployed priority)")
 
     def wait_ready(self) -> tuple[bool, bool]:
         """Wait for an HTTP 200 through the VIP and for each balancer's actions, for as long as the
@@ -337,14 +392,16 @@ class Verifier:
         if kinds:
             self._vip_drill(kinds)
         loads = LoadDrills(self)
-        for kind in load_kinds:
-            ok = loads.web(kind) if kind.startswith("web_") else getattr(loads, LOAD_RUNS[kind])()
-            if not ok:
-                for rest in load_kinds[load_kinds.index(kind) + 1:]:
-                    self.check(f"drill_{rest}", False, "not run: an earlier drill step failed")
-                break
-        if load_kinds:
-            self.restore([], s.master if s.preempt else None)
+        try:
+            for kind in load_kinds:
+                ok = loads.web(kind) if kind.startswith("web_") else getattr(loads, LOAD_RUNS[kind])()
+                if not ok:
+                    for rest in load_kinds[load_kinds.index(kind) + 1:]:
+                        self.check(f"drill_{rest}", False, "not run: an earlier drill step failed")
+                    break
+        finally:  # also on a cancel: each load drill repaired its break, this waits for one holder again
+            if load_kinds:
+                self.restore([], s.master if s.preempt else None)
 
     def _vip_drill(self, kinds: list[str]) -> None:
         s = self.s
@@ -424,7 +481,7 @@ class Verifier:
 
         # The action runs beside the holder poll: a stop that waits for the daemon to exit (or an ssh
         # round trip) must not delay seeing the VIP move.
-        worker = threading.Thread(target=act, name=f"drill-{name}", daemon=True)
+        worker = self._worker = threading.Thread(target=act, name=f"drill-{name}", daemon=True)
         worker.start()
         moved_at, sample = None, {}
         for _ in range(int(s.step_timeout / self.a.poll_interval) + 2):
@@ -512,7 +569,15 @@ class Verifier:
 
     def restore(self, outstanding: list[tuple[str, Balancer]], home: Balancer | None) -> None:
         """Leave the cluster as found: start/resume whatever the drill left broken, then wait (bounded)
-        for `home` (None: any one balancer) alone to hold the VIP."""
+        for `home` (None: any one balancer) alone to hold the VIP. A signal does not cut it short; once
+        cancelled (verifier/cancel.py) the wait ends CANCEL_RESERVE_S before the cancel budget does."""
+        with CANCEL.shielded():
+            self._restore(outstanding, home)
+
+    def _restore(self, outstanding: list[tuple[str, Balancer]], home: Balancer | None) -> None:
+        w = self._worker
+        if CANCEL.cancelled and w is not None and w.is_alive():
+            w.join(min(WORKER_JOIN_S, CANCEL.remaining()))  # its break or repair may still be landing
         problems = []
         for kind, lb in reversed(list(outstanding)):
             try:
@@ -538,13 +603,17 @@ class Verifier:
             if not timeline or timeline[-1][1] != now:
                 timeline.append((t - start, now))
             stable = stable + 1 if settled(now) else 0
-            if stable >= need or t >= deadline:
+            if stable >= need or t >= deadline or CANCEL.remaining() <= CANCEL_RESERVE_S:
                 break
             time.sleep(self.a.poll_interval)
         self.holder_timeline = [{"t": round(t, 2), "holders": h} for t, h in timeline]
         flaps = "; holders over time: " + ", ".join(
             f"{t:.1f} s {'+'.join(h) or 'none'}" for t, h in timeline) if len(timeline) > 1 else ""
-        if stable < need:
+        if stable < need and CANCEL.cancelled:
+            want = home.name if home else "exactly one balancer"
+            problems.append(f"cancelled before one holder was steady: the VIP is on {' and '.join(now) or 'no balancer'}"
+                            f", expected {want}{flaps}")
+        elif stable < need:
             want = home.name if home else "exactly one balancer"
             problems.append(f"no stable holder within {2 * self.s.step_timeout:g} s: the VIP is on "
                             f"{' and '.join(now) or 'no balancer'}, expected {want}{flaps}")

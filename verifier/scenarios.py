@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from . import arp
 from .actions import ActionError
+from .cancel import CANCEL, Cancelled
 from .http import Probe, Prober
 from .logic import holders_of
 from .spec import Balancer, WebNode
@@ -150,8 +151,8 @@ class LoadDrills:
             time.sleep(BASELINE_S)
             t_break = time.monotonic()
             try:
+                broken = True  # before the action: a cancel during it must still repair
                 breaks(node)
-                broken = True
                 self._hold(hold, None)
                 repairs(node)
                 broken = False
@@ -164,10 +165,12 @@ class LoadDrills:
                 return self.v.check(f"drill_{kind}", False, f"{what}: the action failed: {e}")
             finally:
                 if broken:
-                    try:
-                        repairs(node)
-                    except ActionError as e:
-                        self.v.log(f"could not repair {node.name}: {e}")
+                    with CANCEL.shielded():
+                        try:
+                            repairs(node)
+                            self.v.log(f"repaired {node.name} ({kind} cut short)")
+                        except ActionError as e:
+                            self.v.log(f"could not repair {node.name}: {e}")
         stats = load_stats(prober.snapshot(), t_break - 0.5, time.monotonic())
         self._record(kind, stats, rejoined_after_s=None if rejoined is None else round(rejoined, 2))
         ok = stats.failed <= 1 and rejoined is not None
@@ -188,11 +191,12 @@ class LoadDrills:
             time.sleep(BASELINE_S)
             t0, wall0 = time.monotonic(), time.time()
             try:
-                a.starve(lbs, s.starve_quota)
                 try:
+                    a.starve(lbs, s.starve_quota)
                     self._hold_arp(s.starve_seconds, samples)
-                finally:
-                    a.starve(lbs, None)
+                finally:  # also after a cancel or a starve that failed half-way
+                    with CANCEL.shielded():
+                        a.starve(lbs, None)
                 self._hold_arp(AFTER_S, samples)
             except ActionError as e:
                 return self.v.check("drill_lb_starve", False, f"{what}: the action failed: {e}")
@@ -230,8 +234,8 @@ class LoadDrills:
         with prober:
             time.sleep(BASELINE_S)
             try:
+                cut = True  # before the action: a cancel during it must still heal
                 a.vrrp_cut(master, True)
-                cut = True
                 self._hold(s.cut_seconds, samples)
                 t_heal = time.monotonic()
                 a.vrrp_cut(master, False)
@@ -243,10 +247,12 @@ class LoadDrills:
                 return v.check("drill_vrrp_cut", False, f"{what}: the action failed: {e}")
             finally:
                 if cut:
-                    try:
-                        a.vrrp_cut(master, False)
-                    except ActionError as e:
-                        v.log(f"could not heal the VRRP cut on {master.name}: {e}")
+                    with CANCEL.shielded():
+                        try:
+                            a.vrrp_cut(master, False)
+                            v.log(f"healed the VRRP cut on {master.name} (drill cut short)")
+                        except ActionError as e:
+                            v.log(f"could not heal the VRRP cut on {master.name}: {e}")
         end = time.monotonic()
         probes = prober.snapshot()
         heal = [p for p in probes if p.t >= t_heal]
@@ -281,14 +287,22 @@ class LoadDrills:
             time.sleep(BASELINE_S)
             t0 = time.monotonic()
             try:
+                frozen = True  # before each action: a cancel during it must still repair
                 a.host_freeze(host)
-                frozen = True
                 self._hold_arp(s.host_freeze_seconds, samples, others, HOST_ARP_WINDOW, 0.0)
-                a.host_kill(host)
+                try:
+                    a.host_kill(host)
+                except Cancelled:
+                    killed = True  # maybe half done: the finally thaws and starts the domains
+                    raise
                 killed = True
                 self._hold_arp(s.host_down_seconds, samples, others, HOST_ARP_WINDOW, 0.0)
                 frozen = killed = False  # a failed return is the check's failure (and restore's), not retried
-                a.host_return(host, domains)
+                try:
+                    a.host_return(host, domains)
+                except Cancelled:
+                    killed = True  # interrupted, not failed: the finally starts the domains
+                    raise
                 t_back = time.monotonic()
                 back = self._hold(s.rejoin_timeout, samples, lambda: self._host_back(lost, samples, prober, t_back),
                                   arp_window=HOST_ARP_WINDOW)
@@ -338,10 +352,11 @@ class LoadDrills:
 
     def _repair_host(self, host: str, domains: list[str], frozen: bool, killed: bool) -> None:
         """Whatever an interrupted host_lost left: a frozen host thawed, a killed one's domains started."""
-        try:
-            if killed:
-                self.a.host_return(host, domains)
-            elif frozen:
-                self.a.host_thaw(host)
-        except ActionError as e:
-            self.v.log(f"could not bring hypervisor {host} back: {e}")
+        with CANCEL.shielded():
+            try:
+                if killed:
+                    self.a.host_return(host, domains)
+                elif frozen:
+                    self.a.host_thaw(host)
+            except ActionError as e:
+                self.v.log(f"could not bring hypervisor {host} back: {e}")

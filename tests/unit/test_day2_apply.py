@@ -172,3 +172,33 @@ def test_a_sudoers_file_sudo_cannot_parse_is_refused_and_the_old_one_stays(node_
     rc, out = push(good.replace("NOPASSWD:", "NOPASSWD"))
     assert rc != 0 and "visudo" in out["error"], out
     assert open(path).read() == good and not os.path.exists(path + ".hacluster-new")
+
+
+def keepalived_files(raw, prefix):
+    s = load(raw, "t", ROOT, HostFacts(True, False))
+    paths = render.VM_PATHS.under(prefix)
+    return [{"path": f.path, "content": f.content, "mode": f.mode} for f in render.node_files(s, s.balancers[1], "pw", paths)
+            if f.path.endswith("keepalived.conf")]
+
+
+def test_a_vrrp_timing_change_on_the_backup_holds_keepalived_instead_of_reloading_it(node_dir):
+    log = f"{node_dir}/ops"
+    cmds = {"keepalived": {"match": "keepalived.conf", "check": ["keepalived", "-t", "-f", "{staged}"],
+                           "reload": ["sh", "-c", f"echo reload >> {log}"], "hold": ["sh", "-c", f"echo hold >> {log}"],
+                           "healthy": ["true"]}}
+    env = {**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds), "HACLUSTER_APPLY_STAMP": f"{node_dir}/applied.json"}
+
+    def push(files, hold):
+        r = subprocess.run([sys.executable, APPLY], input=json.dumps({"node": "lb02", "files": files, "holdVrrpTiming": hold}),
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return json.loads(r.stdout), open(log).read().split()
+
+    os.makedirs(os.path.dirname(keepalived_files({}, node_dir)[0]["path"]), exist_ok=True)
+    push(keepalived_files({}, node_dir), True)  # first apply: no previous file to compare
+    out, ops = push(keepalived_files({"vrrp": {"advertInt": 2}}, node_dir), True)
+    assert out.get("held") == ["keepalived"] and ops[-1] == "hold" and "keepalived" not in out["reloaded"]
+    out, ops = push(keepalived_files({"vrrp": {"advertInt": 3}}, node_dir), False)  # the MASTER does not serve
+    assert "held" not in out and ops[-1] == "reload"
+    out, ops = push(keepalived_files({"vrrp": {"advertInt": 3, "virtualRouterId": 52}}, node_dir), True)
+    assert "held" not in out and ops[-1] == "reload"  # not a timing change: reloaded as usual

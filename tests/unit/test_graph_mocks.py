@@ -131,6 +131,31 @@ def test_four_domains_each_with_own_overlay_and_seed_on_the_network(mocks):
 
 
 @pulumi.runtime.test
+def test_each_overlay_gets_its_nodes_disk_size_in_bytes_or_none(mocks):
+    cluster = build({"vm": {"diskGiB": 8}, "webNodes": [{"name": "web01", "ip": "192.168.81.230", "diskGiB": 20},
+                                                        {"name": "web02", "ip": "192.168.81.240"}]})
+
+    def check(_):
+        sizes = {v.inputs["name"]: v.inputs.get("size") for v in of(mocks, "libvirt:index:Volume")
+                 if v.inputs.get("baseVolumeId")}
+        assert sizes == {"t-web01.qcow2": 20 << 30, "t-web02.qcow2": 8 << 30, "t-lb01.qcow2": 8 << 30,
+                         "t-lb02.qcow2": 8 << 30}
+
+    return after(cluster, check)
+
+
+@pulumi.runtime.test
+def test_without_disk_size_the_overlays_have_the_images_size(mocks):
+    cluster = build()
+
+    def check(_):
+        overlays = [v for v in of(mocks, "libvirt:index:Volume") if v.inputs.get("baseVolumeId")]
+        assert len(overlays) == 4 and all("size" not in v.inputs for v in overlays)
+
+    return after(cluster, check)
+
+
+@pulumi.runtime.test
 def test_secrets_stay_secret_and_user_data_carries_only_the_public_key(mocks):
     cluster = build()
 

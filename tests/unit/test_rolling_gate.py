@@ -124,3 +124,41 @@ def test_a_balancer_is_not_admitted_while_the_wrong_one_holds_the_vip():
     with pytest.raises(gate.Refused) as e:
         gate.admit(spec("lb01"), c)
     assert "VIP held by lb02 (want lb01)" in str(e.value)
+
+
+def test_the_backup_is_admitted_while_a_vrrp_timing_change_splits_them_the_master_is_not():
+    c = MockCluster()
+    real = c.call
+
+    def split(host, op="look", **req):  # lb02 has advert_int 2, lb01 still 1: lb02 drops its adverts
+        a = real(host, op, **req)
+        if c.name(host) == "lb02":
+            a["vip"] = True
+        return a
+    c.call = split
+    gate.admit(spec("lb02"), c)  # admitted: lb01's new config (next) ends the split
+    with pytest.raises(gate.Refused) as e:
+        gate.admit(spec("lb01"), c)
+    assert "VIP held by lb01, lb02 (want lb01)" in str(e.value)
+
+
+def test_a_held_backup_is_started_by_the_masters_admission():
+    c = MockCluster()
+    assert gate.may_hold(spec("lb02"), c) is True and gate.may_hold(spec("lb01"), c) is False
+    c.keepalived["lb02"] = "inactive"
+    real = c.call
+
+    def with_hold(host, op="look", **req):
+        a = real(host, op, **req)
+        a["held"] = c.name(host) == "lb02" and c.keepalived["lb02"] == "inactive"
+        return a
+    c.call = with_hold
+    gate.admit(spec("lb02"), c, held=True)  # the BACKUP waits for nothing
+    assert c.keepalived["lb02"] == "inactive"
+    gate.admit(spec("lb01"), c)
+    assert c.keepalived["lb02"] == "active" and ("lb02", "start-keepalived") in c.ops and c.holder == "lb01"
+
+
+def test_nothing_is_held_while_the_master_does_not_hold_the_vip():
+    c = MockCluster(holder="lb02")
+    assert gate.may_hold(spec("lb02"), c) is False

@@ -82,6 +82,29 @@ def test_memory_and_vcpus_restart_in_place_and_name_what_changed():
     assert line.startswith("roll 1/1: web01 (web): drain, restart in place") and "vcpus 1 -> 2" in line
 
 
+def test_a_bigger_disk_restarts_in_place_and_a_smaller_one_is_refused_naming_node_and_sizes():
+    steps, problems = plan({"vm": {"diskGiB": 8}}, deployed())
+    assert {a for _, a in actions(steps)} == {"restart"} and problems == []
+    assert steps[0].changes == ("restart.diskGiB null -> 8",)
+    assert plan({}, deployed())[0][0].action == "same"  # unset: not in the record, as before the setting existed
+    eight = {"vm": {"diskGiB": 8}}
+    webs = [{"name": "web01", "ip": "192.168.81.230", "diskGiB": 6}, {"name": "web02", "ip": "192.168.81.240"}]
+    _, problems = plan({**eight, "webNodes": webs}, deployed(eight))
+    assert problems == ["webNodes[0].diskGiB = 6: web01's disk is 8 GiB on the deployed stack and a disk only grows "
+                        "(shrinking would cut its filesystem); set it to 8 or more"]
+    _, problems = plan({}, deployed(eight))  # unset again: the disks would stay 8 GiB while the settings say less
+    assert len(problems) == 4 and all(p.startswith("vm.diskGiB = null: ") and "is 8 GiB" in p for p in problems)
+    steps, problems = plan({"vm": {"diskGiB": 16}}, deployed(eight))
+    assert {a for _, a in actions(steps)} == {"restart"} and problems == []
+
+
+def test_a_replaced_node_gets_a_fresh_disk_of_any_size():
+    eight = {"vm": {"diskGiB": 8}}
+    s = settings({"vm": {"diskGiB": 6}})
+    steps, problems = rollout.plan(s, identities(s, ImageSet("d" * 64, "b" * 64, "c" * 64)), deployed(eight))
+    assert {a for _, a in actions(steps)} == {"replace"} and problems == []
+
+
 def test_a_new_image_or_network_setting_replaces_every_node_in_order():
     s = settings()
     newer = rollout.plan(s, identities(s, ImageSet("d" * 64, "b" * 64, "c" * 64)), deployed())[0]

@@ -1,11 +1,13 @@
 """Settings validation: every bad value fails with a message naming the key, before any resource."""
 
 import copy
+import json
 
 import pytest
 import yaml
 
-from model.settings import DEFAULTS, HostFacts, SettingsError, load, resolve_domain_type
+from model import images
+from model.settings import DEFAULTS, HostFacts, SettingsError, disk_key, load, resolve_domain_type
 from tests.conftest import ROOT
 
 TCG_HOST = HostFacts(kvm_device=True, hardware_kvm_module=False)
@@ -91,6 +93,12 @@ def test_dev_stack_file_loads_and_matches_the_reference():
     ({"nginx": {"persistence": "sticky"}}, "nginx.persistence"),
     ({"vm": {"kernel": "/boot/vmlinuz", "initrd": ""}}, "vm.initrd"),
     ({"vm": {"libvirtUri": "system"}}, "vm.libvirtUri"),
+    ({"vm": {"diskGiB": 0}}, "vm.diskGiB"),
+    ({"vm": {"diskGiB": 4097}}, "vm.diskGiB"),
+    ({"vm": {"diskGiB": "8G"}}, "vm.diskGiB"),
+    ({"vm": {"diskGiB": True}}, "vm.diskGiB"),
+    ({"webNodes": [{"name": "web01", "ip": "192.168.81.230", "diskGiB": 2.5}]}, "webNodes[0].diskGiB"),
+    ({"balancers": lbs({(1, "diskGiB"): -1})}, "balancers[1].diskGiB"),
 ])
 def test_bad_value_names_its_key(raw, key):
     found = problems(raw)
@@ -133,6 +141,44 @@ def test_per_node_resources_override_vm_defaults():
     s = ok({"webNodes": [{"name": "web01", "ip": "192.168.81.230", "vcpus": 2, "memory": 1024}],
             "vm": {"memory": 768}})
     assert (s.web_nodes[0].vcpus, s.web_nodes[0].memory, s.balancers[0].memory) == (2, 1024, 768)
+
+
+def test_disk_size_defaults_to_the_image_and_per_node_overrides_vm():
+    assert {n.disk_gib for n in ok().nodes} == {None}  # unset: the image's own virtual size, as before
+    s = ok({"webNodes": [{"name": "web01", "ip": "192.168.81.230", "diskGiB": 32},
+                         {"name": "web02", "ip": "192.168.81.240"}], "vm": {"diskGiB": 8}})
+    assert [n.disk_gib for n in s.nodes] == [8, 8, 32, 8]
+    assert (disk_key(s, s.web_nodes[0]), disk_key(s, s.web_nodes[1])) == ("webNodes[0].diskGiB", "vm.diskGiB")
+
+
+def image_with_manifest(tmp_path, virtual_size, bytes_=1000):
+    """A 1000-byte stand-in image with the manifest.json `make image` writes beside it."""
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"q" * 1000)
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"files": {"disk.qcow2": {"bytes": bytes_, "virtual_size": virtual_size, "sha256": "0" * 64}}}))
+    return str(image)
+
+
+def test_a_disk_smaller_than_the_image_is_refused_naming_the_setting(tmp_path):
+    image = image_with_manifest(tmp_path, "4G")
+    assert images.virtual_size(image) == 4 << 30
+    webs = [{"name": "web01", "ip": "192.168.81.230", "diskGiB": 3}, {"name": "web02", "ip": "192.168.81.240"}]
+    found = problems({"vm": {"image": image, "diskGiB": 2}, "webNodes": webs})
+    assert found == [
+        "vm.diskGiB = 2: smaller than the image's virtual size (4 GiB, vm.image's manifest.json): set 4 or more, "
+        "or unset it (the image's own size)",
+        "webNodes[0].diskGiB = 3: smaller than the image's virtual size (4 GiB, vm.image's manifest.json): set 4 or "
+        "more, or unset it (the image's own size)"]
+    assert {n.disk_gib for n in ok({"vm": {"image": image, "diskGiB": 4}}).nodes} == {4}
+
+
+@pytest.mark.parametrize("virtual_size, bytes_", [("4 G", 1000), ("4GB", 1000), ("-4G", 1000), ("4G", 999)])
+def test_an_unreadable_or_stale_manifest_leaves_the_size_unknown(tmp_path, virtual_size, bytes_):
+    """Unknown: nothing is refused here (the plugin refuses a volume smaller than its base when it makes it)."""
+    image = image_with_manifest(tmp_path, virtual_size, bytes_)
+    assert images.virtual_size(image) is None
+    assert ok({"vm": {"image": image, "diskGiB": 1}}).vm.disk_gib == 1
 
 
 def test_routing_pools_validated():

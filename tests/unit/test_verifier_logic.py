@@ -5,6 +5,7 @@ import json
 import os
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -274,16 +275,18 @@ def test_ssh_actions_use_the_key_only_and_pin_the_host_key(monkeypatch):
     assert calls[0][-1] == "ip -o addr show dev eth0"
 
 
-def test_key_file_is_private(monkeypatch):
+def test_key_file_is_private_and_removed(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv(cli.KEY_ENV, "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n-----END OPENSSH PRIVATE KEY-----")
-    path = cli.write_key()
-    try:
+    with cli.key_file() as path:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        assert os.path.dirname(os.path.dirname(path)) == str(tmp_path)
         assert open(path).read().endswith("-----\n")
-    finally:
-        os.unlink(path)
+    assert not list(tmp_path.iterdir()), "the key directory must be gone"
     monkeypatch.setenv(cli.KEY_ENV, "")
-    assert cli.write_key() is None
+    with cli.key_file() as path:
+        assert path is None
 
 
 def test_bad_spec_still_prints_one_json_report(monkeypatch, capsys):

@@ -281,6 +281,74 @@ func TestCancelKillsProcessGroup(t *testing.T) {
 	}
 }
 
+// startCanceled runs command through Create, waits for it to create ready, then cancels the provider;
+// it returns how long Create took after the Cancel, and its error.
+func startCanceled(t *testing.T, tp *testProvider, command, ready string) (time.Duration, error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := create(t, tp, resource.PropertyMap{"create": str(command)}, false)
+		errc <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not get ready within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	canceled := time.Now()
+	if _, err := tp.Cancel(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		return time.Since(canceled), err
+	case <-time.After(killGrace + 10*time.Second):
+		t.Fatalf("command still running %s after Cancel", killGrace+10*time.Second)
+	}
+	return 0, nil
+}
+
+// A canceled command that cleans up on SIGTERM (the verifier restoring a drill) gets to finish: here
+// its cleanup takes 4 s, longer than the old 3 s grace.
+func TestCancelLetsTheCommandFinishItsCleanup(t *testing.T) {
+	if killGrace < 30*time.Second {
+		t.Fatalf("killGrace %s: shorter than the verifier's restore budget (20 s) plus margin", killGrace)
+	}
+	tp := newTestProvider()
+	dir := t.TempDir()
+	ready, restored := filepath.Join(dir, "ready"), filepath.Join(dir, "restored")
+	cmd := "trap 'sleep 4; echo done > " + restored + "; exit 143' TERM; sleep 60 & echo > " + ready + "; wait"
+	took, err := startCanceled(t, tp, cmd, ready)
+	if err == nil || !strings.Contains(err.Error(), "canceled") {
+		t.Fatalf("err %v", err)
+	}
+	if b, rerr := os.ReadFile(restored); rerr != nil || string(b) != "done\n" {
+		t.Fatalf("the cleanup did not finish (%v %q): killed after %s", rerr, b, took)
+	}
+	if took < 4*time.Second || took > 15*time.Second {
+		t.Fatalf("Create returned %s after Cancel; the cleanup takes 4 s", took)
+	}
+}
+
+// A command that ignores SIGTERM is killed once the grace is over.
+func TestCancelKillsAfterTheGrace(t *testing.T) {
+	tp := newTestProvider()
+	tp.runner.grace = time.Second
+	ready := filepath.Join(t.TempDir(), "ready")
+	took, err := startCanceled(t, tp, "trap '' TERM; echo > "+ready+"; sleep 60", ready)
+	if err == nil || !strings.Contains(err.Error(), "canceled") {
+		t.Fatalf("err %v", err)
+	}
+	if took < time.Second || took > 8*time.Second {
+		t.Fatalf("Create returned %s after Cancel with a 1 s grace", took)
+	}
+}
+
 func TestTimeout(t *testing.T) {
 	tp := newTestProvider()
 	_, err := tp.Create(context.Background(), &pulumirpc.CreateRequest{

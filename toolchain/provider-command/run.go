@@ -16,19 +16,28 @@ import (
 const (
 	errorTailLines = 20               // lines of each logged stream quoted in a failure
 	maxLogLine     = 64 * 1024        // a longer "line" is logged in pieces
-	killGrace      = 3 * time.Second  // SIGTERM -> SIGKILL of a canceled command's process group
 	pipeWaitDelay  = 10 * time.Second // after the shell exits, how long background children may hold its stdout/stderr
 	minMaskedLen   = 4                // secret values shorter than this are not masked (too many false hits)
 )
+
+// killGrace is how long a canceled command's process group has between SIGTERM and SIGKILL. The
+// longest cleanup among the project's commands is the verifier's after a cancel mid-drill: it undoes
+// what the drill broke (each undo one ssh or virsh call: ssh alone may take its 15 s ConnectTimeout on
+// a loaded host) and waits for one VIP holder, all within verifier/cancel.py BUDGET_S = 20 s (a unit
+// test there keeps BUDGET_S + 5 s <= killGrace). Day 2 only removes its key directory and closes its
+// ssh masters (well under a second). 3 s, the old value, cut the verifier's restore short: a VRRP cut
+// table (split brain), a paused VM or a lowered priority stayed behind.
+const killGrace = 30 * time.Second
 
 // runner starts commands in their own process groups and remembers them so Cancel can stop them.
 type runner struct {
 	mu       sync.Mutex
 	running  map[int]chan struct{} // process group id -> closed when the command has exited
 	canceled bool
+	grace    time.Duration // SIGTERM -> SIGKILL (killGrace; tests shorten it)
 }
 
-func newRunner() *runner { return &runner{running: map[int]chan struct{}{}} }
+func newRunner() *runner { return &runner{running: map[int]chan struct{}{}, grace: killGrace} }
 
 // job is one command to run.
 type job struct {
@@ -104,7 +113,7 @@ func (r *runner) run(ctx context.Context, j job) (result, error) {
 				why = "timed out"
 			}
 			stopped <- why
-			killGroup(pgid, done)
+			killGroup(pgid, done, r.grace)
 		}
 	}()
 
@@ -203,12 +212,12 @@ func cleanOutput(s string) string {
 	return strings.ToValidUTF8(strings.TrimSuffix(s, "\n"), "\uFFFD")
 }
 
-// killGroup sends SIGTERM to a process group, then SIGKILL if it has not exited after killGrace.
-func killGroup(pgid int, done <-chan struct{}) {
+// killGroup sends SIGTERM to a process group, then SIGKILL if it has not exited after grace.
+func killGroup(pgid int, done <-chan struct{}, grace time.Duration) {
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
 	case <-done:
-	case <-time.After(killGrace):
+	case <-time.After(grace):
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 }
@@ -219,7 +228,7 @@ func (r *runner) cancelAll() int {
 	defer r.mu.Unlock()
 	r.canceled = true
 	for pgid, done := range r.running {
-		go killGroup(pgid, done)
+		go killGroup(pgid, done, r.grace)
 	}
 	return len(r.running)
 }

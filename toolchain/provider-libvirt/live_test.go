@@ -390,3 +390,62 @@ func TestLiveProgramShapeHasNoDrift(t *testing.T) {
 		t.Errorf("the XSLT (tb-cache) or the seed is missing:\n%s", doc)
 	}
 }
+
+// TestLiveVolumeGrowOnTestDriver: a volume's size is updated in place (the same key), a shrink is refused
+// before libvirt is asked, and the running domains of a disk are found by their disk. The test driver has
+// no virStorageVolResize: the grow itself reaches libvirt's resize of the same volume and is refused there
+// (on a real pool it is qemu-img resize; the e2e case grows a node's disk under load).
+func TestLiveVolumeGrowOnTestDriver(t *testing.T) {
+	p := live(t, "test:///default")
+	vol := &engine{t: t, p: p, urn: urnOf("libvirt:index/volume:Volume", "vol")}
+	in := pm(map[string]any{"name": "p12-grow.img", "pool": "default-pool", "size": 16 << 20, "format": "raw"})
+	vol.create(in)
+	defer vol.delete()
+	key := vol.id
+	update := func(size int) (*pulumirpc.DiffResponse, error) {
+		news := in.Copy()
+		news["size"] = resource.NewNumberProperty(float64(size))
+		news = vol.check(news)
+		olds, _ := marshal(vol.inputs)
+		outs, _ := marshal(vol.outs)
+		n, _ := marshal(news)
+		d, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: vol.urn, Id: vol.id, OldInputs: olds, Olds: outs, News: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = p.Update(context.Background(), &pulumirpc.UpdateRequest{Urn: vol.urn, Id: vol.id, OldInputs: olds, Olds: outs, News: n})
+		return d, err
+	}
+	d, err := update(8 << 20)
+	if len(d.Replaces) != 0 || err == nil || !strings.Contains(err.Error(), "is smaller than its capacity 16777216 bytes: a volume only grows") {
+		t.Errorf("shrink: diff %v, update %v; want in place and refused", d, err)
+	}
+	d, err = update(32 << 20)
+	if len(d.Replaces) != 0 || err == nil || !strings.Contains(err.Error(), "virStorageVolResize") ||
+		!strings.Contains(err.Error(), `volume "p12-grow.img": growing to 33554432 bytes`) {
+		t.Errorf("grow: diff %v, update %v; want in place, reaching the test driver's (missing) resize", d, err)
+	}
+	if !vol.refresh() || vol.id != key || vol.inputs["size"].NumberValue() != 16<<20 {
+		t.Errorf("after both: the same volume at its size: %s %v", vol.id, vol.inputs)
+	}
+	// An overlay smaller than its base is refused (not silently made at the base's size).
+	ov := &engine{t: t, p: p, urn: urnOf("libvirt:index/volume:Volume", "ov")}
+	s, _ := marshal(ov.check(pm(map[string]any{"name": "p12-grow-ov.qcow2", "pool": "default-pool", "baseVolumeId": key,
+		"format": "qcow2", "size": 8 << 20})))
+	if r, err := p.Create(context.Background(), &pulumirpc.CreateRequest{Urn: ov.urn, Properties: s}); err == nil ||
+		!strings.Contains(err.Error(), "is smaller than its base volume's virtual size 16777216 bytes") {
+		if err == nil {
+			ov.id = r.Id
+			ov.delete()
+		}
+		t.Errorf("overlay smaller than its base: %v", err)
+	}
+	o, _ := p.op(vol.urn)
+	users, err := runningWithDisk(o.l, "/guest/diskimage1", "")
+	if err != nil || len(users) != 1 || users[0].Name != "test" {
+		t.Errorf("the test driver's running domain %q has /guest/diskimage1: %v %v", "test", users, err)
+	}
+	if users, err := runningWithDisk(o.l, key, key); err != nil || len(users) != 0 {
+		t.Errorf("no domain has %s: %v %v", key, users, err)
+	}
+}

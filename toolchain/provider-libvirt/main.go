@@ -15,14 +15,19 @@
 // repairs what changed out of band (upstream does not: there only `up --refresh` does).
 //
 // Semantics: ids are domain, network and pool UUIDs, the volume key, and CloudInitDisk "key;uuid", as
-// upstream. Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
+// upstream. Domains, networks and pools get a UUID derived from the stack and their name (the stack's
+// marker): Create adopts a same-named object that carries it, left by a `pulumi up` killed during its
+// Create, and refuses, with the virsh command that removes it, one that does not (adopt.go). Read reports what libvirt holds (so `pulumi refresh` shows drift, and a deleted object
 // leaves the state). Update changes in place, beyond upstream: a domain's running and autostart (a
 // stopped domain is started again, same UUID), its vcpu and memory (redefined from its own definition,
 // same UUID, MACs and disks, and restarted cleanly when it runs), a seed's user-data (rewritten at the
 // same path for the node's next fresh boot), a network's autostart and DHCP (and it starts an inactive
-// network). Any other change replaces the object: the old one first when the new one has the same
-// libvirt name, else the new one beside it (a new base image stays until no overlay uses it: deleting a
-// volume that is another's backing store is refused). Stopping a running domain (delete, restart,
+// network), a volume's size when it grows (same key and path: a running domain that has it as a disk is
+// shut down cleanly, the volume grown, the domain started again; a shrink is refused, and so is an
+// overlay smaller than its base; the program refuses both at preview already). Any other change
+// replaces the object: the old one first when the new one has the same libvirt name, else the new one
+// beside it (a new base image stays until no overlay uses it: deleting a volume that is another's
+// backing store is refused). Stopping a running domain (delete, restart,
 // running=false) asks the guest to shut down, through its agent or else by ACPI, and powers it off
 // after PULUMI_LIBVIRT_SHUTDOWN_GRACE seconds (default 30; 0 = at once). The stack's pool directory is
 // 0711 and every volume 0600 (seeds hold secrets). Deleting what is already gone succeeds. Not
@@ -286,7 +291,15 @@ func (p *libvirtProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 	if err != nil {
 		return nil, err
 	}
-	id, extra, err := k.create(ctx, o, args)
+	var id string
+	var extra resource.PropertyMap
+	var found bool
+	if k.adopt != nil { // a same-named object left by an interrupted `pulumi up` (adopt.go)
+		id, extra, found, err = k.adopt(ctx, o, args)
+	}
+	if err == nil && !found {
+		id, extra, err = k.create(ctx, o, args)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -189,3 +189,39 @@ func TestFill(t *testing.T) {
 		t.Errorf("fill = %v, want %v", got, want)
 	}
 }
+
+const volumeURN = "urn:pulumi:dev::hacluster::libvirt:index/volume:Volume::web01-disk"
+
+// TestDiffVolumeSizeInPlace: a new size (or a first one) updates the volume in place, never replaces it
+// (a replaced disk would lose the node's data); any other change still replaces it.
+func TestDiffVolumeSizeInPlace(t *testing.T) {
+	p := newProvider(nil)
+	olds := resource.PropertyMap{"name": resource.NewStringProperty("t-web01.qcow2"), "pool": resource.NewStringProperty("p"),
+		"baseVolumeId": resource.NewStringProperty("/p/base"), "format": resource.NewStringProperty("qcow2")}
+	diff := func(olds, news resource.PropertyMap) *pulumirpc.DiffResponse {
+		o, _ := marshal(olds)
+		n, _ := marshal(news)
+		resp, err := p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: volumeURN, OldInputs: o, Olds: o, News: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	sized := olds.Copy()
+	sized["size"] = resource.NewNumberProperty(8 << 30)
+	if r := diff(olds, sized); len(r.Replaces) != 0 || r.DetailedDiff["size"].Kind != pulumirpc.PropertyDiff_ADD {
+		t.Errorf("a first size is added in place: %v", r)
+	}
+	bigger := sized.Copy()
+	bigger["size"] = resource.NewNumberProperty(16 << 30)
+	if r := diff(sized, bigger); len(r.Replaces) != 0 || !reflect.DeepEqual(r.Diffs, []string{"size"}) ||
+		r.DetailedDiff["size"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("a bigger size is an update in place: %v", r)
+	}
+	rebased := bigger.Copy()
+	rebased["baseVolumeId"] = resource.NewStringProperty("/p/base2")
+	if r := diff(sized, rebased); !reflect.DeepEqual(r.Replaces, []string{"baseVolumeId"}) ||
+		r.DetailedDiff["size"].Kind != pulumirpc.PropertyDiff_UPDATE {
+		t.Errorf("a new base still replaces (the size comes with the new volume): %v", r)
+	}
+}

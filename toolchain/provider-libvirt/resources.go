@@ -30,6 +30,9 @@ type kind struct {
 	defaults map[string]resource.PropertyValue
 	validate func(args any) error
 	create   func(ctx context.Context, o *op, args any) (id string, outs resource.PropertyMap, err error)
+	// adopt runs before create: a same-named object of this stack is taken over (found) or cleared for
+	// create, any other one refused (adopt.go).
+	adopt func(ctx context.Context, o *op, args any) (id string, outs resource.PropertyMap, found bool, err error)
 	// read reports what libvirt holds now, as inputs would say it (nil: the object is gone).
 	// olds are the stored inputs (empty on import).
 	read   func(ctx context.Context, o *op, id string, olds resource.PropertyMap) (resource.PropertyMap, error)
@@ -74,6 +77,7 @@ var kinds = map[string]*kind{
 			"mode": resource.NewStringProperty("nat"), "autostart": resource.NewBoolProperty(false)},
 		validate: func(a any) error { _, err := networkDefinition(*a.(*networkArgs)); return err },
 		create:   createNetwork,
+		adopt:    adoptNetwork,
 		read:     readNetwork,
 		update:   updateNetwork,
 		delete:   deleteNetwork,
@@ -84,6 +88,7 @@ var kinds = map[string]*kind{
 		required: []string{"name", "type", "path"},
 		validate: func(a any) error { _, err := poolDefinition(*a.(*poolArgs)); return err },
 		create:   createPool,
+		adopt:    adoptPool,
 		read:     readPool,
 		delete:   deletePool,
 	},
@@ -92,14 +97,18 @@ var kinds = map[string]*kind{
 		required: []string{"name", "pool"},
 		validate: validateVolume,
 		create:   createVolume,
+		adopt:    adoptVolume,
 		read:     readVolume,
+		update:   updateVolume,
 		delete:   deleteVolume,
+		inPlace:  []string{"size"},
 		identity: []string{"name", "pool"},
 	},
 	"libvirt:index/cloudInitDisk:CloudInitDisk": {
 		newArgs:       func() any { return &cloudInitArgs{} },
 		required:      []string{"name", "pool"},
 		create:        createCloudInit,
+		adopt:         adoptCloudInit,
 		read:          readCloudInit,
 		update:        updateCloudInit,
 		inPlace:       []string{"userData"},
@@ -116,6 +125,7 @@ var kinds = map[string]*kind{
 			"autostart": resource.NewBoolProperty(false)},
 		validate: validateDomain,
 		create:   createDomain,
+		adopt:    adoptDomain,
 		read:     readDomain,
 		update:   updateDomain,
 		delete:   deleteDomain,
@@ -188,6 +198,9 @@ func xsltOf(x *xsltArgs) string {
 func createNetwork(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	a := *args.(*networkArgs)
 	def, err := networkDefinition(a)
+	if err == nil {
+		err = markNetwork(o, def)
+	}
 	if err != nil {
 		return "", nil, err
 	}
@@ -344,6 +357,9 @@ func deleteNetwork(_ context.Context, o *op, id string) error {
 
 func createPool(ctx context.Context, o *op, args any) (string, resource.PropertyMap, error) {
 	def, err := poolDefinition(*args.(*poolArgs))
+	if err == nil {
+		err = markPool(o, def)
+	}
 	if err != nil {
 		return "", nil, err
 	}
@@ -551,7 +567,13 @@ func createVolume(ctx context.Context, o *op, args any) (string, resource.Proper
 		if err != nil {
 			return "", nil, fmt.Errorf("volume %q: base volume: %w", a.Name, err)
 		}
-		capacity := max(scaleSize(bx.Capacity.Unit, bx.Capacity.Value), uint64(a.Size))
+		capacity := scaleSize(bx.Capacity.Unit, bx.Capacity.Value)
+		if a.Size > 0 && uint64(a.Size) < capacity {
+			return "", nil, fmt.Errorf("volume %q: size %s is smaller than its base volume's virtual size %s: an overlay "+
+				"cannot be smaller than the image it starts from (set a size of at least %s, or none)",
+				a.Name, bytesText(uint64(a.Size)), bytesText(capacity), bytesText(capacity))
+		}
+		capacity = max(capacity, uint64(a.Size))
 		if def, err = volumeDefinition(a.Name, "qcow2", capacity, bx.Target.Path, bx.Target.Format.Type); err != nil {
 			return "", nil, err
 		}
@@ -594,6 +616,117 @@ func readVolume(_ context.Context, o *op, id string, _ resource.PropertyMap) (re
 		m["baseVolumeId"] = x.BackingStore.Path
 	}
 	return props(m), nil
+}
+
+// bytesText shows a size in bytes, and in GiB when it is whole GiB.
+func bytesText(n uint64) string {
+	if n > 0 && n%(1<<30) == 0 {
+		return fmt.Sprintf("%d GiB (%d bytes)", n>>30, n)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// growTo decides what a volume of `capacity` bytes does for a requested size: grow (true), nothing
+// (false: no size asked for, or the same), or refuse a shrink (it would cut the guest's filesystem).
+func growTo(name string, capacity uint64, size int64) (bool, error) {
+	switch {
+	case size <= 0 || uint64(size) == capacity:
+		return false, nil // unset: the volume keeps the size it has
+	case uint64(size) < capacity:
+		return false, fmt.Errorf("volume %q: size %s is smaller than its capacity %s: a volume only grows (shrinking "+
+			"would cut the filesystem on it); set a size of at least %s", name, bytesText(uint64(size)),
+			bytesText(capacity), bytesText(capacity))
+	}
+	return true, nil
+}
+
+// updateVolume grows a volume in place: same key, path and content (never replaced). The pool resizes it
+// (virStorageVolResize: qemu-img resize for a qcow2). A running domain holds its disk open (and locked),
+// so a disk of a running domain is grown while that domain is shut down: the domain is shut down cleanly
+// (as for a vcpu or memory change), the volume grown and the domain started again, and the guest sees the
+// new size from that boot on (the hacluster image grows its root filesystem at boot). Growing it live
+// (virDomainBlockResize) would show the guest the bigger disk at once, but its filesystem would stay at
+// the old size until the next boot anyway; the program drains a node before its volume changes.
+func updateVolume(ctx context.Context, o *op, id string, args any, _ []string) error {
+	a := *args.(*volumeArgs)
+	v, x, err := volumeByKey(o.l, id)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", a.Name, err)
+	}
+	grow, err := growTo(a.Name, scaleSize(x.Capacity.Unit, x.Capacity.Value), a.Size)
+	if err != nil || !grow {
+		return err
+	}
+	users, err := runningWithDisk(o.l, v.Key, x.Target.Path)
+	if err != nil {
+		return fmt.Errorf("volume %q: finding the running domains that use it: %w", a.Name, err)
+	}
+	why := fmt.Sprintf("restarting to grow its disk %s to %s: ", a.Name, bytesText(uint64(a.Size)))
+	return growStopped(users,
+		func(d libvirt.Domain) error { return stopDomain(ctx, o, d, why) },
+		func() error {
+			o.status(ctx, "growing %s to %s", a.Name, bytesText(uint64(a.Size)))
+			defer o.status(ctx, "")
+			err := retry(ctx, 2*time.Minute, isBusy, func() error { return o.l.StorageVolResize(v, uint64(a.Size), 0) })
+			if err != nil {
+				return fmt.Errorf("volume %q: growing to %s: %w", a.Name, bytesText(uint64(a.Size)), err)
+			}
+			return nil
+		},
+		func(d libvirt.Domain) error {
+			if err := o.l.DomainCreate(d); err != nil {
+				return fmt.Errorf("volume %q: domain %s did not start again: %w", a.Name, d.Name, err)
+			}
+			return nil
+		})
+}
+
+// growStopped resizes (grow) while the running domains `users` are stopped: each is stopped in turn,
+// and every one that was stopped is started again, whether the resize worked or not (the first error
+// is returned). A domain that does not stop leaves the volume as it is.
+func growStopped[D any](users []D, stop func(D) error, grow func() error, start func(D) error) error {
+	var err error
+	var stopped []D
+	for _, d := range users {
+		if err = stop(d); err != nil {
+			break
+		}
+		stopped = append(stopped, d)
+	}
+	if err == nil {
+		err = grow()
+	}
+	for _, d := range stopped {
+		if e := start(d); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// runningWithDisk: the running domains with a disk whose source is the volume (by key or path).
+func runningWithDisk(l *libvirt.Libvirt, key, path string) ([]libvirt.Domain, error) {
+	doms, _, err := l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
+	if err != nil {
+		return nil, err
+	}
+	var users []libvirt.Domain
+	for _, d := range doms {
+		x, err := parseXML[libvirtxml.Domain](l.DomainGetXMLDesc(d, 0))
+		if err != nil {
+			if isNotFound(err) {
+				continue // gone since the listing
+			}
+			return nil, err
+		}
+		if x.Devices != nil && slices.ContainsFunc(x.Devices.Disks, func(disk libvirtxml.DomainDisk) bool {
+			return disk.Source != nil && disk.Source.File != nil && disk.Source.File.File != "" &&
+				(disk.Source.File.File == key || disk.Source.File.File == path)
+		}) {
+			users = append(users, d)
+		}
+	}
+	return users, nil
 }
 
 func deleteVolume(ctx context.Context, o *op, id string) error {
@@ -735,6 +868,9 @@ func createDomain(ctx context.Context, o *op, args any) (string, resource.Proper
 		r.NetworkNames = append(r.NetworkNames, name)
 	}
 	def, err := domainDefinition(a, r)
+	if err == nil {
+		err = markDomain(o, def)
+	}
 	if err != nil {
 		return "", nil, err
 	}

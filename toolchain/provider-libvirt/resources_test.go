@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -98,5 +99,72 @@ func TestAskShutdownAgentThenACPI(t *testing.T) {
 		if got := strings.Join(f.calls, " "); got != want || (err != nil) != (fail == 3) {
 			t.Errorf("%d failing: asked %q (%v), want %q", fail, got, err, want)
 		}
+	}
+}
+
+func TestGrowToGrowsOnlyAndRefusesAShrink(t *testing.T) {
+	const gib = 1 << 30
+	for _, c := range []struct {
+		capacity uint64
+		size     int64
+		grow     bool
+		refused  string
+	}{
+		{4 * gib, 8 * gib, true, ""},
+		{4 * gib, 4 * gib, false, ""}, // the same: nothing to do
+		{4 * gib, 0, false, ""},       // no size asked for: it keeps the one it has
+		{8 * gib, 4 * gib, false, `volume "v": size 4 GiB (4294967296 bytes) is smaller than its capacity 8 GiB ` +
+			`(8589934592 bytes): a volume only grows (shrinking would cut the filesystem on it); set a size of at ` +
+			`least 8 GiB (8589934592 bytes)`},
+		{8*gib + 512, 8 * gib, false, "is smaller than its capacity 8589935104 bytes"},
+	} {
+		grow, err := growTo("v", c.capacity, c.size)
+		if grow != c.grow || (err == nil) != (c.refused == "") || (err != nil && !strings.Contains(err.Error(), c.refused)) {
+			t.Errorf("growTo(%d, %d) = %v, %v; want %v, %q", c.capacity, c.size, grow, err, c.grow, c.refused)
+		}
+	}
+}
+
+// TestGrowStoppedRestartsWhatItStopped: the running domains of a disk are stopped, the volume grown, and
+// every stopped domain started again, even when the resize fails; one that does not stop leaves it as is.
+func TestGrowStoppedRestartsWhatItStopped(t *testing.T) {
+	run := func(stopFails, growFails string) ([]string, error) {
+		var calls []string
+		err := growStopped([]string{"a", "b"},
+			func(d string) error {
+				calls = append(calls, "stop "+d)
+				if d == stopFails {
+					return errors.New("stop " + d + " failed")
+				}
+				return nil
+			},
+			func() error {
+				calls = append(calls, "grow")
+				if growFails != "" {
+					return errors.New(growFails)
+				}
+				return nil
+			},
+			func(d string) error { calls = append(calls, "start "+d); return nil })
+		return calls, err
+	}
+	for _, c := range []struct {
+		stopFails, growFails string
+		want                 []string
+		err                  string
+	}{
+		{"", "", []string{"stop a", "stop b", "grow", "start a", "start b"}, ""},
+		{"", "no space", []string{"stop a", "stop b", "grow", "start a", "start b"}, "no space"},
+		{"b", "", []string{"stop a", "stop b", "start a"}, "stop b failed"},
+	} {
+		calls, err := run(c.stopFails, c.growFails)
+		if !reflect.DeepEqual(calls, c.want) || (err == nil) != (c.err == "") || (err != nil && err.Error() != c.err) {
+			t.Errorf("stop fails %q, grow fails %q: %v, %v; want %v, %q", c.stopFails, c.growFails, calls, err, c.want, c.err)
+		}
+	}
+	var calls []string
+	if err := growStopped(nil, func(string) error { return nil }, func() error { calls = append(calls, "grow"); return nil },
+		func(string) error { return nil }); err != nil || !reflect.DeepEqual(calls, []string{"grow"}) {
+		t.Errorf("a disk of no running domain is grown at once: %v %v", calls, err)
 	}
 }
