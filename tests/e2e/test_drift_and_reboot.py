@@ -42,7 +42,7 @@ from components.cluster import verifier_spec
 from model.settings import load
 from tests.conftest import ROOT
 from tests.e2e.stacks import changes, e2e_stack, timed_up
-from tests.e2e.test_pulumi_up import NETNS, lab_exec, libvirt_objects, virsh
+from tests.e2e.test_pulumi_up import NETNS, edit_config, lab_exec, libvirt_objects, node_ssh, virsh
 from verifier import load as vload
 
 SUBNET = "192.168.92"
@@ -240,11 +240,24 @@ def load_through_vip(outputs, label: str, tmp: Path) -> Iterator[dict]:
     print(f"{label} under load:", json.dumps(result))
 
 
-def edit(name: str, change) -> None:
-    path = ROOT / f"Pulumi.{name}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc["config"])
-    path.write_text(yaml.safe_dump(doc))
+def up_under_load(st, outputs, label: str, key: str, timings: dict, tmp: Path) -> tuple[auto.UpResult, dict, list[str]]:
+    """`pulumi up` under the VIP load; its result, the load summary and its output lines."""
+    lines: list[str] = []
+    with load_through_vip(outputs, label, tmp) as load:
+        t = time.monotonic()
+        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
+        timings[key] = time.monotonic() - t
+    return result, load, lines
+
+
+def assert_rolled(load: dict, lines: list[str]) -> None:
+    """Every node rolled, in roll order, and the clients lost at most ROLL_MAY_LOSE requests."""
+    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
+    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
+
+
+def bases(name: str) -> set[str]:
+    return {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
 
 
 def domains(name: str) -> dict[str, str]:
@@ -255,14 +268,9 @@ def test_memory_and_vcpus_change_restarts_one_node_at_a_time_under_load(stack, t
     """Memory and vCPUs in one change (one clean restart per node: `make bench` has a row for each)."""
     st, name, outputs, _, timings = stack
     before = domains(name)
-    edit(name, lambda c: c["hacluster:vm"].update(memory=640, vcpus=2))
-    lines: list[str] = []
-    with load_through_vip(outputs, "memory 512 -> 640, vcpus 1 -> 2", tmp_path) as load:
-        t = time.monotonic()
-        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
-        timings["up_roll_memory_vcpus"] = time.monotonic() - t
-    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
-    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
+    edit_config(name, lambda c: c["hacluster:vm"].update(memory=640, vcpus=2))
+    result, load, lines = up_under_load(st, outputs, "memory 512 -> 640, vcpus 1 -> 2", "up_roll_memory_vcpus", timings, tmp_path)
+    assert_rolled(load, lines)
     assert domains(name) == before  # restarted in place: the same domains
     for n in ROLL_ORDER:
         info = virsh("dominfo", f"{name}-{n}")
@@ -277,19 +285,14 @@ def test_image_change_replaces_one_node_at_a_time_under_load(stack, tmp_path):
     image = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=131072",
                     str(ROOT / ".images/debian12/disk.qcow2"), str(image)], check=True, timeout=600)
-    old_bases = {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
-    edit(name, lambda c: c["hacluster:vm"].update(image=str(image)))
-    lines: list[str] = []
-    with load_through_vip(outputs, "image", tmp_path) as load:
-        t = time.monotonic()
-        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
-        timings["up_roll_image"] = time.monotonic() - t
-    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
-    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
+    old_bases = bases(name)
+    edit_config(name, lambda c: c["hacluster:vm"].update(image=str(image)))
+    result, load, lines = up_under_load(st, outputs, "image", "up_roll_image", timings, tmp_path)
+    assert_rolled(load, lines)
     assert domains(name) == before  # made again under the UUID the plugin derives from the stack and name
-    bases = {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
-    assert len(bases) == 1 and not bases & old_bases, (old_bases, bases)  # the old base went, after the last node
-    (base,) = bases
+    new_bases = bases(name)
+    assert len(new_bases) == 1 and not new_bases & old_bases, (old_bases, new_bases)  # the old one went, after the last node
+    (base,) = new_bases
     for n in ROLL_ORDER:  # a fresh overlay on the new base on every node
         xml = virsh("vol-dumpxml", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2")
         assert f"/{base}</path>" in xml, (n, xml)
@@ -300,26 +303,21 @@ def test_a_bigger_disk_grows_in_place_one_node_at_a_time_under_load(stack, tmp_p
     st, name, outputs, _, timings = stack
     before = domains(name)
     keys = {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
-    edit(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
-    lines: list[str] = []
-    with load_through_vip(outputs, "disk 4 -> 8 GiB", tmp_path) as load:
-        t = time.monotonic()
-        st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
-        timings["up_roll_disk"] = time.monotonic() - t
-    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
-    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
+    edit_config(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
+    _, load, lines = up_under_load(st, outputs, "disk 4 -> 8 GiB", "up_roll_disk", timings, tmp_path)
+    assert_rolled(load, lines)
     assert domains(name) == before  # the same domains and volumes, grown
     assert keys == {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
     for n in ROLL_ORDER:  # the guest grew its root filesystem at boot
         size = int(node_run(outputs, n, "df -B1 --output=size / | tail -1", tmp_path))
         assert size > 7 * 2**30, (n, size)
-    edit(name, lambda c: c["hacluster:vm"].update(diskGiB=6))
+    edit_config(name, lambda c: c["hacluster:vm"].update(diskGiB=6))
     try:
         with pytest.raises(auto.CommandError) as refused:
             st.preview(on_output=print, color="never")
         assert "diskGiB" in str(refused.value), str(refused.value)[-2000:]
     finally:
-        edit(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
+        edit_config(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
 
 
 def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tmp_path):
@@ -330,24 +328,17 @@ def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tm
     pub = (tmp_path / "operator.pub").read_text().strip()
 
     def logins() -> dict[str, bool]:
-        return {n: ssh_as(outputs, n, key, "true").returncode == 0 for n in ROLL_ORDER}
+        return {n: node_ssh(outputs, n, "true", key).returncode == 0 for n in ROLL_ORDER}
 
     assert not any(logins().values())
-    edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": [pub]}))
+    edit_config(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": [pub]}))
     with load_through_vip(outputs, "ssh key added", tmp_path) as load:
         st.up(on_output=print, color="never")
     assert load["failed"] == 0, load  # day 2 only: nothing restarts
     assert logins() == dict.fromkeys(ROLL_ORDER, True)
-    edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": []}))
+    edit_config(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": []}))
     st.up(on_output=print, color="never")
     assert logins() == dict.fromkeys(ROLL_ORDER, False)
-
-
-def ssh_as(outputs, node: str, key: Path, command: str) -> subprocess.CompletedProcess:
-    """`command` on `node` over SSH as the admin user with `key`, from inside the lab."""
-    return lab_exec("ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-                    "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-                    f"ops@{outputs['nodes'].value[node]['ip']}", command, timeout=60)
 
 
 def node_run(outputs, node: str, command: str, tmp: Path) -> str:
@@ -356,7 +347,7 @@ def node_run(outputs, node: str, command: str, tmp: Path) -> str:
     if not key.exists():
         key.touch(mode=0o600)
         key.write_text(outputs["sshPrivateKey"].value)
-    r = ssh_as(outputs, node, key, command)
+    r = node_ssh(outputs, node, command, key)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -373,12 +364,8 @@ def test_nginx_and_keepalived_settings_change_in_place_under_load(stack, tmp_pat
              "/etc/nginx/nginx.conf", "client_max_body_size 150m;"),
             ("vrrp.advertInt", lambda c: c["hacluster:vrrp"].update(advertInt=2),
              "/etc/keepalived/keepalived.conf", "advert_int 2")):
-        edit(name, change)
-        lines: list[str] = []
-        with load_through_vip(outputs, label, tmp_path) as load:
-            t = time.monotonic()
-            result = st.up(on_output=lambda ln, keep=lines: (print(ln), keep.append(ln)), color="never")
-            timings[f"up_{label}"] = time.monotonic() - t
+        edit_config(name, change)
+        result, load, lines = up_under_load(st, outputs, label, f"up_{label}", timings, tmp_path)
         assert load["requests"] > 0 and load["failed"] == 0, (label, load)
         if label == "vrrp.advertInt":  # VRRPv2 drops adverts of another interval: the BACKUP waits for the MASTER
             text = "\n".join(lines)
@@ -401,18 +388,12 @@ def serving(vip: str) -> set[str]:
 def test_scale_out_then_in_under_load(stack, tmp_path):
     st, name, outputs, _, timings = stack
     vip = outputs["vip"].value
-    edit(name, lambda c: c["hacluster:webNodes"].append({"name": "web03", "ip": f"{SUBNET}.250"}))
-    with load_through_vip(outputs, "scale out", tmp_path) as load:
-        t = time.monotonic()
-        st.up(on_output=print, color="never")
-        timings["up_scale_out"] = time.monotonic() - t
+    edit_config(name, lambda c: c["hacluster:webNodes"].append({"name": "web03", "ip": f"{SUBNET}.250"}))
+    _, load, _ = up_under_load(st, outputs, "scale out", "up_scale_out", timings, tmp_path)
     assert load["requests"] > 0 and load["failed"] == 0, load
     assert serving(vip) == {"web01", "web02", "web03"}
-    edit(name, lambda c: c.update({"hacluster:webNodes": [w for w in c["hacluster:webNodes"] if w["name"] != "web03"]}))
-    with load_through_vip(outputs, "scale in", tmp_path) as load:
-        t = time.monotonic()
-        st.up(on_output=print, color="never")
-        timings["up_scale_in"] = time.monotonic() - t
+    edit_config(name, lambda c: c.update({"hacluster:webNodes": [w for w in c["hacluster:webNodes"] if w["name"] != "web03"]}))
+    _, load, _ = up_under_load(st, outputs, "scale in", "up_scale_in", timings, tmp_path)
     assert load["requests"] > 0 and load["failed"] == 0, load
     assert serving(vip) == {"web01", "web02"}
     assert f"{name}-web03" not in virsh("list", "--all", "--name").split()
@@ -421,12 +402,12 @@ def test_scale_out_then_in_under_load(stack, tmp_path):
 def test_a_setting_fixed_at_first_boot_is_refused_before_anything_changes(stack):
     st, name, *_ = stack
     before = domains(name)
-    edit(name, lambda c: c["hacluster:vm"].update(adminUser="admin2"))
+    edit_config(name, lambda c: c["hacluster:vm"].update(adminUser="admin2"))
     try:
         with pytest.raises(auto.CommandError) as refused:
             st.up(on_output=print, color="never")
         assert "vm.adminUser" in str(refused.value) and "cannot change on a deployed stack" in str(refused.value)
     finally:
-        edit(name, lambda c: c["hacluster:vm"].pop("adminUser", None))
+        edit_config(name, lambda c: c["hacluster:vm"].pop("adminUser", None))
     assert domains(name) == before
     assert changes(st.up(on_output=print, color="never")) == {}
