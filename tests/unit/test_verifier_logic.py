@@ -2,11 +2,11 @@
 and the spec it receives from components.cluster.verifier_spec."""
 
 import json
-import time
 import os
 import stat
 import subprocess
 import tempfile
+import time
 
 import pytest
 
