@@ -465,8 +465,10 @@ def test_scale_out_then_in_under_load(stack, tmp_path):
     st, name, outputs, _, timings = stack
     vip = outputs["vip"].value
     edit_config(name, lambda c: c["hacluster:webNodes"].append({"name": "web03", "ip": f"{SUBNET}.250"}))
-    _, load, _ = up_under_load(st, outputs, "scale out", "up_scale_out", timings, tmp_path)
+    _, load, lines = up_under_load(st, outputs, "scale out", "up_scale_out", timings, tmp_path)
     assert load["requests"] > 0 and load["failed"] == 0, load
+    drained = [ln for ln in lines if re.search(r"day2: web0[12]: drained on", ln)]
+    assert drained == [], drained  # a new pool member drains none of the others
     assert serving(vip) == {"web01", "web02", "web03"}
     edit_config(name, lambda c: c.update({"hacluster:webNodes": [w for w in c["hacluster:webNodes"] if w["name"] != "web03"]}))
     _, load, _ = up_under_load(st, outputs, "scale in", "up_scale_in", timings, tmp_path)
