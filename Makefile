@@ -92,7 +92,7 @@ test-integration: deps venv ## Real nginx + keepalived in network namespaces, th
 
 test-e2e: HOSTS = 2
 test-e2e: deps toolchain venv image lab .state ## Real pulumi up/destroy of four VMs in the lab (one host, then two)
-	$(PY) -m model.passphrase --lab -- $(PY) -m pytest -q -s tests/e2e
+	$(PY) -m model.passphrase --lab -- $(PY) -m pytest -q -s --durations=15 tests/e2e
 
 bench: HOSTS = 2
 bench: deps toolchain venv image lab ## Deploy/failover/overhead benchmarks -> bench/results/latest.json

@@ -97,9 +97,16 @@ def host_keys_env(host_keys: dict[str, HostKey], names: list[str]) -> pulumi.Out
         lambda keys: json.dumps(dict(zip(wanted, keys, strict=True)), sort_keys=True))
 
 
-def _command(parent, name: str, spec: Day2Spec, env: dict, triggers: list, after, mode: str = "") -> local.Command:
+# A drain acts only when its node's VM is about to restart or be replaced: its triggers change, and a
+# replaced command runs `create`. A change of what it merely reads (the pools a web node is in, the SSH
+# key) updates it with this no-op: adding web03 must not drain web01 and web02.
+DRAIN_UPDATE = "true"
+
+
+def _command(parent, name: str, spec: Day2Spec, env: dict, triggers: list, after, mode: str = "",
+             update: str | None = None) -> local.Command:
     return local.Command(
-        name, create=f"{sys.executable} -m day2{mode}", dir=str(PROJECT_ROOT),
+        name, create=f"{sys.executable} -m day2{mode}", update=update, dir=str(PROJECT_ROOT),
         environment={"HACLUSTER_DAY2_SPEC": spec.model_dump_json(by_alias=True), **env},
         triggers=triggers, logging=local.Logging.STDERR, opts=pulumi.ResourceOptions(parent=parent, depends_on=after))
 
@@ -119,7 +126,8 @@ def _vms(parent: pulumi.ComponentResource, args: TierArgs, nodes, auth_pass: pul
         key = {"HACLUSTER_SSH_KEY": args.ssh_private_key, "HACLUSTER_HOST_KEYS": pins}
         host = args.host_keys[node.name]
         # Runs when the node's VM is about to restart or be replaced (its identity changed): the drain.
-        drain = _command(parent, f"{node.name}-drain", spec, key, [rollout.digest(identity)], roll.after(), " drain")
+        drain = _command(parent, f"{node.name}-drain", spec, key, [rollout.digest(identity)], roll.after(), " drain",
+                         update=DRAIN_UPDATE)
         user_data = pulumi.Output.all(args.ssh_public_key, auth_pass, host.private, host.public).apply(
             lambda v, node=node: render.user_data(s, node, v[1], [v[0]], (v[2], v[3])))
         vm = vms[node.name] = VirtualMachine(node.name, VirtualMachineArgs(
@@ -131,7 +139,9 @@ def _vms(parent: pulumi.ComponentResource, args: TierArgs, nodes, auth_pass: pul
                 s, node, v[0], ssh_keys=[v[1]])], sort_keys=True)))
         # Pushes the files (again when one changes: environment -> update; or when the VM restarted or was
         # replaced: triggers), then admits the node once it serves.
-        config = _command(parent, f"{node.name}-config", spec, {"HACLUSTER_NODE_FILES": files, **key},
+        # The pools matter to the drain only (never empty one): a web node joining them leaves the others' configs be.
+        config = _command(parent, f"{node.name}-config", spec.model_copy(update={"pools": []}),
+                          {"HACLUSTER_NODE_FILES": files, **key},
                           [vm.domain_id, rollout.digest(identity)], [vm, *configs[-1:]])
         configs.append(config)
         roll.last = config

@@ -1,23 +1,24 @@
-"""End to end, issue 12: the libvirt plugin tells the truth. The real engine and lab, a stack of its own
-(subnet 192.168.92.0/24) with vm.autostart true:
+"""End to end: the real Pulumi engine, the real libvirt lab, four real VMs, real nginx and keepalived, in
+one stack of its own (subnet 192.168.92.0/24, vm.autostart true) that the cases share, in file order:
 
-1. the cold `up` starts no `virsh` process (a logging `virsh` first on the engine's PATH counts them);
-2. a domain shut down out of band: a plain `up` (the plugin marks its objects refresh-before-update)
-   sees it and starts it again in place: one update, nothing replaced, the same UUID;
-3. a domain deleted out of band (powered off and undefined): `refresh` drops it from the state, `up`
-   creates it again and the verifier runs again (its triggers hold the domain ids) and passes;
-4. the lab's libvirtd restarted with the stack's VMs and network powered off (a hypervisor reboot):
-   autostart brings them back by themselves, the VIP serves again, the verifier passes and
-   `up` changes nothing (same UUIDs);
-5. `pulumi import` of a running domain into a scratch stack reads its state from libvirt (name, vcpu,
-   memory, MAC, running, autostart) and leaves the domain alone;
-6. issue 21, each under 10 requests/s through the VIP (10 s patience) that must lose none: a memory and
-   vCPU change restarts the nodes one at a time (web01, web02, the BACKUP, the MASTER), a new image
-   replaces them one at a time (the old base volume goes after the last), a bigger disk grows in place,
-   an added SSH key logs in on every node and a removed one on none, an nginx and a keepalived setting
-   change in place, scale out then in, and a setting fixed at first boot is refused before anything changes.
+1. the cold `up`: the stack's own verifier passed with the failover drill and the drills under load
+   (frozen and powered-off web node, VRRP cut and healed, nginx SIGKILLed, the MASTER powered off),
+   starting no `virsh` process from the libvirt plugin (a logging `virsh` first on the engine's PATH);
+   the VIP answers from inside the lab with both web nodes behind it; a broken cluster makes the same
+   verifier fail saying why; a second `up` changes nothing; a value nginx refuses fails `up`, the old
+   config keeps serving; then the drills are turned off for the cases below (the VIP must serve);
+2. issue 12, the libvirt plugin tells the truth: a domain shut down out of band is started again in
+   place (one update, the same UUID); one deleted out of band (powered off and undefined) is dropped by
+   `refresh` and made again by `up` (the verifier runs again); the lab's libvirtd restarted with the
+   stack's VMs and network off (a hypervisor reboot): autostart brings them back, the verifier passes,
+   `up` changes nothing; `pulumi import` of a running domain into a scratch stack reads it from libvirt;
+3. issue 21, each under 10 requests/s through the VIP (10 s patience) that may lose at most
+   ROLL_MAY_LOSE: memory, vCPUs and a bigger disk restart the nodes one at a time in place (web01, web02,
+   the BACKUP, the MASTER), a new image replaces them one at a time (the old base volume goes after the
+   last), an nginx and a keepalived setting change in place (an SSH key added, then removed, with them),
+   scale out then in, and a setting fixed at first boot is refused before anything changes.
 
-The tests build on each other, in file order. Durations are printed, never asserted.
+Durations are printed, never asserted. Destroy leaves libvirt without a trace of the stack.
 """
 
 from __future__ import annotations
@@ -42,8 +43,21 @@ from pulumi import automation as auto
 from components.cluster import verifier_spec
 from model.settings import load
 from tests.conftest import ROOT
-from tests.e2e.stacks import changes, e2e_stack, timed_up
-from tests.e2e.test_pulumi_up import NETNS, host_keys_env, lab_exec, libvirt_objects, node_ssh, virsh
+from tests.e2e.stacks import (
+    NETNS,
+    changed_by_preview,
+    changes,
+    e2e_stack,
+    edit_config,
+    host_keys_env,
+    lab_exec,
+    libvirt_objects,
+    node_ssh,
+    only_commands_and_seeds,
+    stack_config,
+    timed_up,
+    virsh,
+)
 from verifier import load as vload
 
 SUBNET = "192.168.92"
@@ -52,12 +66,16 @@ BOOT_TIMEOUT = 900  # four TCG guests booting at once on 2 cores
 
 
 def config(name: str) -> dict:
-    text = (ROOT / "Pulumi.dev.yaml").read_text().replace("192.168.81.", f"{SUBNET}.")
-    c = yaml.safe_load(text)["config"]
-    c["hacluster:network"]["name"] = f"hacluster-{name}"
+    c = stack_config(name, SUBNET)
     c["hacluster:vm"]["autostart"] = True  # the lab proves what a hypervisor of your own gets by default
-    c["hacluster:verify"]["failoverDrill"] = False  # test_pulumi_up.py drills; here: the VIP serves
+    # The cold up drills, the drills under load included (their quick form); the cases after it turn
+    # them off (test_up_verifies_with_drills_and_a_broken_cluster_fails).
+    c["hacluster:verify"].update(failoverDrill=True, loadDrills=True)
     return c
+
+
+def current_config(name: str) -> dict:
+    return yaml.safe_load((ROOT / f"Pulumi.{name}.yaml").read_text())["config"]
 
 
 def pulumi_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -79,7 +97,7 @@ def domain_state(st: auto.Stack, domain: str) -> dict | None:
 
 def verify(name: str, outputs) -> dict:
     """The stack's own verifier, once more, without the drill."""
-    settings = load({k.split(":", 1)[1]: v for k, v in config(name).items()}, name, ROOT)
+    settings = load({k.split(":", 1)[1]: v for k, v in current_config(name).items()}, name, ROOT)
     spec = {**verifier_spec(settings), "drill": False, "timeout": 300}
     env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec), "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value,
            **host_keys_env(outputs)}
@@ -125,6 +143,76 @@ def test_cold_up_runs_no_virsh(stack):
     assert plugin == [], plugin[:5]
 
 
+def test_up_verifies_with_drills_and_a_broken_cluster_fails(stack, tmp_path):
+    st, name, outputs, _, timings = stack
+    vip = outputs["vip"].value
+    assert vip == f"{SUBNET}.100"
+    assert sorted(outputs["nodes"].value) == ["lb01", "lb02", "web01", "web02"]
+    assert outputs["sshPrivateKey"].secret
+
+    # The stack's own post-deploy check ran against the VMs and passed, with measured gaps.
+    report = outputs["verification"].value
+    print("verification:", json.dumps(report, indent=1))
+    assert report["passed"] is True, report
+    assert all(c["passed"] for c in report["checks"])
+    assert report["holder"] == "lb01"
+    assert {"keepalived_stop", "nginx_stop"} <= set(report["gaps"])
+    # The drills under load: what a frozen / powered-off web node and a healed VRRP cut cost the clients
+    # (10 requests/s through the VIP). Starved balancers: `make bench` only (see components/cluster.py).
+    gaps = report["gaps"]
+    for kind in ("web_freeze", "web_poweroff"):
+        assert gaps[kind]["failed_requests"] <= 1 and gaps[kind]["rejoined_after_s"] is not None, gaps[kind]
+    assert gaps["vrrp_cut"]["failed_probes_after_heal"] <= 1, gaps["vrrp_cut"]
+    assert gaps["poweron"]["failed_probes"] <= 1, gaps["poweron"]  # the returning MASTER takes the VIP back
+
+    # Independently of the verifier: the VIP answers from inside the lab, both web nodes behind it.
+    assert serving(vip) == {"web01", "web02"}
+
+    # A broken cluster (keepalived stopped on both balancers) makes the same verifier fail, saying why.
+    settings = load({k.split(":", 1)[1]: v for k, v in config(name).items()}, name, ROOT)
+    spec = {**verifier_spec(settings), "drill": False, "timeout": 20}
+    env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec),
+           "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value, **host_keys_env(outputs)}
+    try:
+        for lb in ("lb01", "lb02"):
+            node_run(outputs, lb, "sudo systemctl stop keepalived", tmp_path)
+        broken = subprocess.run([sys.executable, "-m", "verifier"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=300)
+        print("broken cluster verifier stderr:", broken.stderr)
+        assert broken.returncode != 0
+        assert "FAILED" in broken.stderr and "vip" in broken.stderr.lower()
+        assert json.loads(broken.stdout)["passed"] is False
+    finally:
+        for lb in ("lb01", "lb02"):
+            node_run(outputs, lb, "sudo systemctl start keepalived", tmp_path)
+
+    # A second up changes nothing (the check does not re-run either: same triggers).
+    again = timed_up(st, timings, "up_noop")
+    assert changes(again) == {}, changes(again)
+    t = time.monotonic()
+    st.preview(on_output=print, color="never")
+    timings["preview"] = time.monotonic() - t
+
+    # A change nginx refuses on the node: `up` fails saying why, the old config keeps serving.
+    # (The stack settings refuse it before anything is planned; the node's own refusal of a file nginx
+    # rejects is tested with the real nginx -t in tests/unit/test_day2_apply.py.)
+    edit_config(name, lambda c: c["hacluster:nginx"]["proxy"].update(buffers="4 8k"))
+    try:
+        with pytest.raises(auto.CommandError) as refused:
+            st.up(on_output=print, color="never")
+        assert "nginx.proxy.buffers" in str(refused.value) and "nginx refuses it" in str(refused.value)
+    finally:
+        edit_config(name, lambda c: c["hacluster:nginx"]["proxy"].update(buffers="4 256k"))
+    assert serving(vip) == {"web01", "web02"}
+    assert node_config(outputs, "lb02", "/etc/nginx/nginx.conf", tmp_path).count("proxy_buffers 4 256k;") == 1
+
+    # The cases below need the VIP to serve, not the drills: turning them off re-runs the check only.
+    edit_config(name, lambda c: c["hacluster:verify"].update(failoverDrill=False, loadDrills=False))
+    changing = changed_by_preview(st)
+    assert changing and all(typ.startswith("command:") for typ, _ in changing), changing
+    assert st.up(on_output=print, color="never").outputs["verification"].value["passed"] is True
+
+
 def test_domain_shut_down_out_of_band_is_started_in_place(stack):
     st, name, *_, timings = stack
     dom = f"{name}-web01"
@@ -158,7 +246,8 @@ def test_domain_deleted_out_of_band_is_restored_and_verified(stack):
     timings["up_restore_deleted"] = time.monotonic() - t
     assert changes(result).get("create") == 1, changes(result)
     assert virsh("domstate", dom).strip() == "running"
-    assert virsh("domuuid", dom).strip() not in ("", before)
+    # Made again under the UUID the plugin derives from the stack and the name (its marker: adopt.go)
+    assert virsh("domuuid", dom).strip() == before
     report = result.outputs["verification"].value
     assert report["passed"] is True, report  # it ran again: the new domain id is one of its triggers
 
@@ -241,34 +330,55 @@ def load_through_vip(outputs, label: str, tmp: Path) -> Iterator[dict]:
     print(f"{label} under load:", json.dumps(result))
 
 
-def edit(name: str, change) -> None:
-    path = ROOT / f"Pulumi.{name}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc["config"])
-    path.write_text(yaml.safe_dump(doc))
+def up_under_load(st, outputs, label: str, key: str, timings: dict, tmp: Path) -> tuple[auto.UpResult, dict, list[str]]:
+    """`pulumi up` under the VIP load; its result, the load summary and its output lines."""
+    lines: list[str] = []
+    with load_through_vip(outputs, label, tmp) as load:
+        t = time.monotonic()
+        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
+        timings[key] = time.monotonic() - t
+    return result, load, lines
+
+
+def assert_rolled(load: dict, lines: list[str]) -> None:
+    """Every node rolled, in roll order, and the clients lost at most ROLL_MAY_LOSE requests."""
+    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
+    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
+
+
+def bases(name: str) -> set[str]:
+    return {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
 
 
 def domains(name: str) -> dict[str, str]:
     return {n: virsh("domuuid", f"{name}-{n}").strip() for n in ROLL_ORDER}
 
 
-def test_memory_and_vcpus_change_restarts_one_node_at_a_time_under_load(stack, tmp_path):
-    """Memory and vCPUs in one change (one clean restart per node: `make bench` has a row for each)."""
+def test_memory_vcpus_and_disk_change_restarts_one_node_at_a_time_under_load(stack, tmp_path):
+    """Memory, vCPUs and a bigger disk in one change: one clean restart per node, in place (`make bench`
+    has a row for each)."""
     st, name, outputs, _, timings = stack
     before = domains(name)
-    edit(name, lambda c: c["hacluster:vm"].update(memory=640, vcpus=2))
-    lines: list[str] = []
-    with load_through_vip(outputs, "memory 512 -> 640, vcpus 1 -> 2", tmp_path) as load:
-        t = time.monotonic()
-        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
-        timings["up_roll_memory_vcpus"] = time.monotonic() - t
-    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
-    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
-    assert domains(name) == before  # restarted in place: the same domains
+    keys = {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
+    edit_config(name, lambda c: c["hacluster:vm"].update(memory=640, vcpus=2, diskGiB=8))
+    result, load, lines = up_under_load(st, outputs, "memory 512 -> 640, vcpus 1 -> 2, disk 4 -> 8 GiB",
+                                        "up_roll_memory_vcpus_disk", timings, tmp_path)
+    assert_rolled(load, lines)
+    assert domains(name) == before  # restarted in place: the same domains and volumes, grown
+    assert keys == {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
     for n in ROLL_ORDER:
         info = virsh("dominfo", f"{name}-{n}")
         assert "655360 KiB" in info and re.search(r"CPU\(s\):\s+2\b", info), (n, info)
+        size = int(node_run(outputs, n, "df -B1 --output=size / | tail -1", tmp_path))
+        assert size > 7 * 2**30, (n, size)  # the guest grew its root filesystem at boot
     assert result.outputs["verification"].value["passed"] is True
+    edit_config(name, lambda c: c["hacluster:vm"].update(diskGiB=6))
+    try:
+        with pytest.raises(auto.CommandError) as refused:
+            st.preview(on_output=print, color="never")
+        assert "diskGiB" in str(refused.value), str(refused.value)[-2000:]
+    finally:
+        edit_config(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
 
 
 def test_image_change_replaces_one_node_at_a_time_under_load(stack, tmp_path):
@@ -278,68 +388,18 @@ def test_image_change_replaces_one_node_at_a_time_under_load(stack, tmp_path):
     image = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=131072",
                     str(ROOT / ".images/debian12/disk.qcow2"), str(image)], check=True, timeout=600)
-    old_bases = {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
-    edit(name, lambda c: c["hacluster:vm"].update(image=str(image)))
-    lines: list[str] = []
-    with load_through_vip(outputs, "image", tmp_path) as load:
-        t = time.monotonic()
-        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
-        timings["up_roll_image"] = time.monotonic() - t
-    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
-    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
-    after = domains(name)
-    assert all(after[n] not in ("", before[n]) for n in ROLL_ORDER), (before, after)  # new domains, fresh disks
-    bases = {v for v in virsh("vol-list", f"hacluster-{name}").split() if v.startswith(f"{name}-base-")}
-    assert len(bases) == 1 and not bases & old_bases, (old_bases, bases)  # the old base went, after the last node
+    old_bases = bases(name)
+    edit_config(name, lambda c: c["hacluster:vm"].update(image=str(image)))
+    result, load, lines = up_under_load(st, outputs, "image", "up_roll_image", timings, tmp_path)
+    assert_rolled(load, lines)
+    assert domains(name) == before  # made again under the UUID the plugin derives from the stack and name
+    new_bases = bases(name)
+    assert len(new_bases) == 1 and not new_bases & old_bases, (old_bases, new_bases)  # the old one went, after the last node
+    (base,) = new_bases
+    for n in ROLL_ORDER:  # a fresh overlay on the new base on every node
+        xml = virsh("vol-dumpxml", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2")
+        assert f"/{base}</path>" in xml, (n, xml)
     assert result.outputs["verification"].value["passed"] is True
-
-
-def test_a_bigger_disk_grows_in_place_one_node_at_a_time_under_load(stack, tmp_path):
-    st, name, outputs, _, timings = stack
-    before = domains(name)
-    keys = {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
-    edit(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
-    lines: list[str] = []
-    with load_through_vip(outputs, "disk 4 -> 8 GiB", tmp_path) as load:
-        t = time.monotonic()
-        st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
-        timings["up_roll_disk"] = time.monotonic() - t
-    assert vload.rolled(lines) == ROLL_ORDER, vload.rolled(lines)
-    assert load["requests"] > 0 and load["failed"] <= ROLL_MAY_LOSE, load
-    assert domains(name) == before  # the same domains and volumes, grown
-    assert keys == {n: virsh("vol-key", "--pool", f"hacluster-{name}", f"{name}-{n}.qcow2").strip() for n in ROLL_ORDER}
-    for n in ROLL_ORDER:  # the guest grew its root filesystem at boot
-        size = int(node_run(outputs, n, "df -B1 --output=size / | tail -1", tmp_path))
-        assert size > 7 * 2**30, (n, size)
-    edit(name, lambda c: c["hacluster:vm"].update(diskGiB=6))
-    try:
-        with pytest.raises(auto.CommandError) as refused:
-            st.preview(on_output=print, color="never")
-        assert "diskGiB" in str(refused.value), str(refused.value)[-2000:]
-    finally:
-        edit(name, lambda c: c["hacluster:vm"].update(diskGiB=8))
-
-
-def test_an_added_ssh_key_logs_in_everywhere_and_a_removed_one_nowhere(stack, tmp_path):
-    st, name, outputs, _, _ = stack
-    key = tmp_path / "operator"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-operator", "-f", str(key)],
-                   check=True, timeout=30)
-    pub = (tmp_path / "operator.pub").read_text().strip()
-
-    def logins() -> dict[str, bool]:
-        # operator keys (sshAuthorizedKeys) belong to the operators' user (vm.operatorUser), not the automation user
-        return {n: node_ssh(outputs, n, "true", key, user="sysop").returncode == 0 for n in ROLL_ORDER}
-
-    assert not any(logins().values())
-    edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": [pub]}))
-    with load_through_vip(outputs, "ssh key added", tmp_path) as load:
-        st.up(on_output=print, color="never")
-    assert load["failed"] == 0, load  # day 2 only: nothing restarts
-    assert logins() == dict.fromkeys(ROLL_ORDER, True)
-    edit(name, lambda c: c.update({"hacluster:sshAuthorizedKeys": []}))
-    st.up(on_output=print, color="never")
-    assert logins() == dict.fromkeys(ROLL_ORDER, False)
 
 
 def node_run(outputs, node: str, command: str, tmp: Path) -> str:
@@ -360,21 +420,35 @@ def node_config(outputs, node: str, path: str, tmp: Path) -> str:
     return node_run(outputs, node, f"sudo -n python3 -c \"import base64;exec(base64.b64decode('{code}'))\"", tmp)
 
 
-def test_nginx_and_keepalived_settings_change_in_place_under_load(stack, tmp_path):
+def test_nginx_and_keepalived_settings_change_in_place_under_load_with_an_ssh_key(stack, tmp_path):
+    """An nginx setting, then a keepalived one, in place; an operator's SSH key comes with the first (it
+    logs in on every node) and goes with the second (it logs in on none)."""
     st, name, outputs, _, timings = stack
     before = domains(name)
-    for label, change, path, want in (
-            ("nginx.clientMaxBodySize", lambda c: c["hacluster:nginx"].update(clientMaxBodySize="150m"),
-             "/etc/nginx/nginx.conf", "client_max_body_size 150m;"),
-            ("vrrp.advertInt", lambda c: c["hacluster:vrrp"].update(advertInt=2),
-             "/etc/keepalived/keepalived.conf", "advert_int 2")):
-        edit(name, change)
-        lines: list[str] = []
-        with load_through_vip(outputs, label, tmp_path) as load:
-            t = time.monotonic()
-            result = st.up(on_output=lambda ln, keep=lines: (print(ln), keep.append(ln)), color="never")
-            timings[f"up_{label}"] = time.monotonic() - t
-        assert load["requests"] > 0 and load["failed"] == 0, (label, load)
+    key = tmp_path / "operator"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-operator", "-f", str(key)],
+                   check=True, timeout=30)
+    pub = (tmp_path / "operator.pub").read_text().strip()
+
+    def logins() -> dict[str, bool]:
+        # operator keys (sshAuthorizedKeys) belong to the operators' user (vm.operatorUser), not the automation user
+        return {n: node_ssh(outputs, n, "true", key, user="sysop").returncode == 0 for n in ROLL_ORDER}
+
+    assert not any(logins().values())
+    for label, change, path, want, logs_in in (
+            ("nginx.clientMaxBodySize", lambda c: (c["hacluster:nginx"].update(clientMaxBodySize="150m"),
+                                                   c.update({"hacluster:sshAuthorizedKeys": [pub]})),
+             "/etc/nginx/nginx.conf", "client_max_body_size 150m;", True),
+            ("vrrp.advertInt", lambda c: (c["hacluster:vrrp"].update(advertInt=2),
+                                          c.update({"hacluster:sshAuthorizedKeys": []})),
+             "/etc/keepalived/keepalived.conf", "advert_int 2", False)):
+        edit_config(name, change)
+        changing = changed_by_preview(st)
+        print(f"{label} preview:", sorted(changing))
+        assert ("command:local:Command", "update") in changing or ("command:local:Command", "replace") in changing
+        assert only_commands_and_seeds(changing), changing
+        result, load, lines = up_under_load(st, outputs, label, f"up_{label}", timings, tmp_path)
+        assert load["requests"] > 0 and load["failed"] == 0, (label, load)  # day 2 only: nothing restarts
         if label == "vrrp.advertInt":  # VRRPv2 drops adverts of another interval: the BACKUP waits for the MASTER
             text = "\n".join(lines)
             assert "lb02: keepalived held back for the VRRP timing change" in text
@@ -383,6 +457,7 @@ def test_nginx_and_keepalived_settings_change_in_place_under_load(stack, tmp_pat
         for lb in ("lb01", "lb02"):
             assert want in node_config(outputs, lb, path, tmp_path), (label, lb)
         assert result.outputs["verification"].value["passed"] is True
+        assert logins() == dict.fromkeys(ROLL_ORDER, logs_in), label
 
 
 def serving(vip: str) -> set[str]:
@@ -396,18 +471,14 @@ def serving(vip: str) -> set[str]:
 def test_scale_out_then_in_under_load(stack, tmp_path):
     st, name, outputs, _, timings = stack
     vip = outputs["vip"].value
-    edit(name, lambda c: c["hacluster:webNodes"].append({"name": "web03", "ip": f"{SUBNET}.250"}))
-    with load_through_vip(outputs, "scale out", tmp_path) as load:
-        t = time.monotonic()
-        st.up(on_output=print, color="never")
-        timings["up_scale_out"] = time.monotonic() - t
+    edit_config(name, lambda c: c["hacluster:webNodes"].append({"name": "web03", "ip": f"{SUBNET}.250"}))
+    _, load, lines = up_under_load(st, outputs, "scale out", "up_scale_out", timings, tmp_path)
     assert load["requests"] > 0 and load["failed"] == 0, load
+    drained = [ln for ln in lines if re.search(r"day2: web0[12]: drained on", ln)]
+    assert drained == [], drained  # a new pool member drains none of the others
     assert serving(vip) == {"web01", "web02", "web03"}
-    edit(name, lambda c: c.update({"hacluster:webNodes": [w for w in c["hacluster:webNodes"] if w["name"] != "web03"]}))
-    with load_through_vip(outputs, "scale in", tmp_path) as load:
-        t = time.monotonic()
-        st.up(on_output=print, color="never")
-        timings["up_scale_in"] = time.monotonic() - t
+    edit_config(name, lambda c: c.update({"hacluster:webNodes": [w for w in c["hacluster:webNodes"] if w["name"] != "web03"]}))
+    _, load, _ = up_under_load(st, outputs, "scale in", "up_scale_in", timings, tmp_path)
     assert load["requests"] > 0 and load["failed"] == 0, load
     assert serving(vip) == {"web01", "web02"}
     assert f"{name}-web03" not in virsh("list", "--all", "--name").split()
@@ -416,12 +487,12 @@ def test_scale_out_then_in_under_load(stack, tmp_path):
 def test_a_setting_fixed_at_first_boot_is_refused_before_anything_changes(stack):
     st, name, *_ = stack
     before = domains(name)
-    edit(name, lambda c: c["hacluster:vm"].update(adminUser="admin2"))
+    edit_config(name, lambda c: c["hacluster:vm"].update(adminUser="admin2"))
     try:
         with pytest.raises(auto.CommandError) as refused:
             st.up(on_output=print, color="never")
         assert "vm.adminUser" in str(refused.value) and "cannot change on a deployed stack" in str(refused.value)
     finally:
-        edit(name, lambda c: c["hacluster:vm"].pop("adminUser", None))
+        edit_config(name, lambda c: c["hacluster:vm"].pop("adminUser", None))
     assert domains(name) == before
     assert changes(st.up(on_output=print, color="never")) == {}

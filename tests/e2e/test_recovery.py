@@ -4,7 +4,7 @@ WRITTEN BUT NOT YET RUN by its author (the lab was in use): skipped unless HACLU
 Run it with `HACLUSTER_E2E_RECOVERY=1 make test-e2e` (about 30-40 minutes: three cold deploys of four VMs
 under TCG, each killed and recovered).
 
-One fresh stack per case (its own subnet, as test_pulumi_up.py). `pulumi up --yes` runs as a subprocess in
+One fresh stack per case (its own subnet: tests/e2e/stacks.py SUBNET). `pulumi up --yes` runs as a subprocess in
 its own session; when the case's moment comes, the CLI and everything it started (plugins, day 2, the
 verifier: found as its descendants in /proc, signalled by PID) get SIGKILL at once, as on a lost deploy
 host. The cases:
@@ -36,8 +36,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.stacks import e2e_stack
-from tests.e2e.test_pulumi_up import NETNS, libvirt_objects, stack_config, virsh
+from tests.e2e.stacks import NETNS, e2e_stack, libvirt_objects, stack_config, virsh
 from verifier.actions import ssh_argv
 from verifier.hostkeys import KnownHosts
 

@@ -21,9 +21,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.e2e.stacks import e2e_stack, timed_up
+from tests.e2e.stacks import NETNS, e2e_stack, timed_up
 
-NETNS = os.environ.get("HACLUSTER_NETNS", "halab")
 LAB_RUN_DIR = Path(os.environ.get("HACLUSTER_LAB_RUN_DIR", "/run/hacluster-lab"))
 # dev2's addresses on the segment moved up by one (.100 -> .101, .210 -> .211, ...): both stacks fit.
 MOVES = {f"192.168.85.{a}": f"192.168.85.{a + 1}" for a in (100, 210, 220, 230, 240)}

@@ -81,6 +81,16 @@ def _owner_of(pid: int) -> str:
     return f"{pid} {stat[stat.rindex(')') + 2:].split()[19]}"
 
 
+def wait_for(cond, seconds: float, every: float = 0.2) -> bool:
+    """Poll `cond()` every `every` s for up to `seconds`; whether it held (asked once more at the end)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(every)
+    return cond()
+
+
 def sweep_stale() -> None:
     """Tear down labs whose pytest died without its finalizers (SIGKILL, a second Ctrl-C)."""
     runs = {d.name for d in RUN_ROOT.iterdir() if d.is_dir()} if RUN_ROOT.is_dir() else set()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from model.settings import load
-from tests.integration.harness import ROOT, sh
+from tests.integration.harness import ROOT, sh, wait_for
 from verifier.actions import CUT_TABLE, PRIORITY_LINE, _state, read_pid
 from verifier.cancel import BUDGET_S
 
@@ -49,15 +49,6 @@ BROKEN = {
 }
 
 
-def wait_for(cond, seconds: float, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(every)
-    return cond()
-
-
 def start_verifier(spec: dict, tmp: Path, log: Path) -> subprocess.Popen:
     """The real verifier as the command plugin runs it: its own process group, a key in the environment,
     TMPDIR a directory of this test's (to see every key file it makes)."""
@@ -71,7 +62,7 @@ def start_verifier(spec: dict, tmp: Path, log: Path) -> subprocess.Popen:
 def broken_mid_drill(lab, kind: str, tmp: Path, log: Path) -> subprocess.Popen:
     overrides, is_broken = BROKEN[kind]
     proc = start_verifier(lab.spec(**overrides), tmp, log)
-    if not wait_for(lambda: is_broken(lab) or proc.poll() is not None, 120):
+    if not wait_for(lambda: is_broken(lab) or proc.poll() is not None, 120, every=0.1):
         proc.kill()
         raise AssertionError(f"the {kind} drill did not break lb01 within 120 s: {log.read_text()[-2000:]}")
     assert proc.poll() is None, f"the verifier ended before the drill broke lb01: {log.read_text()[-2000:]}"
@@ -81,7 +72,7 @@ def broken_mid_drill(lab, kind: str, tmp: Path, log: Path) -> subprocess.Popen:
 
 
 def assert_restored(lab) -> None:
-    assert wait_for(lambda: lab.holders() == ["lb01"], 20), f"holders {lab.holders()}"
+    assert wait_for(lambda: lab.holders() == ["lb01"], 20, every=0.1), f"holders {lab.holders()}"
     time.sleep(2)
     assert lab.holders() == ["lb01"], "the VIP must stay on the MASTER alone"
     assert not cut(lab, "lb01") and not cut(lab, "lb02"), "the VRRP cut table is still there"

@@ -10,7 +10,7 @@ import sys
 import time
 
 from model.settings import load
-from tests.integration.harness import ROOT
+from tests.integration.harness import ROOT, wait_for
 from verifier.actions import _children, read_pid
 
 
@@ -38,15 +38,6 @@ def nginx_pids(lab, host: str) -> list[int]:
 def signal_nginx(lab, host: str, sig: int) -> None:
     for pid in nginx_pids(lab, host):
         os.kill(pid, sig)
-
-
-def wait_for(cond, seconds: float, every: float = 0.2) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(every)
-    return cond()
 
 
 def agent_state(lab, host: str) -> dict:

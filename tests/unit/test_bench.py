@@ -186,9 +186,10 @@ def test_stack_config_is_valid_and_on_its_own_subnet(profile):
 
 
 def test_bench_subnets_differ_from_dev_and_e2e():
-    from tests.e2e.test_pulumi_up import SUBNET as E2E
+    from tests.e2e.stacks import SUBNET as E2E
+    from tests.e2e.test_drift_and_reboot import SUBNET as E2E_SHARED
 
-    assert len({*bcfg.SUBNETS.values(), E2E, bcfg.DEV_PREFIX.rstrip(".")}) == len(bcfg.SUBNETS) + 2
+    assert len({*bcfg.SUBNETS.values(), E2E, E2E_SHARED, bcfg.DEV_PREFIX.rstrip(".")}) == len(bcfg.SUBNETS) + 3
 
 
 # ---- engine events ---------------------------------------------------------------------------------

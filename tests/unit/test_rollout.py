@@ -5,8 +5,11 @@ A change is compared with the stack's previous deployment: which nodes restart (
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pytest
+from google.protobuf import json_format
 from pulumi.runtime.mocks import MockMonitor
 
 from model import rollout
@@ -165,8 +168,11 @@ class DependencyMonitor(MockMonitor):
         super().__init__(mocks)
         self.deps: dict[str, set[str]] = {}
 
+        self.inputs: dict[str, dict] = {}
+
     def RegisterResource(self, request):
         self.deps[request.name] = {d.rsplit("::", 1)[1] for d in request.dependencies}
+        self.inputs[request.name] = json_format.MessageToDict(request.object)
         return super().RegisterResource(request)
 
 
@@ -199,4 +205,19 @@ def test_a_cold_up_makes_every_node_at_once():
     def check(_):
         d = monitor.deps
         assert not any(x.endswith("-config") for x in d["web02-drain"] | d["lb02-drain"] | d["lb01-drain"])
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_adding_a_web_node_leaves_the_others_drain_and_config_be():
+    """A drain's update (what a change of the pools it reads runs) drains nothing; a web node's config
+    does not carry the pools, so a new pool member changes nothing of web01's."""
+    monitor, done = graph({"nodes": {"web01": {}}, "rollout": deployed()})
+
+    def check(_):
+        drain, config = monitor.inputs["web01-drain"], monitor.inputs["web01-config"]
+        assert drain["update"] == "true" and drain["create"].endswith("-m day2 drain")
+        assert "update" not in config  # a change of its files runs the day-2 push again
+        assert json.loads(drain["environment"]["HACLUSTER_DAY2_SPEC"])["pools"] == [["web01", "web02"]]
+        assert json.loads(config["environment"]["HACLUSTER_DAY2_SPEC"])["pools"] == []
     return done.apply(check)

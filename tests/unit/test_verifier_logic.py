@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -213,6 +214,24 @@ def test_a_converging_pair_passes_once_it_settles():
     assert v.check_holder() is True
     detail = next(c.detail for c in v.checks if c.name == "single_holder")
     assert "lb01 holds the VIP" in detail and "settled after" in detail, detail
+    v._pool.shutdown()
+
+
+class SlowConvergingActions(ConvergingActions):
+    """The MASTER still booting: each sample of it takes longer than the whole converge time (ssh waits)."""
+
+    def addresses(self, lb):
+        if lb.name == "lb01" and self.calls < 2:
+            time.sleep(0.4)
+        return super().addresses(lb)
+
+
+def test_a_window_slowed_past_converge_still_gets_another():
+    v = Verifier(from_dict({**SPEC, "settle": 0.5, "converge": 0.3}), SlowConvergingActions([{"lb02"}, {"lb01"}]),
+                 log=lambda _msg: None)
+    assert v.check_holder() is True
+    detail = next(c.detail for c in v.checks if c.name == "single_holder")
+    assert "settled after" in detail and "flapping" in detail, detail
     v._pool.shutdown()
 
 
