@@ -422,7 +422,7 @@ def _raise(msg: str):
 
 class VmConfig(Model):
     image: ImagePath = Field(".images/debian12/disk.qcow2",
-        description="base image: project-relative path, absolute path or http(s) URL")
+        description="base image: project-relative path, absolute path or https://HOST/PATH#sha256=<its sha256>")
     kernel: Annotated[ImagePath | None, BeforeValidator(_empty_is_none)] = Field(
         ".images/debian12/vmlinuz", description="direct kernel boot ('' for the image's own boot loader)")
     initrd: Annotated[ImagePath | None, BeforeValidator(_empty_is_none)] = Field(

@@ -221,10 +221,13 @@ def tcp_refused(opt_in: str) -> str:
 # ---- paths and URLs -----------------------------------------------------------------------------
 SHA256 = re.compile(r"[0-9a-f]{64}")
 PATH = re.compile(r"(?:/|\./|\.\./)?[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*")
-URL = re.compile(r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?"
-                 r"(?:/[A-Za-z0-9._~%+-]*)+")
+# A downloaded file comes over https with the sha256 it must have, in the URL's fragment (never sent to
+# the server): the libvirt plugin checks the download against it before it makes a volume of it.
+URL = re.compile(r"https://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?"
+                 r"(?:/[A-Za-z0-9._~%+-]*)+#sha256=(?P<sha256>[0-9a-f]{64})")
 IMAGE_ALLOWED = ("a file path (relative to the project or absolute: letters, digits, '_', '.', '+', '-', '/') "
-                 "or an http(s) URL")
+                 "or an https URL with the file's sha256: https://HOST/PATH#sha256=<64 hex digits> "
+                 "(plain http and a URL without its digest are refused)")
 ABS_DIR = re.compile(r"(?:/[A-Za-z0-9_.+-]+)+")
 SYSTEM_DIRS = frozenset({"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media",
                          "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",

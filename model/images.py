@@ -95,12 +95,12 @@ def _cached_sum(path: Path) -> str:
 
 
 def identity(location: str | None) -> str | None:
-    """sha256 of a local file; a URL (or a file not built yet: a preview before `make image`) is
-    identified by its location."""
+    """sha256 of a local file, or the one a URL states (its #sha256= fragment); a file not built yet (a
+    preview before `make image`) is identified by its location."""
     if location is None:
         return None
-    if g.URL.fullmatch(location):
-        return f"url:{location}"
+    if m := g.URL.fullmatch(location):
+        return m["sha256"]
     path = Path(location)
     if not path.is_file():
         return f"path:{location}"

@@ -208,7 +208,33 @@ def test_domain_type_detection():
 def test_relative_image_paths_resolve_against_the_project():
     s = ok()
     assert s.vm.image == str(ROOT / ".images/debian12/disk.qcow2")
-    assert ok({"vm": {"image": "https://example.org/x.qcow2", "kernel": "", "initrd": ""}}).vm.kernel is None
+    assert ok({"vm": {"image": f"https://example.org/x.qcow2#sha256={DIGEST}", "kernel": "", "initrd": ""}}).vm.kernel is None
+
+
+DIGEST = "ab" * 32
+
+
+@pytest.mark.parametrize("key, url", [
+    ("vm.image", "http://example.org/x.qcow2#sha256=" + DIGEST),  # plain http, even with its digest
+    ("vm.image", "https://example.org/x.qcow2"),  # no digest
+    ("vm.image", "https://example.org/x.qcow2#sha256=" + DIGEST[:-1]),  # a digest too short
+    ("vm.image", "https://example.org/x.qcow2#sha256=" + DIGEST.upper()),
+    ("vm.kernel", "https://example.org/vmlinuz#md5=" + DIGEST[:32]),
+    ("vm.initrd", "http://example.org/initrd.img"),
+])
+def test_a_downloaded_image_needs_https_and_its_sha256(key, url):
+    field = key.split(".")[1]
+    with pytest.raises(SettingsError) as e:
+        load({"vm": {field: url}}, "dev", ROOT, host=TCG_HOST)
+    assert f"{key} = {url!r}" in str(e.value) and "https://HOST/PATH#sha256=<64 hex digits>" in str(e.value)
+
+
+def test_a_url_image_is_identified_by_its_digest():
+    from model.images import image_set
+    one = image_set(f"https://example.org/x.qcow2#sha256={DIGEST}", None, None)
+    mirror = image_set(f"https://mirror.example.net/y.qcow2#sha256={DIGEST}", None, None)
+    assert one.image == DIGEST and one == mirror and one.short("image") == DIGEST[:12]
+    assert image_set(f"https://example.org/x.qcow2#sha256={'cd' * 32}", None, None) != one
 
 
 def test_pulumi_yaml_config_is_the_models_in_both_directions():

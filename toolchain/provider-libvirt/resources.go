@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -469,46 +472,119 @@ type source struct {
 	close  func() error
 }
 
+// digestFragment is a source URL's stated content: #sha256=<64 lowercase hex digits>.
+var digestFragment = regexp.MustCompile(`^sha256=([0-9a-f]{64})$`)
+
+// openSource opens a volume's content. A download must state its sha256 in the URL's fragment (never
+// sent to the server): it is fetched into a private temporary file (0600 in a 0700 directory, removed on
+// close) and checked before a volume is made of it; a local file with a fragment is checked too.
 func openSource(ctx context.Context, src string) (*source, error) {
 	u, err := url.Parse(src)
-	var body io.ReadCloser
-	var size int64
+	want := ""
+	if err == nil && u.Fragment != "" {
+		m := digestFragment.FindStringSubmatch(u.Fragment)
+		if m == nil {
+			return nil, fmt.Errorf("source %q: the fragment must be #sha256=<64 lowercase hex digits>", src)
+		}
+		want, u.Fragment, u.RawFragment = m[1], "", ""
+	}
 	switch {
 	case err == nil && (u.Scheme == "http" || u.Scheme == "https"):
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if want == "" {
+			return nil, fmt.Errorf("downloading %s: refused without its digest: add #sha256=<the file's sha256> to the URL", src)
+		}
+		path, cleanup, err := download(ctx, u.String(), want)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		s, err := openFile(path, "")
 		if err != nil {
-			return nil, fmt.Errorf("downloading %s: %w", src, err)
+			cleanup()
+			return nil, err
 		}
-		if body, size = resp.Body, resp.ContentLength; resp.StatusCode != http.StatusOK || size < 0 {
-			resp.Body.Close()
-			return nil, fmt.Errorf("downloading %s: HTTP %s (a 200 with a Content-Length is needed)", src, resp.Status)
-		}
+		fileClose := s.close
+		s.close = func() error { err := fileClose(); cleanup(); return err }
+		return s, nil
 	case err == nil && u.Scheme != "" && u.Scheme != "file":
-		return nil, fmt.Errorf("source %q: scheme %q is not supported (path, file://, http://, https://)", src, u.Scheme)
+		return nil, fmt.Errorf("source %q: scheme %q is not supported (path, file://, https:// with #sha256=)", src, u.Scheme)
+	case err == nil && (u.Scheme == "file" || want != ""):
+		return openFile(u.Path, want)
 	default:
-		if err == nil && u.Scheme == "file" {
-			src = u.Path
-		}
-		f, err := os.Open(src)
-		if err != nil {
-			return nil, err
-		}
-		st, err := f.Stat()
-		if err != nil {
+		return openFile(src, "")
+	}
+}
+
+// openFile opens a local file as a source; with `want`, only when its sha256 is that.
+func openFile(path, want string) (*source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if want != "" {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
 			f.Close()
 			return nil, err
 		}
-		body, size = f, st.Size()
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			f.Close()
+			return nil, fmt.Errorf("%s: sha256 %s, not the %s its location states: refused", path, got, want)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
-	s := &source{Reader: bufio.NewReader(body), size: size, format: "raw", close: body.Close}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s := &source{Reader: bufio.NewReader(f), size: st.Size(), format: "raw", close: f.Close}
 	if magic, _ := s.Peek(4); string(magic) == "QFI\xfb" {
 		s.format = "qcow2"
 	}
 	return s, nil
+}
+
+// download fetches `src` into a private temporary file and checks its sha256 against `want` on the way;
+// the file's path and what removes it.
+func download(ctx context.Context, src, want string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "hacluster-download-") // 0700
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	fail := func(err error) (string, func(), error) { cleanup(); return "", nil, err }
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+	if err != nil {
+		return fail(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fail(fmt.Errorf("downloading %s: %w", src, err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fail(fmt.Errorf("downloading %s: HTTP %s", src, resp.Status))
+	}
+	path := filepath.Join(dir, "content")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fail(err)
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, h), resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail(fmt.Errorf("downloading %s: %w", src, err))
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fail(fmt.Errorf("downloading %s: sha256 %s, not the %s the URL states: refused, no volume made of it", src, got, want))
+	}
+	return path, cleanup, nil
 }
 
 // createVolumeXML creates a volume in a pool (by name) from a definition and the user's XSLT.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -33,8 +35,17 @@ func TestOpenSource(t *testing.T) {
 		http.ServeFile(w, r, qcow)
 	}))
 	defer srv.Close()
-	// A local path, a file:// URL and an http(s) URL, streamed with their size and format.
-	for src, want := range map[string]string{qcow: "qcow2", "file://" + qcow: "qcow2", raw: "raw", srv.URL + "/disk.qcow2": "qcow2"} {
+	sum := func(path string) string {
+		b, _ := os.ReadFile(path)
+		h := sha256.Sum256(b)
+		return hex.EncodeToString(h[:])
+	}
+	digest := "#sha256=" + sum(qcow)
+	other := "#sha256=" + sum(raw)
+	t.Setenv("TMPDIR", t.TempDir()) // where a download waits for its check
+	// A local path, a file:// URL, a path and a download with their digest: streamed with size and format.
+	for src, want := range map[string]string{qcow: "qcow2", "file://" + qcow: "qcow2", raw: "raw",
+		qcow + digest: "qcow2", srv.URL + "/disk.qcow2" + digest: "qcow2"} {
 		s, err := openSource(context.Background(), src)
 		if err != nil {
 			t.Fatalf("openSource(%s): %v", src, err)
@@ -44,10 +55,26 @@ func TestOpenSource(t *testing.T) {
 			t.Errorf("openSource(%s): format %q size %d, read %d", src, s.format, s.size, len(body))
 		}
 	}
-	for _, bad := range []string{srv.URL + "/missing", "ftp://example/x", filepath.Join(dir, "none")} {
-		if _, err := openSource(context.Background(), bad); err == nil {
-			t.Errorf("openSource(%s) must fail", bad)
+	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
+		t.Errorf("a checked download must leave no temporary file after close: %v", left)
+	}
+	// A download without its digest, or with another file's, is refused; nothing is left behind.
+	for bad, words := range map[string]string{
+		srv.URL + "/disk.qcow2":         "refused without its digest",
+		srv.URL + "/disk.qcow2" + other: "not the " + other[8:],
+		qcow + other:                    "not the " + other[8:],
+		srv.URL + "/disk.qcow2#md5=x":   "the fragment must be #sha256=",
+		srv.URL + "/missing" + digest:   "404",
+		"ftp://example/x":               "not supported",
+		filepath.Join(dir, "none"):      "no such file",
+	} {
+		_, err := openSource(context.Background(), bad)
+		if err == nil || !strings.Contains(err.Error(), words) {
+			t.Errorf("openSource(%s) = %v, want an error with %q", bad, err, words)
 		}
+	}
+	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
+		t.Errorf("a refused download must leave no temporary file: %v", left)
 	}
 }
 
