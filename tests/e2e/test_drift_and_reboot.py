@@ -16,7 +16,10 @@ one stack of its own (subnet 192.168.92.0/24, vm.autostart true) that the cases 
    ROLL_MAY_LOSE: memory, vCPUs and a bigger disk restart the nodes one at a time in place (web01, web02,
    the BACKUP, the MASTER), a new image replaces them one at a time (the old base volume goes after the
    last), an nginx and a keepalived setting change in place (an SSH key added, then removed, with them),
-   scale out then in, and a setting fixed at first boot is refused before anything changes.
+   scale out then in, and a setting fixed at first boot is refused before anything changes;
+4. issue 22: another host key pinned for a node is refused naming both fingerprints; the pool is 0711,
+   every volume 0600, and no secret of the stack is in a world-readable file, a command line seen
+   during the ups under load, or their output.
 
 Durations are printed, never asserted. Destroy leaves libvirt without a trace of the stack.
 """
@@ -28,8 +31,10 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -213,6 +218,28 @@ def test_up_verifies_with_drills_and_a_broken_cluster_fails(stack, tmp_path):
     assert st.up(on_output=print, color="never").outputs["verification"].value["passed"] is True
 
 
+def test_a_node_that_presents_another_host_key_is_refused(stack, tmp_path):
+    """The verifier pins each node's host key from the stack (hostKeys): with another key pinned for lb02
+    (as when someone else answers for its address) it refuses it in one line naming the node and both
+    fingerprints, and sends nothing to it. (Day 2's refusal: tests/integration, against a real sshd.)"""
+    _, name, outputs, *_ = stack
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=30)
+    pinned = {**outputs["hostKeys"].value, "lb02": (tmp_path / "other.pub").read_text().strip()}
+    settings = load({k.split(":", 1)[1]: v for k, v in current_config(name).items()}, name, ROOT)
+    spec = {**verifier_spec(settings), "drill": False, "timeout": 30}
+    env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec), "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value,
+           "HACLUSTER_HOST_KEYS": json.dumps(pinned)}
+    r = subprocess.run([sys.executable, "-m", "verifier"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    print("verifier with another key pinned for lb02:", r.stderr)
+    assert r.returncode != 0
+    (tmp_path / "real.pub").write_text(outputs["hostKeys"].value["lb02"] + "\n")
+    want, real = (subprocess.run(["ssh-keygen", "-lf", str(tmp_path / f)], capture_output=True, text=True,
+                                 check=True).stdout.split()[1] for f in ("other.pub", "real.pub"))
+    refusals = [ln for ln in r.stderr.splitlines() if "lb02" in ln and "presents SSH host key" in ln]
+    assert refusals and f"presents SSH host key {real}, the stack expects {want}: refused" in refusals[0], r.stderr
+
+
 def test_domain_shut_down_out_of_band_is_started_in_place(stack):
     st, name, *_, timings = stack
     dom = f"{name}-web01"
@@ -330,13 +357,42 @@ def load_through_vip(outputs, label: str, tmp: Path) -> Iterator[dict]:
     print(f"{label} under load:", json.dumps(result))
 
 
+# What the ups under load printed and every command line seen on this host while they ran: the secrets
+# test at the end looks for the stack's secrets in them (issue 22: never in argv or a log).
+SEEN_LINES: list[str] = []
+SEEN_ARGV: set[str] = set()
+
+
+@contextmanager
+def argv_watch(every: float = 0.25) -> Iterator[None]:
+    """Samples /proc/*/cmdline (every process of the host, the lab's included) into SEEN_ARGV."""
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    SEEN_ARGV.add(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:
+                    pass  # gone meanwhile
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=10)
+
+
 def up_under_load(st, outputs, label: str, key: str, timings: dict, tmp: Path) -> tuple[auto.UpResult, dict, list[str]]:
     """`pulumi up` under the VIP load; its result, the load summary and its output lines."""
     lines: list[str] = []
-    with load_through_vip(outputs, label, tmp) as load:
+    with load_through_vip(outputs, label, tmp) as load, argv_watch():
         t = time.monotonic()
         result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
         timings[key] = time.monotonic() - t
+    SEEN_LINES.extend(lines)
     return result, load, lines
 
 
@@ -482,6 +538,68 @@ def test_scale_out_then_in_under_load(stack, tmp_path):
     assert load["requests"] > 0 and load["failed"] == 0, load
     assert serving(vip) == {"web01", "web02"}
     assert f"{name}-web03" not in virsh("list", "--all", "--name").split()
+
+
+def stack_secrets(outputs, tmp: Path) -> dict[str, str]:
+    """The stack's secrets as they appear on the nodes: the VRRP password, a line of the stack's SSH key
+    and of lb01's host key (the middle of their base64: no header)."""
+    conf = node_config(outputs, "lb01", "/etc/keepalived/keepalived.conf", tmp)
+    (auth_pass,) = re.findall(r"^\s*auth_pass\s+(\S+)\s*$", conf, re.M)
+    host_key = node_config(outputs, "lb01", "/etc/ssh/ssh_host_ed25519_key", tmp)
+
+    def middle(pem: str) -> str:
+        body = [ln for ln in pem.splitlines() if ln and not ln.startswith("-----")]
+        return max(body, key=len)
+
+    return {"vrrp auth_pass": auth_pass, "the stack's SSH key": middle(outputs["sshPrivateKey"].value),
+            "lb01's SSH host key": middle(host_key)}
+
+
+def world_readable(root: Path, skip: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Regular files under `root` any local user can read: o+r, and o+x on every directory above."""
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x not in skip and os.stat(os.path.join(d, x)).st_mode & stat.S_IXOTH]
+        for f in files:
+            path = Path(d, f)
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IROTH and st.st_size < 64 << 20:
+                yield path
+
+
+def test_no_secret_in_a_world_readable_file_argv_or_log_and_the_pool_is_private(stack, tmp_path):
+    """Issue 22: the pool directory 0711 or tighter and every volume 0600 (seeds hold the VRRP password,
+    overlays the host keys); none of the stack's secrets in a file any local user can read (the project,
+    /tmp, the pool, libvirt's logs, the lab's run dir), in the command line of any process seen during the
+    ups under load above, or in what they printed."""
+    _, name, outputs, *_ = stack
+    pool = re.search(r"<path>([^<]+)</path>", virsh("pool-dumpxml", f"hacluster-{name}"))[1]
+    assert stat.S_IMODE(os.stat(pool).st_mode) & 0o066 == 0, oct(os.stat(pool).st_mode)
+    volumes = list(Path(pool).iterdir())
+    assert len(volumes) >= 9, volumes  # four disks, four seeds, the base image (kernel and initrd: lab images)
+    assert {v.name: oct(stat.S_IMODE(v.stat().st_mode)) for v in volumes} == {v.name: "0o600" for v in volumes}
+
+    secrets = stack_secrets(outputs, tmp_path)
+    assert all(len(v) >= 8 for v in secrets.values()), secrets.keys()
+    roots = [(ROOT, ("venv", ".tools", ".git", ".images", "plugins", "node_modules")), (Path("/tmp"), ()),
+             (Path("/var/tmp"), ()), (Path(pool), ()), (Path("/var/log/libvirt"), ()), (LAB_RUN_DIR, ())]
+    found = []
+    for root, skip in roots:
+        for path in world_readable(root, skip) if root.exists() else ():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            found += [f"{what} in {path}" for what, secret in secrets.items() if secret.encode() in data]
+    assert found == [], found
+    assert SEEN_ARGV and SEEN_LINES, "the ups under load ran before this test"
+    found = [f"{what} in a command line: {cmd[:120]}" for cmd in SEEN_ARGV for what, v in secrets.items() if v in cmd]
+    found += [f"{what} in pulumi up's output" for ln in SEEN_LINES for what, v in secrets.items() if v in ln]
+    assert found == [], found[:5]
+    print(f"secrets: none of {len(secrets)} in world-readable files under {len(roots)} roots, "
+          f"{len(SEEN_ARGV)} command lines or {len(SEEN_LINES)} output lines")
 
 
 def test_a_setting_fixed_at_first_boot_is_refused_before_anything_changes(stack):
