@@ -201,7 +201,7 @@ def test_up_verifies_with_drills_and_a_broken_cluster_fails(stack, tmp_path):
     finally:
         edit_config(name, lambda c: c["hacluster:nginx"]["proxy"].update(buffers="4 256k"))
     assert serving(vip) == {"web01", "web02"}
-    assert node_run(outputs, "lb02", "grep -c 'proxy_buffers 4 256k' /etc/nginx/nginx.conf", tmp_path).strip() == "1"
+    assert node_config(outputs, "lb02", "/etc/nginx/nginx.conf", tmp_path).count("proxy_buffers 4 256k;") == 1
 
     # The cases below need the VIP to serve, not the drills: turning them off re-runs the check only.
     edit_config(name, lambda c: c["hacluster:verify"].update(failoverDrill=False, loadDrills=False))
