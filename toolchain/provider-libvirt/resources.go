@@ -1132,6 +1132,37 @@ func waitShutOff(ctx context.Context, l *libvirt.Libvirt, d libvirt.Domain, time
 	}
 }
 
+// askAgain is how often a guest that is still running is asked again within the grace: one that is
+// early in its boot (started a moment ago, e.g. by a disk grow just before a resize) misses an ACPI
+// press made before systemd-logind runs, and has no agent yet; a later press shuts it down cleanly.
+var askAgain = 3 * time.Second
+
+// shutDownWithin asks (ask) every `every` until the guest is off (off: waits up to the given time) or
+// `grace` is over: whether it went off. An ask may block (an agent call lasts until the guest is off):
+// each runs on its own, bounded by the grace.
+func shutDownWithin(ctx context.Context, grace, every time.Duration, ask func() error,
+	off func(time.Duration) (bool, error)) (bool, error) {
+	deadline := time.Now().Add(grace)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false, nil
+		}
+		asked := make(chan error, 1)
+		go func() { asked <- ask() }()
+		wait := min(every, left)
+		select {
+		case <-asked:
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+		if done, err := off(min(every, time.Until(deadline))); done || err != nil {
+			return done, err
+		}
+	}
+}
+
 // shutdowner is the part of the libvirt API that asks a guest to shut down (faked in tests).
 type shutdowner interface {
 	DomainShutdownFlags(libvirt.Domain, libvirt.DomainShutdownFlagValues) error
@@ -1161,19 +1192,11 @@ func stopDomain(ctx context.Context, o *op, d libvirt.Domain, why string) error 
 	defer o.status(ctx, "")
 	if shutdownGrace > 0 {
 		o.status(ctx, "%sshutting down (up to %s)", why, shutdownGrace)
-		deadline := time.Now().Add(shutdownGrace)
-		asked := make(chan error, 1)
-		go func() { asked <- askShutdown(o.l, d) }()
-		select {
-		case err := <-asked:
-			if err == nil {
-				if off, err := waitShutOff(ctx, o.l, d, time.Until(deadline)); off || err != nil {
-					return err
-				}
-			}
-		case <-time.After(shutdownGrace):
-		case <-ctx.Done():
-			return ctx.Err()
+		off, err := shutDownWithin(ctx, shutdownGrace, askAgain,
+			func() error { return askShutdown(o.l, d) },
+			func(t time.Duration) (bool, error) { return waitShutOff(ctx, o.l, d, t) })
+		if off || err != nil {
+			return err
 		}
 		o.status(ctx, "%spowering off (not shut down in %s)", why, shutdownGrace)
 	}

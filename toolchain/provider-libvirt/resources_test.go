@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/digitalocean/go-libvirt"
 )
@@ -193,5 +194,33 @@ func TestGrowStoppedRestartsWhatItStopped(t *testing.T) {
 	if err := growStopped(nil, func(string) error { return nil }, func() error { calls = append(calls, "grow"); return nil },
 		func(string) error { return nil }); err != nil || !reflect.DeepEqual(calls, []string{"grow"}) {
 		t.Errorf("a disk of no running domain is grown at once: %v %v", calls, err)
+	}
+}
+
+// A guest early in its boot ignores the first asks; shutDownWithin asks again until one takes, within
+// the grace, and gives up (false) when none does.
+func TestShutDownWithinAsksAgain(t *testing.T) {
+	asks, offAfter := 0, 3
+	ask := func() error { asks++; return nil }
+	off := func(time.Duration) (bool, error) { return asks >= offAfter, nil }
+	done, err := shutDownWithin(context.Background(), time.Second, 10*time.Millisecond, ask, off)
+	if !done || err != nil || asks != offAfter {
+		t.Errorf("shutDownWithin = %v, %v after %d asks, want off after %d", done, err, asks, offAfter)
+	}
+	asks, offAfter = 0, 1<<30
+	start := time.Now()
+	done, err = shutDownWithin(context.Background(), 100*time.Millisecond, 10*time.Millisecond, ask,
+		func(d time.Duration) (bool, error) { time.Sleep(d); return false, nil })
+	if done || err != nil || asks < 2 || time.Since(start) > time.Second {
+		t.Errorf("never off: %v, %v after %d asks in %s", done, err, asks, time.Since(start))
+	}
+	// an ask that blocks (an agent call) does not hold the loop past the grace
+	block := make(chan struct{})
+	defer close(block)
+	start = time.Now()
+	done, _ = shutDownWithin(context.Background(), 100*time.Millisecond, 20*time.Millisecond,
+		func() error { <-block; return nil }, func(time.Duration) (bool, error) { return false, nil })
+	if done || time.Since(start) > time.Second {
+		t.Errorf("a blocking ask: %v after %s", done, time.Since(start))
 	}
 }
