@@ -36,6 +36,8 @@ HOLD_UNIT = "hacluster-vrrp-hold"
 HOLD_S = 90
 HOLD = ["sh", "-c", f"systemctl stop {HOLD_UNIT}.timer 2>/dev/null; systemctl stop keepalived && "
         f"systemd-run --quiet --unit={HOLD_UNIT} --on-active={HOLD_S} /bin/systemctl start keepalived"]
+# A rollback after a hold starts keepalived again on the previous files (a reload of a stopped one fails).
+UNHOLD = ["sh", "-c", f"systemctl stop {HOLD_UNIT}.timer 2>/dev/null; systemctl start keepalived"]
 TIMING = re.compile(r"^\s*(advert_int|version)\s+\S+", re.M)
 
 
@@ -55,7 +57,7 @@ COMMANDS = {
     "nginx": {"match": "nginx.conf", "check": ["nginx", "-t", "-q", "-c", "{staged}"],
               "reload": ["systemctl", "reload", "nginx"], "healthy": NGINX_OK},
     "keepalived": {"match": "keepalived.conf", "check": ["keepalived", "-t", "-f", "{staged}"],
-                   "reload": ["systemctl", "reload", "keepalived"], "hold": HOLD,
+                   "reload": ["systemctl", "reload", "keepalived"], "hold": HOLD, "unhold": UNHOLD,
                    "healthy": ["systemctl", "is-active", "--quiet", "keepalived"]},
     "nftables": {"match": "nftables.conf", "check": ["nft", "-c", "-f", "{staged}"],
                  "reload": ["nft", "-f", "{path}"], "healthy": ["nft", "list", "table", "inet", "hacluster"]},
@@ -215,7 +217,9 @@ def main():
                 os.remove(f["path"])
             else:
                 write_atomic(f["path"], old, int(f["mode"], 8), f.get("owner", "root"))
-        again = reload_all(kinds, paths, commands)
+        back = {**commands, "keepalived": {**commands["keepalived"], "reload": commands["keepalived"]["unhold"]}} \
+            if held else commands
+        again = reload_all(kinds, paths, back)
         print(json.dumps({"node": node, "error": f"{failed[1]}; the previous config was put back and "
                           + ("reloaded" if again is None else f"its reload failed too ({again[1]})")}))
         return 2

@@ -185,13 +185,13 @@ def test_a_vrrp_timing_change_on_the_backup_holds_keepalived_instead_of_reloadin
     log = f"{node_dir}/ops"
     cmds = {"keepalived": {"match": "keepalived.conf", "check": ["keepalived", "-t", "-f", "{staged}"],
                            "reload": ["sh", "-c", f"echo reload >> {log}"], "hold": ["sh", "-c", f"echo hold >> {log}"],
-                           "healthy": ["true"]}}
+                           "unhold": ["sh", "-c", f"echo unhold >> {log}"], "healthy": ["true"]}}
     env = {**os.environ, "HACLUSTER_APPLY_CMDS": json.dumps(cmds), "HACLUSTER_APPLY_STAMP": f"{node_dir}/applied.json"}
 
-    def push(files, hold):
+    def push(files, hold, rc=0):
         r = subprocess.run([sys.executable, APPLY], input=json.dumps({"node": "lb02", "files": files, "holdVrrpTiming": hold}),
                            capture_output=True, text=True, env=env)
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == rc, r.stdout + r.stderr
         return json.loads(r.stdout), open(log).read().split()
 
     os.makedirs(os.path.dirname(keepalived_files({}, node_dir)[0]["path"]), exist_ok=True)
@@ -202,3 +202,10 @@ def test_a_vrrp_timing_change_on_the_backup_holds_keepalived_instead_of_reloadin
     assert "held" not in out and ops[-1] == "reload"
     out, ops = push(keepalived_files({"vrrp": {"advertInt": 3, "virtualRouterId": 52}}, node_dir), True)
     assert "held" not in out and ops[-1] == "reload"  # not a timing change: reloaded as usual
+
+    # The hold fails half way (keepalived stopped, its safety timer not set): the previous files go back
+    # and keepalived is started again on them (a reload of the stopped one would fail).
+    env["HACLUSTER_APPLY_CMDS"] = json.dumps({"keepalived": {**cmds["keepalived"],
+                                                             "hold": ["sh", "-c", f"echo hold >> {log}; exit 1"]}})
+    out, ops = push(keepalived_files({"vrrp": {"advertInt": 1, "virtualRouterId": 52}}, node_dir), True, rc=2)
+    assert ops[-2:] == ["hold", "unhold"] and "put back" in out["error"], (ops, out)
