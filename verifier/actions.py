@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -661,7 +662,11 @@ class NetnsActions(Actions):
         if "-f" not in argv[:-1]:
             raise ActionError(f"keepalived on {lb.name} is not started with -f FILE: cannot change its priority")
         conf = Path(argv[argv.index("-f") + 1])
-        conf.write_text(with_priority(conf.read_text(), priority))
+        # A new file renamed over the old one: whoever reads it (keepalived, a test) sees one or the other.
+        tmp = conf.with_name(f".{conf.name}.{os.getpid()}")
+        tmp.write_text(with_priority(conf.read_text(), priority))
+        os.chmod(tmp, stat.S_IMODE(conf.stat().st_mode))
+        os.replace(tmp, conf)
         pid = self._pid(lb, svc["pidFile"])
         if pid is None:
             raise ActionError(f"keepalived does not run on {lb.name}: nothing to reload")
