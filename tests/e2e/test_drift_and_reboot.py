@@ -544,7 +544,7 @@ def stack_secrets(outputs, tmp: Path) -> dict[str, str]:
     """The stack's secrets as they appear on the nodes: the VRRP password, a line of the stack's SSH key
     and of lb01's host key (the middle of their base64: no header)."""
     conf = node_config(outputs, "lb01", "/etc/keepalived/keepalived.conf", tmp)
-    (auth_pass,) = re.findall(r"^\s*auth_pass\s+(\S+)\s*$", conf, re.M)
+    (auth_pass,) = re.findall(r'^\s*auth_pass\s+"?([^"\s]+)"?\s*$', conf, re.M)  # rendered quoted
     host_key = node_config(outputs, "lb01", "/etc/ssh/ssh_host_ed25519_key", tmp)
 
     def middle(pem: str) -> str:
