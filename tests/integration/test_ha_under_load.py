@@ -187,6 +187,10 @@ def test_a_drained_web_node_gets_no_new_requests_and_comes_back_when_admitted(la
     for lb in ("lb01", "lb02"):
         (lab.hosts[lb].prefix / "drain.json").write_text('["web01"]')
     assert wait_for(lambda: all(agent_state(lab, lb).get("drained") == ["web01"] for lb in ("lb01", "lb02")), 10)
+    # The agent reloads nginx after it sets the nft drain set; until the old workers have handed over,
+    # one of them may still send a request down its idle keepalive connection to web01 (an established
+    # one: the drain lets those finish, and day 2's gate waits for them). Then none goes there.
+    assert wait_for(lambda: nodes_through_vip(lab, 4) == ["web02"] * 4, 10)
     seen = nodes_through_vip(lab, 20)
     print("through the VIP with web01 drained:", seen)
     assert seen == ["web02"] * 20
