@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/go-libvirt"
@@ -738,6 +739,7 @@ func updateVolume(ctx context.Context, o *op, id string, args any, _ []string) e
 		return fmt.Errorf("volume %q: finding the running domains that use it: %w", a.Name, err)
 	}
 	why := fmt.Sprintf("restarting to grow its disk %s to %s: ", a.Name, bytesText(uint64(a.Size)))
+	grown := false
 	return growStopped(users,
 		func(d libvirt.Domain) error { return stopDomain(ctx, o, d, why) },
 		func() error {
@@ -747,14 +749,59 @@ func updateVolume(ctx context.Context, o *op, id string, args any, _ []string) e
 			if err != nil {
 				return fmt.Errorf("volume %q: growing to %s: %w", a.Name, bytesText(uint64(a.Size)), err)
 			}
+			grown = true
 			return nil
 		},
 		func(d libvirt.Domain) error {
+			if grown {
+				// Left off for the domain's own update to start (the engine refreshes it next and reads it
+				// stopped), which applies a memory or vCPU change in the same restart: a guest started here
+				// and stopped again by that update a moment later is cut off mid-boot, in the middle of
+				// growing its filesystem. Started here anyway when no update comes (startLater).
+				startLater(o.l, d, leftOffFor)
+				return nil
+			}
 			if err := o.l.DomainCreate(d); err != nil {
 				return fmt.Errorf("volume %q: domain %s did not start again: %w", a.Name, d.Name, err)
 			}
 			return nil
 		})
+}
+
+// leftOffFor is how long a domain stopped for a disk grow waits for its own update before the plugin
+// starts it by itself.
+var leftOffFor = 20 * time.Second
+
+// leftOff holds the domains (by UUID) a disk grow left stopped, each with what starts it later.
+var leftOff = struct {
+	sync.Mutex
+	m map[libvirt.UUID]*time.Timer
+}{m: map[libvirt.UUID]*time.Timer{}}
+
+// startLater starts `d` after `after` unless its update (claimLeftOff) takes it first.
+func startLater(l *libvirt.Libvirt, d libvirt.Domain, after time.Duration) {
+	leftOff.Lock()
+	defer leftOff.Unlock()
+	if t := leftOff.m[d.UUID]; t != nil {
+		t.Stop()
+	}
+	leftOff.m[d.UUID] = time.AfterFunc(after, func() {
+		if claimLeftOff(d.UUID) {
+			_ = ignore(l.DomainCreate(d), isNotFound)
+		}
+	})
+}
+
+// claimLeftOff: whether `id` was left stopped by a disk grow (and no longer is pending: the caller starts it).
+func claimLeftOff(id libvirt.UUID) bool {
+	leftOff.Lock()
+	defer leftOff.Unlock()
+	t, ok := leftOff.m[id]
+	if ok {
+		t.Stop()
+		delete(leftOff.m, id)
+	}
+	return ok
 }
 
 // growStopped resizes (grow) while the running domains `users` are stopped: each is stopped in turn,
@@ -1058,6 +1105,7 @@ func updateDomain(ctx context.Context, o *op, id string, args any, changed []str
 	if err != nil {
 		return err
 	}
+	claimLeftOff(d.UUID) // a disk grow left it stopped: started below, with this update's changes
 	resized := ""
 	if slices.Contains(changed, "memory") || slices.Contains(changed, "vcpu") {
 		if resized, err = resizeDomain(o.l, d, a); err != nil {
@@ -1218,6 +1266,7 @@ func deleteDomain(ctx context.Context, o *op, id string) error {
 	if err != nil {
 		return ignore(err, isNotFound)
 	}
+	claimLeftOff(d.UUID) // not to be started again
 	if err := stopDomain(ctx, o, d, ""); err != nil {
 		return ignore(err, isNotFound)
 	}

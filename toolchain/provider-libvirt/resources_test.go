@@ -224,3 +224,15 @@ func TestShutDownWithinAsksAgain(t *testing.T) {
 		t.Errorf("a blocking ask: %v after %s", done, time.Since(start))
 	}
 }
+
+// A domain a disk grow left stopped is claimed once by its update (which starts it); nobody else then.
+func TestLeftOffIsClaimedOnce(t *testing.T) {
+	id := libvirt.UUID{1, 2, 3}
+	startLater(nil, libvirt.Domain{UUID: id}, time.Hour) // never fires here: claimed below
+	if !claimLeftOff(id) || claimLeftOff(id) {
+		t.Error("a left-off domain is claimed exactly once")
+	}
+	if claimLeftOff(libvirt.UUID{9}) {
+		t.Error("a domain no grow left off is not claimed")
+	}
+}
