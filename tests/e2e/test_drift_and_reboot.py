@@ -100,15 +100,24 @@ def domain_state(st: auto.Stack, domain: str) -> dict | None:
     return None
 
 
-def verify(name: str, outputs) -> dict:
-    """The stack's own verifier, once more, without the drill."""
+def run_verifier(name: str, outputs, timeout: float, host_keys: dict[str, str] | None = None,
+                 run_timeout: float = 300) -> subprocess.CompletedProcess:
+    """The stack's own verifier, by hand, without the drill, on the stack's config file as it is now;
+    `host_keys` pins others than the stack output hostKeys."""
     settings = load({k.split(":", 1)[1]: v for k, v in current_config(name).items()}, name, ROOT)
-    spec = {**verifier_spec(settings), "drill": False, "timeout": 300}
+    spec = {**verifier_spec(settings), "drill": False, "timeout": timeout}
+    pins = {"HACLUSTER_HOST_KEYS": json.dumps(host_keys)} if host_keys else host_keys_env(outputs)
     env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec), "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value,
-           **host_keys_env(outputs)}
+           **pins}
     r = subprocess.run([sys.executable, "-m", "verifier"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=900)
+                       timeout=run_timeout)
     print("verifier stderr:", r.stderr)
+    return r
+
+
+def verify(name: str, outputs) -> dict:
+    """The stack's own verifier, once more, without the drill: it must pass."""
+    r = run_verifier(name, outputs, 300, run_timeout=900)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -174,16 +183,10 @@ def test_up_verifies_with_drills_and_a_broken_cluster_fails(stack, tmp_path):
     assert serving(vip) == {"web01", "web02"}
 
     # A broken cluster (keepalived stopped on both balancers) makes the same verifier fail, saying why.
-    settings = load({k.split(":", 1)[1]: v for k, v in config(name).items()}, name, ROOT)
-    spec = {**verifier_spec(settings), "drill": False, "timeout": 20}
-    env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec),
-           "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value, **host_keys_env(outputs)}
     try:
         for lb in ("lb01", "lb02"):
             node_run(outputs, lb, "sudo systemctl stop keepalived", tmp_path)
-        broken = subprocess.run([sys.executable, "-m", "verifier"], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=300)
-        print("broken cluster verifier stderr:", broken.stderr)
+        broken = run_verifier(name, outputs, 20)
         assert broken.returncode != 0
         assert "FAILED" in broken.stderr and "vip" in broken.stderr.lower()
         assert json.loads(broken.stdout)["passed"] is False
@@ -226,12 +229,7 @@ def test_a_node_that_presents_another_host_key_is_refused(stack, tmp_path):
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=30)
     pinned = {**outputs["hostKeys"].value, "lb02": (tmp_path / "other.pub").read_text().strip()}
-    settings = load({k.split(":", 1)[1]: v for k, v in current_config(name).items()}, name, ROOT)
-    spec = {**verifier_spec(settings), "drill": False, "timeout": 30}
-    env = {**os.environ, "HACLUSTER_VERIFY_SPEC": json.dumps(spec), "HACLUSTER_SSH_KEY": outputs["sshPrivateKey"].value,
-           "HACLUSTER_HOST_KEYS": json.dumps(pinned)}
-    r = subprocess.run([sys.executable, "-m", "verifier"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    print("verifier with another key pinned for lb02:", r.stderr)
+    r = run_verifier(name, outputs, 30, host_keys=pinned)
     assert r.returncode != 0
     (tmp_path / "real.pub").write_text(outputs["hostKeys"].value["lb02"] + "\n")
     want, real = (subprocess.run(["ssh-keygen", "-lf", str(tmp_path / f)], capture_output=True, text=True,
