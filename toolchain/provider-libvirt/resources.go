@@ -1181,8 +1181,9 @@ func waitShutOff(ctx context.Context, l *libvirt.Libvirt, d libvirt.Domain, time
 }
 
 // askAgain is how often a guest that is still running is asked again within the grace: one that is
-// early in its boot (started a moment ago, e.g. by a disk grow just before a resize) misses an ACPI
-// press made before systemd-logind runs, and has no agent yet; a later press shuts it down cleanly.
+// early in its boot (started a moment ago) misses an ACPI press made before systemd-logind runs, and
+// has no agent yet; a later press can shut it down cleanly. (A disk grow no longer restarts a guest
+// right before its memory/vCPU restart: it leaves it stopped for that update, startLater.)
 var askAgain = 3 * time.Second
 
 // shutDownWithin asks (ask) every `every` until the guest is off (off: waits up to the given time) or
