@@ -7,9 +7,12 @@ Web node  drain:  every pool it is in keeps another serving member on every bala
                   drain file) and the requests in flight get `drainTimeout` seconds to finish.
           admit:  every balancer's agent sees it serve; then it leaves the drain file.
 Balancer  drain:  its peer serves (nginx, keepalived, /healthz), else refused; keepalived is stopped cleanly
-                  (its priority-0 advert hands the VIP over) and the peer holds the VIP.
+                  (its priority-0 advert hands the VIP over) and the peer holds the VIP; the holder kept
+                  the VIP on lo, so the requests it accepted finish (`drainTimeout`) before its VM stops,
+                  and the MASTER's peer keeps it on lo until the MASTER is admitted again.
           admit:  keepalived runs, nginx serves, and exactly one balancer holds the VIP: the MASTER, which
-                  takes it back (preempt) only once its nginx serves.
+                  takes it back (preempt) only once its nginx serves; then the peer's lo copy goes once
+                  its own requests in flight are done.
 A VM that does not run has nothing to drain (a cold `up`, a new node). Every wait is bounded; a refusal is
 one line saying what, where and what to do, and leaves the cluster as it was.
 """
@@ -242,6 +245,23 @@ def _drain_lb(spec: dict, nodes: Nodes) -> None:
         raise
     log(f"{node}: keepalived stopped cleanly (priority-0 advert); {peer} holds the VIP "
         f"({time.monotonic() - start:.1f} s)")
+    if me["vip"]:
+        _finish_in_flight(spec, nodes, node, peer)
+
+
+def _finish_in_flight(spec: dict, nodes: Nodes, node: str, peer: str) -> None:
+    """The VIP left `node` (stop-keepalived kept it on its lo): the requests it accepted on the VIP finish
+    before its VM stops (its nginx reloaded: the idle kept-alive connections close). The peer keeps it on
+    lo too, from now until the MASTER's admission: the MASTER's return takes the VIP off the peer's
+    interface (preempt) without cutting what the peer has in flight."""
+    vip = spec["vip"]
+    done = nodes.call(_ip(spec, node), "release-vip", vip=vip, interface=spec["interface"],
+                      seconds=spec["drainTimeout"]) or {}
+    if spec.get("master") == node:  # None without preempt: the VIP does not come back
+        nodes.call(_ip(spec, peer), "keep-vip", vip=vip, interface=spec["interface"])
+    log(f"{node}: its requests in flight on the VIP finished ({done.get('after', 0):.1f} s)" if done.get("met") else
+        f"{node}: {done.get('vipFlows', '?')} connections on the VIP still open after rollout.drainTimeout "
+        f"({spec['drainTimeout']} s): cut by its stop")
 
 
 def may_hold(spec: dict, nodes: Nodes) -> bool:
@@ -268,6 +288,7 @@ def admit(spec: dict, nodes: Nodes, held: bool = False) -> None:
             _admit_lb(spec, nodes)
             if spec["node"] == spec.get("master"):
                 _release_peer(spec, nodes)
+                _release_kept(spec, nodes)
 
 
 @contextmanager
@@ -296,6 +317,19 @@ def _release_peer(spec: dict, nodes: Nodes) -> None:
     _admit_lb(spec, nodes)  # and one balancer holds the VIP: this one
     log(f"{peer}: keepalived started again with the new VRRP timing; {node} holds the VIP "
         f"({time.monotonic() - start:.1f} s)")
+
+
+def _release_kept(spec: dict, nodes: Nodes) -> None:
+    """The MASTER holds the VIP again: the peer's lo copy (kept since the MASTER's drain) goes once the
+    requests the peer accepted on the VIP are done."""
+    peer = next(b["name"] for b in spec["balancers"] if b["name"] != spec["node"])
+    p = _look_lb(nodes, spec, peer)
+    if not (p and p.get("keptVip")):
+        return
+    done = nodes.call(_ip(spec, peer), "release-vip", vip=spec["vip"], interface=spec["interface"],
+                      seconds=spec["drainTimeout"]) or {}
+    log(f"{peer}: its requests in flight on the VIP {'finished' if done.get('met') else 'outlived rollout.drainTimeout'}"
+        f" ({done.get('after', 0):.1f} s); the VIP is on {spec['node']} alone")
 
 
 def _admit_web(spec: dict, nodes: Nodes) -> None:

@@ -4,15 +4,24 @@ change, for day2/gate.py on the deploy host. One SSH round trip per call.
 Input (stdin, JSON): {"op", "node"?, "ip"?, "vip"?, "interface"?, "drainFile"?, "stateFile"?, "until"?, "seconds"?}
   look              what the gate needs to decide (below)
   drain / undrain   add / remove `node` to / from the health agent's drain file (atomic rename)
-  stop-keepalived   a clean stop: keepalived sends its priority-0 advert, the peer takes the VIP
+  stop-keepalived   a clean stop: keepalived sends its priority-0 advert, the peer takes the VIP; a holder
+                    keeps the VIP on lo first (keep-vip), so it still answers the requests in flight
   start-keepalived  start it again (a drained balancer that was not restarted, or one day 2 held back for a
                     VRRP timing change: its timer is stopped first)
+  keep-vip          `vip`/32 on lo as well, ARP answered only for addresses of the interface asked on
+                    (arp_ignore 1, arp_announce 2): when keepalived takes the VIP off the interface (a clean
+                    stop, the MASTER preempting it back), the connections this node accepted on it still
+                    send their answers; clients reach whoever holds it on the interface
+  release-vip       nginx reloaded, then wait (up to "seconds") for the connections accepted on `vip`:80 to
+                    end, then drop the lo copy ("met": none was left)
 With "until" (drained | undrained | healthy: the agent's view of `node`; noflows: no connection to `ip`
 left), the op then waits here, up to "seconds", for it to hold: one SSH round trip instead of a poll loop
-from the deploy host. Output (stdout, JSON) of every op, after it (and the wait, with "met" and "after"):
+from the deploy host. Output (stdout, JSON) of every op,
+after it (and the wait, with "met" and "after"):
   {"agent": <the agent's state file or null>,
   "keepalived": "active"|..., "nginx": "active"|..., "vip": <holds the VIP>, "flows": <established TCP
-  connections to ip:80>, "healthz": <HTTP status of the local nginx /healthz, 0 when it does not answer>,
+  connections to ip:80>, "vipFlows": <established TCP connections accepted on vip:80>,
+  "keptVip": <vip on lo>, "healthz": <HTTP status of the local nginx /healthz, 0 when it does not answer>,
   "held": <keepalived held back by day 2 for a VRRP timing change (day2/apply.py HOLD_UNIT)>}
 """
 
@@ -63,6 +72,40 @@ def flows(ip):
     return len([x for x in out.splitlines() if x.strip()])
 
 
+def vip_flows(vip):
+    if not vip:
+        return 0
+    out = run(["ss", "-Htn", "state", "established", "src", vip, "sport", "=", ":80"])[1]
+    return len([x for x in out.splitlines() if x.strip()])
+
+
+def kept(vip):
+    return bool(vip) and holds(vip, "lo")
+
+
+def keep_vip(vip):
+    """The VIP on lo too, never answered in ARP (arp_ignore 1: only for an address of the interface asked
+    on; arp_announce 2: ARP requests name the interface's own address): the sysctls before the address."""
+    for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+        with open(f"/proc/sys/net/ipv4/conf/all/{key}", "w") as f:
+            f.write(value)
+    return run(["ip", "addr", "replace", f"{vip}/32", "dev", "lo"])[0] == 0
+
+
+def release_vip(vip, seconds):
+    """nginx reloaded (its old workers close the idle kept-alive client connections and finish the requests
+    in flight); once no connection accepted on the VIP is left (up to `seconds`), the lo copy dropped."""
+    start = time.monotonic()
+    if active("nginx") == "active":
+        run(["systemctl", "reload", "nginx"])
+    while vip_flows(vip) and time.monotonic() - start < seconds:
+        time.sleep(0.2)
+    met = vip_flows(vip) == 0
+    if kept(vip):
+        run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"])
+    return {"met": met, "after": round(time.monotonic() - start, 2)}
+
+
 def read_json(path):
     try:
         with open(path) as f:
@@ -86,18 +129,24 @@ def set_drain(path, node, on):
 
 def main():
     req = json.load(sys.stdin)
-    op = req["op"]
+    op, out = req["op"], None
     if op in ("drain", "undrain"):
         set_drain(req["drainFile"], req["node"], op == "drain")
     elif op == "stop-keepalived":
+        if holds(req.get("vip"), req.get("interface") or "eth0"):
+            keep_vip(req["vip"])
         run(["systemctl", "stop", "keepalived"])
+    elif op == "keep-vip":
+        keep_vip(req["vip"])
+    elif op == "release-vip":
+        out = release_vip(req["vip"], float(req.get("seconds", 0)))
     elif op == "start-keepalived":
         run(["systemctl", "stop", HOLD_TIMER])
         run(["systemctl", "start", "keepalived"])
     elif op != "look":
         print(json.dumps({"error": f"unknown op {op!r}"}))
         return 2
-    start, out = time.monotonic(), None
+    start = time.monotonic()
     if req.get("until"):
         met = False
         while not met:
@@ -110,7 +159,8 @@ def main():
         "agent": read_json(req["stateFile"]) if req.get("stateFile") else None,
         "keepalived": active("keepalived"), "nginx": active("nginx"),
         "vip": holds(req.get("vip"), req.get("interface") or "eth0"), "flows": flows(req.get("ip")),
-        "healthz": healthz(), "held": active(HOLD_TIMER) == "active", **(out or {}),
+        "vipFlows": vip_flows(req.get("vip")), "keptVip": kept(req.get("vip")), "healthz": healthz(),
+        "held": active(HOLD_TIMER) == "active", **(out or {}),
     }))
     return 0
 

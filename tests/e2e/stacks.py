@@ -93,12 +93,24 @@ def e2e_stack(name: str, config: dict, leftovers: Callable[[str], list[str]], la
             assert left == [], f"destroy left {left}"
 
 
+def up(st: auto.Stack, on_output=print) -> auto.UpResult:
+    """`pulumi up` of `st`. A failed one leads its error with the lines saying why (the verifier's FAILED
+    checks, the resources' errors): a CI log keeps the start and the end of a long message, not its middle."""
+    try:
+        return st.up(on_output=on_output, color="never")
+    except auto.CommandError as e:
+        why = [ln.strip() for ln in str(e).splitlines() if " FAILED " in ln or "error:" in ln]
+        if why:
+            e.args = ("\n".join(list(dict.fromkeys(why))[:12]) + "\n" + "".join(map(str, e.args[:1])), *e.args[1:])
+        raise
+
+
 def timed_up(st: auto.Stack, timings: dict[str, float], key: str = "up_cold") -> auto.UpResult:
     """`pulumi up` of `st`, its duration recorded as timings[key]."""
     t = time.monotonic()
-    up = st.up(on_output=print, color="never")
+    result = up(st)
     timings[key] = time.monotonic() - t
-    return up
+    return result
 
 
 NOT_CHANGES = ("same", "refresh", "read")  # refresh-before-update reads; the stack's read of its own outputs

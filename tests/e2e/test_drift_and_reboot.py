@@ -61,6 +61,7 @@ from tests.e2e.stacks import (
     only_commands_and_seeds,
     stack_config,
     timed_up,
+    up,
     virsh,
 )
 from verifier import load as vload
@@ -144,9 +145,9 @@ def stack(tmp_path_factory):
     (wrap / "virsh").chmod(0o755)
     ws = auto.LocalWorkspaceOptions(work_dir=str(ROOT), env_vars={"PATH": f"{wrap}:{os.environ['PATH']}"})
     with e2e_stack(name, config(name), libvirt_objects, "e2e drift", ws) as (st, timings):
-        up = timed_up(st, timings)
-        assert up.outputs["verification"].value["passed"] is True
-        yield st, name, up.outputs, log, timings
+        result = timed_up(st, timings)
+        assert result.outputs["verification"].value["passed"] is True
+        yield st, name, result.outputs, log, timings
 
 
 def test_cold_up_runs_no_virsh(stack):
@@ -207,7 +208,7 @@ def test_up_verifies_with_drills_and_a_broken_cluster_fails(stack, tmp_path):
     edit_config(name, lambda c: c["hacluster:nginx"]["proxy"].update(buffers="4 8k"))
     try:
         with pytest.raises(auto.CommandError) as refused:
-            st.up(on_output=print, color="never")
+            up(st)
         assert "nginx.proxy.buffers" in str(refused.value) and "nginx refuses it" in str(refused.value)
     finally:
         edit_config(name, lambda c: c["hacluster:nginx"]["proxy"].update(buffers="4 256k"))
@@ -218,7 +219,7 @@ def test_up_verifies_with_drills_and_a_broken_cluster_fails(stack, tmp_path):
     edit_config(name, lambda c: c["hacluster:verify"].update(failoverDrill=False, loadDrills=False))
     changing = changed_by_preview(st)
     assert changing and all(typ.startswith("command:") for typ, _ in changing), changing
-    assert st.up(on_output=print, color="never").outputs["verification"].value["passed"] is True
+    assert up(st).outputs["verification"].value["passed"] is True
 
 
 def test_a_node_that_presents_another_host_key_is_refused(stack, tmp_path):
@@ -250,7 +251,7 @@ def test_domain_shut_down_out_of_band_is_started_in_place(stack):
     assert domain_state(st, dom)["inputs"]["running"] is True  # the state does not know yet
 
     t = time.monotonic()
-    result = st.up(on_output=print, color="never")
+    result = up(st)
     timings["up_start_stopped"] = time.monotonic() - t
     assert changes(result) == {"update": 1}, changes(result)  # the domain, in place: nothing replaced
     assert virsh("domstate", dom).strip() == "running"
@@ -267,7 +268,7 @@ def test_domain_deleted_out_of_band_is_restored_and_verified(stack):
     assert domain_state(st, dom) is None, "refresh must drop the deleted domain from the state"
 
     t = time.monotonic()
-    result = st.up(on_output=print, color="never")
+    result = up(st)
     timings["up_restore_deleted"] = time.monotonic() - t
     assert changes(result).get("create") == 1, changes(result)
     assert virsh("domstate", dom).strip() == "running"
@@ -306,7 +307,7 @@ def test_hypervisor_reboot_brings_the_cluster_back_by_autostart(stack):
         BOOT_TIMEOUT)
     assert verify(name, outputs)["passed"] is True
 
-    result = st.up(on_output=print, color="never")
+    result = up(st)
     assert changes(result) == {}, changes(result)
     assert {d: virsh("domuuid", d).strip() for d in doms} == uuids
 
@@ -388,7 +389,7 @@ def up_under_load(st, outputs, label: str, key: str, timings: dict, tmp: Path) -
     lines: list[str] = []
     with load_through_vip(outputs, label, tmp) as load, argv_watch():
         t = time.monotonic()
-        result = st.up(on_output=lambda ln: (print(ln), lines.append(ln)), color="never")
+        result = up(st, lambda ln: (print(ln), lines.append(ln)))
         timings[key] = time.monotonic() - t
     SEEN_LINES.extend(lines)
     return result, load, lines
@@ -606,9 +607,9 @@ def test_a_setting_fixed_at_first_boot_is_refused_before_anything_changes(stack)
     edit_config(name, lambda c: c["hacluster:vm"].update(adminUser="admin2"))
     try:
         with pytest.raises(auto.CommandError) as refused:
-            st.up(on_output=print, color="never")
+            up(st)
         assert "vm.adminUser" in str(refused.value) and "cannot change on a deployed stack" in str(refused.value)
     finally:
         edit_config(name, lambda c: c["hacluster:vm"].pop("adminUser", None))
     assert domains(name) == before
-    assert changes(st.up(on_output=print, color="never")) == {}
+    assert changes(up(st)) == {}

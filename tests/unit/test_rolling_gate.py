@@ -21,6 +21,8 @@ class MockCluster:
         self.keepalived = dict.fromkeys(LB, "active")
         self.holder, self.peer_ok, self.vip_moves = holder, peer_ok, vip_moves
         self.ops: list[tuple[str, str]] = []
+        self.kept: set[str] = set()  # balancers with the VIP on lo (keep-vip)
+        self.vip_flows = dict.fromkeys(LB, 0)  # connections accepted on the VIP still open
 
     def name(self, host):
         return next(n for n, ip in {**LB, **WEB}.items() if ip == host)
@@ -31,6 +33,8 @@ class MockCluster:
         if op in ("drain", "undrain"):
             (self.drained[node].add if op == "drain" else self.drained[node].discard)(req["node"])
         elif op == "stop-keepalived":
+            if self.holder == node:
+                self.kept.add(node)
             self.keepalived[node] = "inactive"
             if self.holder == node and self.vip_moves:
                 self.holder = next(n for n in LB if n != node)
@@ -38,15 +42,23 @@ class MockCluster:
             self.keepalived[node] = "active"
             if node == "lb01":
                 self.holder = "lb01"  # preempt
+        elif op == "keep-vip":
+            self.kept.add(node)
+        elif op == "release-vip":
+            if not self.vip_flows[node]:
+                self.kept.discard(node)
         answer = {"agent": {"healthy": sorted(self.healthy[node]), "ejected": [], "drained": sorted(self.drained[node])}
                   if node in LB else None, "keepalived": self.keepalived.get(node, "inactive"),
                   "nginx": "active" if self.peer_ok or node != "lb02" else "failed",
                   "vip": self.holder == node and self.keepalived.get(node) == "active", "flows": 0,
+                  "vipFlows": self.vip_flows.get(node, 0), "keptVip": node in self.kept,
                   "healthz": 200 if self.peer_ok or node != "lb02" else 0}
         until, who = req.get("until"), req.get("node")
         if until:
             answer["met"] = {"drained": who in self.drained.get(node, ()), "undrained": who not in self.drained.get(node, ()),
                              "healthy": who in self.healthy.get(node, ()), "noflows": True}[until]
+        if op == "release-vip":
+            answer["met"] = not self.vip_flows[node]
         return answer
 
     def many(self, hosts, op="look", **req):
@@ -105,6 +117,28 @@ def test_the_master_hands_the_vip_over_and_takes_it_back_on_admit():
     assert c.holder == "lb02" and c.keepalived["lb01"] == "inactive"
     gate.admit(spec("lb01"), c)
     assert c.holder == "lb01" and c.keepalived["lb01"] == "active"
+
+
+def test_the_requests_in_flight_on_the_vip_finish_on_both_balancers_across_a_master_roll(capsys):
+    c = MockCluster()
+    gate.drain(spec("lb01"), c)
+    # lb01 kept the VIP on lo for its stop and dropped it once its connections on it ended; lb02 keeps it
+    # on lo for the MASTER's return (its preempt takes the VIP off lb02's interface)
+    assert c.kept == {"lb02"} and ("lb01", "release-vip") in c.ops
+    assert c.ops.index(("lb01", "stop-keepalived")) < c.ops.index(("lb02", "keep-vip"))
+    assert "lb01: its requests in flight on the VIP finished" in capsys.readouterr().err
+    gate.admit(spec("lb01"), c)
+    assert ("lb02", "release-vip") in c.ops and c.kept == set()
+
+
+def test_a_backup_roll_keeps_no_vip_and_connections_that_outlive_the_drain_are_named(capsys):
+    c = MockCluster()
+    gate.drain(spec("lb02"), c)
+    assert c.kept == set() and ("lb01", "keep-vip") not in c.ops
+    c = MockCluster()
+    c.vip_flows["lb01"] = 3
+    gate.drain(spec("lb01"), c)
+    assert "3 connections on the VIP still open after rollout.drainTimeout (1 s): cut by its stop" in capsys.readouterr().err
 
 
 def test_a_vip_that_does_not_move_restarts_keepalived_and_refuses():
