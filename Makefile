@@ -64,7 +64,12 @@ stack: toolchain venv .state
 # needs the stack's secrets passphrase like any pulumi command: run through $(WITH_PASSPHRASE).
 RECOVER = $(WITH_PASSPHRASE) $(PY) scripts/recover.py --stack $(STACK)
 
-up: deps toolchain venv image lab stack ## Deploy the $(STACK) stack (pulumi up --yes) and show its verification
+# The lab starts only for a lab stack (labNetns set): a stack on a hypervisor of your own needs none, and the
+# lab refuses to start beside a libvirtd it did not start.
+LAB_IF_LAB = if $(PY) -m model.passphrase --is-lab $(STACK); then HACLUSTER_LAB_HOSTS=$(HOSTS) bash scripts/lab.sh up; fi
+
+up: deps toolchain venv image stack ## Deploy the $(STACK) stack (pulumi up --yes) and show its verification
+	@$(LAB_IF_LAB)
 	$(RECOVER) --clear-pending
 	$(WITH_PASSPHRASE) pulumi up --yes --stack $(STACK)
 	@$(PY) scripts/summary.py "$$($(WITH_PASSPHRASE) pulumi stack output --json --stack $(STACK))"
@@ -73,7 +78,8 @@ preview: deps toolchain venv stack
 	$(RECOVER)
 	$(WITH_PASSPHRASE) pulumi preview --stack $(STACK)
 
-destroy: toolchain venv lab ## Remove every VM, volume, disk and network of $(STACK)
+destroy: deps toolchain venv ## Remove every VM, volume, disk and network of $(STACK)
+	@$(LAB_IF_LAB)
 	$(RECOVER) --clear-pending
 	$(WITH_PASSPHRASE) pulumi destroy --yes --stack $(STACK)
 

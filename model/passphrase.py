@@ -99,8 +99,14 @@ def stack_facts(stack: str, root: Path = ROOT) -> tuple[str | None, str | None]:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--is-lab":  # the Makefile: start the lab only for a lab stack
+        try:
+            return 0 if stack_facts(argv[1])[0] else 1
+        except PassphraseError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if "--" not in argv or argv.index("--") != 1 or len(argv) < 3:
-        print("usage: python -m model.passphrase STACK|--lab -- COMMAND...", file=sys.stderr)
+        print("usage: python -m model.passphrase STACK|--lab -- COMMAND...  |  --is-lab STACK", file=sys.stderr)
         return 2
     target, command = argv[0], argv[2:]
     try:

@@ -99,3 +99,11 @@ def test_the_makefile_runs_pulumi_through_the_wrapper():
                 pytest.fail(f"a pulumi command outside $(WITH_PASSPHRASE): {ln}")
     assert sum("$(WITH_PASSPHRASE) pulumi" in ln for ln in recipes) == 5
     assert sum("-m model.passphrase --lab --" in ln for ln in recipes) == 2  # the e2e tests, the bench
+
+
+def test_is_lab_tells_the_makefile_whether_to_start_the_lab(capsys):
+    """`make up STACK=prod` (labNetns '') must not start the lab: it refuses beside a libvirtd of the user's."""
+    assert pp.main(["--is-lab", "dev"]) == 0
+    assert pp.main(["--is-lab", "prod"]) == 1
+    assert pp.main(["--is-lab", "no such/stack"]) == 2
+    assert "stack 'no such/stack'" in capsys.readouterr().err
