@@ -85,10 +85,14 @@ def kept(vip):
 
 def keep_vip(vip):
     """The VIP on lo too, never answered in ARP (arp_ignore 1: only for an address of the interface asked
-    on; arp_announce 2: ARP requests name the interface's own address): the sysctls before the address."""
-    for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
-        with open(f"/proc/sys/net/ipv4/conf/all/{key}", "w") as f:
-            f.write(value)
+    on; arp_announce 2: ARP requests name the interface's own address): the sysctls before the address,
+    and no address when they cannot be set (a second ARP answer for the VIP is worse than a lost request)."""
+    try:
+        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+            with open(f"/proc/sys/net/ipv4/conf/all/{key}", "w") as f:
+                f.write(value)
+    except OSError:
+        return False
     return run(["ip", "addr", "replace", f"{vip}/32", "dev", "lo"])[0] == 0
 
 
