@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -100,8 +101,8 @@ def moment(case: str, name: str, proc: subprocess.Popen) -> bool:
     kids = descendants(proc.pid)
     if case == "vm_create":
         return domain_state(f"{name}-lb01") in ("running", "paused", "shut off")
-    if case == "day2":
-        return any(" -m day2" in cmdline(p) for p in kids)
+    if case == "day2":  # a config command that logs in (a cold up's drain commands log in nowhere)
+        return any(" -m day2" in cmdline(p) for p in kids) and bool(key_dirs())
     if case == "drill":
         return any(" -m verifier" in cmdline(p) for p in kids) and domain_state(f"{name}-lb01") == "paused"
     raise ValueError(case)
@@ -146,59 +147,78 @@ def test_make_up_recovers_after_kill_9(case):
     name = f"rec-{uuid.uuid4().hex[:6]}"
     with e2e_stack(name, stack_config(name), libvirt_objects, f"recovery {case}") as (_st, timings):
         t0 = time.monotonic()
+        out = tempfile.TemporaryFile()  # the killed up's output, for a failure message
         up = subprocess.Popen(["pulumi", "up", "--yes", "--stack", name, "--color", "never"], cwd=ROOT,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + MOMENT_LIMIT_S
             while not moment(case, name, up):
-                assert up.poll() is None, f"pulumi up ended (rc {up.returncode}) before the {case} moment"
+                if up.poll() is not None:
+                    out.seek(0)
+                    tail = out.read().decode(errors="replace")[-3000:]
+                    pytest.fail(f"pulumi up ended (rc {up.returncode}) before the {case} moment: {tail}")
                 assert time.monotonic() < deadline, f"no {case} moment within {MOMENT_LIMIT_S} s"
                 time.sleep(1)
-            if case == "day2":
-                assert key_dirs(), "day 2 runs: its key directory must exist"
-        finally:
-            killed = kill9_tree(up) if up.poll() is None else []
+        except BaseException:  # the case failed before its moment: e2e_stack's destroy must not meet the lock
+            if up.poll() is None:
+                kill9_tree(up)
+            clear_lock(name)
+            raise
+        killed = kill9_tree(up) if up.poll() is None else []
         timings[f"kill_{case}"] = time.monotonic() - t0
         print(f"{case}: killed {len(killed)} processes after {timings[f'kill_{case}']:.0f} s")
+        try:
+            recovered(case, name, timings)
+        except BaseException:
+            clear_lock(name)
+            raise
 
-        # The symptom: the stack is locked; maybe pending creates (those of libvirt objects must be adopted).
-        assert lock_files(name), "a killed pulumi up leaves its lock"
-        cp = json.loads((ROOT / ".state" / ".pulumi" / "stacks" / "hacluster" / f"{name}.json").read_text())
-        pending = [op["resource"]["urn"] for op in (cp["checkpoint"].get("latest") or {}).get("pending_operations") or []
-                   if op.get("type") == "creating"]
-        print(f"{case}: pending creates after the kill: {pending}")
-        r = pulumi("up", "--yes", "--stack", name)
-        assert r.returncode != 0 and "the stack is currently locked" in r.stderr
 
-        # The recovery: what a person runs.
-        t = time.monotonic()
-        r = subprocess.run(["make", "up", f"STACK={name}"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=UP_LIMIT_S, stdin=subprocess.DEVNULL)
-        timings["recover_up"] = time.monotonic() - t
-        print(r.stderr[-6000:])
-        assert r.returncode == 0, r.stderr[-3000:]
-        assert "recover: cleared the stale lock of stack " + name in r.stderr
-        if pending:
-            assert f"cleared {len(pending)} pending operation" in r.stderr
-        if any("libvirt:index/" in u for u in pending):
-            assert "existed already with this stack's marker" in (r.stdout + r.stderr), "a marked object adopted"
-        if case == "drill":
-            assert "left by an interrupted drill:" in (r.stdout + r.stderr)
+def clear_lock(name: str) -> None:
+    """What `make up` runs first (scripts/recover.py): the killed run's lock and pending operations cleared."""
+    subprocess.run([sys.executable, "scripts/recover.py", "--stack", name, "--clear-pending"], cwd=ROOT,
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
 
-        # No residue.
-        outputs = json.loads(pulumi("stack", "output", "--json", "--show-secrets", "--stack", name).stdout)
-        report = outputs["verification"]
-        assert report["passed"], [c for c in report["checks"] if not c["passed"]]
-        assert not lock_files(name)
-        exported = json.loads(pulumi("stack", "export", "--stack", name).stdout)
-        assert not exported["deployment"].get("pending_operations")
-        assert not dead_key_dirs(), dead_key_dirs()
-        for node in outputs["nodes"]:
-            assert domain_state(f"{name}-{node}") == "running", node
-        keyfile = ROOT / ".state" / f"{name}.key"  # e2e_stack removes it
-        with os.fdopen(os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            f.write(outputs["sshPrivateKey"])
-        for lb in ("lb01", "lb02"):
-            assert not lab_nft_has_cut(outputs, lb, keyfile), f"VRRP cut table left on {lb}"
-        assert report["holder"] == "lb01", "the MASTER at its deployed priority holds the VIP"
+
+def recovered(case: str, name: str, timings: dict) -> None:
+    """The symptom after the kill, then `make up`: it recovers, verified, and leaves no residue."""
+    # The symptom: the stack is locked; maybe pending creates (those of libvirt objects must be adopted).
+    assert lock_files(name), "a killed pulumi up leaves its lock"
+    cp = json.loads((ROOT / ".state" / ".pulumi" / "stacks" / "hacluster" / f"{name}.json").read_text())
+    pending = [op["resource"]["urn"] for op in (cp["checkpoint"].get("latest") or {}).get("pending_operations") or []
+               if op.get("type") == "creating"]
+    print(f"{case}: pending creates after the kill: {pending}")
+    r = pulumi("up", "--yes", "--stack", name)
+    assert r.returncode != 0 and "the stack is currently locked" in r.stderr
+
+    # The recovery: what a person runs.
+    t = time.monotonic()
+    r = subprocess.run(["make", "up", f"STACK={name}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=UP_LIMIT_S, stdin=subprocess.DEVNULL)
+    timings["recover_up"] = time.monotonic() - t
+    print(r.stderr[-6000:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "recover: cleared the stale lock of stack " + name in r.stderr
+    if pending:
+        assert f"cleared {len(pending)} pending operation" in r.stderr
+    if any("libvirt:index/" in u for u in pending):
+        assert "existed already with this stack's marker" in (r.stdout + r.stderr), "a marked object adopted"
+    if case == "drill":
+        assert "left by an interrupted drill:" in (r.stdout + r.stderr)
+
+    # No residue.
+    outputs = json.loads(pulumi("stack", "output", "--json", "--show-secrets", "--stack", name).stdout)
+    report = outputs["verification"]
+    assert report["passed"], [c for c in report["checks"] if not c["passed"]]
+    assert not lock_files(name)
+    exported = json.loads(pulumi("stack", "export", "--stack", name).stdout)
+    assert not exported["deployment"].get("pending_operations")
+    assert not dead_key_dirs(), dead_key_dirs()
+    for node in outputs["nodes"]:
+        assert domain_state(f"{name}-{node}") == "running", node
+    keyfile = ROOT / ".state" / f"{name}.key"  # e2e_stack removes it
+    with os.fdopen(os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(outputs["sshPrivateKey"])
+    for lb in ("lb01", "lb02"):
+        assert not lab_nft_has_cut(outputs, lb, keyfile), f"VRRP cut table left on {lb}"
+    assert report["holder"] == "lb01", "the MASTER at its deployed priority holds the VIP"
