@@ -56,8 +56,11 @@ forward: ## Forward 127.0.0.1:8080 to the lab VIP (Ctrl-C to stop)
 .state:
 	mkdir -p .state
 
+# A lab stack file carries the built-in passphrase's salt (so `make up` leaves it unchanged): with a passphrase
+# of your own, pulumi refuses it as "incorrect passphrase" until that line is gone.
 stack: toolchain venv .state
-	pulumi stack select $(STACK) 2>/dev/null || $(WITH_PASSPHRASE) pulumi stack init $(STACK)
+	pulumi stack select $(STACK) 2>/dev/null || $(WITH_PASSPHRASE) pulumi stack init $(STACK) || { \
+	  echo "make stack: pulumi stack init $(STACK) failed; if it said 'incorrect passphrase', Pulumi.$(STACK).yaml's encryptionsalt is another passphrase's: delete that line to use yours" >&2; exit 1; }
 
 # Before pulumi: a killed earlier run's stale lock and pending operations are cleared, anything else that
 # holds the stack is named (scripts/recover.py). Its `pulumi stack export/import` (clearing pending operations)
