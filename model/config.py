@@ -246,7 +246,8 @@ class VrrpConfig(Model):
     virtual_router_id: Int(1, 255) = Field(51, description="VRID, unique on the L2 segment")
     advert_int: Num(0.01, 255) = Field(1, description="seconds between adverts (v2: whole 1..255; v3: 0.01..40.95)")
     version: Int(2, 3) = Field(2, description="VRRP version")
-    auth_type: Choice("PASS", "none") = Field("PASS", description="PASS (v2 only) or none")
+    auth_type: Annotated[Choice("PASS", "none"), AfterValidator(lambda v: None if v == "none" else v)] = Field(
+        "PASS", description="PASS (v2 only) or none")  # none: None (no authentication for keepalived)
     transport: Choice("unicast", "multicast") = Field("unicast", description="unicast peers or multicast adverts")
     interface: Text(g.IFNAME, g.IFNAME_ALLOWED) = Field("eth0", description="the balancers' VRRP interface (not lo)")
     nopreempt: Bool = Field(False, description="a returning higher-priority balancer does not take the VIP back (both BACKUP)")
@@ -261,6 +262,11 @@ class VrrpConfig(Model):
     check_timeout: Num(0.1, 30) = Field(2, description="seconds after which a check counts as slow")
     check_slow_fall: Int(1, 100) = Field(10, description=(
         "a nginx that is only slow counts as failing after checkSlowFall x checkInterval seconds of slowness"))
+
+    @property
+    def advert(self) -> float | int:
+        """advert_int as keepalived reads it: whole seconds with VRRPv2."""
+        return self.advert_int if self.version == 3 else int(self.advert_int)
 
     @model_validator(mode="before")
     @classmethod
@@ -278,11 +284,11 @@ class VrrpConfig(Model):
             found.append(("advertInt", a, "VRRPv2 allows whole seconds 1..255; use vrrp.version 3 for sub-second"))
         if self.version == 3 and not 0.01 <= a <= 40.95:
             found.append(("advertInt", a, "VRRPv3 allows 0.01..40.95 seconds"))
-        if self.version == 3 and self.auth_type != "none":
+        if self.version == 3 and self.auth_type is not None:
             found.append(("authType", self.auth_type,
                           "VRRPv3 (RFC 5798) has no authentication: set it to none, or use vrrp.version 2"))
         if self.version == 2 and self.auth_type != "PASS":
-            found.append(("authType", self.auth_type, "VRRPv2 here uses PASS authentication"))
+            found.append(("authType", "none", "VRRPv2 here uses PASS authentication"))
         if self.interface == "lo" or self.interface in (".", ".."):
             found.append(("interface", self.interface, "the loopback cannot carry VRRP: " + g.IFNAME_ALLOWED))
         if self.nopreempt and self.preempt_delay:

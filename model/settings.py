@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import grammar as g
-from .config import PROBLEMS, PROFILES, RolloutConfig, StackConfig  # noqa: F401 (PROFILES: part of this module's API)
+from .config import PROBLEMS, PROFILES, RolloutConfig, StackConfig, VerifyConfig, VrrpConfig  # noqa: F401 (PROFILES: part of this module's API)
 from .images import virtual_size
 
 
@@ -58,26 +58,6 @@ class NetworkSettings:
     name: str
     bridge: str | None
     dns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class VrrpSettings:
-    virtual_router_id: int
-    advert_int: float
-    version: int
-    auth_type: str | None  # None with VRRPv3 (no authentication there)
-    transport: str
-    interface: str
-    nopreempt: bool
-    preempt_delay: int
-    garp_master_refresh: int
-    health_check: bool
-    check_fall: int
-    check_rise: int
-    profile: str
-    check_interval: float = 0.5
-    check_timeout: float = 2.0
-    check_slow_fall: int = 10
 
 
 @dataclass(frozen=True)
@@ -153,29 +133,21 @@ class FirewallSettings:
 
 
 @dataclass(frozen=True)
-class VerifySettings:
-    enabled: bool
-    failover_drill: bool
-    timeout: int
-    load_drills: bool = False
-
-
-@dataclass(frozen=True)
 class Settings:
     stack: str
     vip: str
     network: NetworkSettings
     balancers: tuple[Node, Node]
     web_nodes: tuple[Node, ...]
-    vrrp: VrrpSettings
+    vrrp: VrrpConfig  # the models themselves (vrrp, verify, rollout): no copy of their fields
     nginx: NginxSettings
     vm: VmSettings
-    verify: VerifySettings
+    verify: VerifyConfig
     firewall: FirewallSettings
     lab_netns: str | None
     ssh_authorized_keys: tuple[str, ...]
     hypervisors: tuple[HypervisorSettings, ...] = ()  # at least one (load() makes them)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # the model itself: no copy of its fields
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     vrrp_auth_pass: str | None = field(default=None, repr=False)  # secret; None: generated per stack
 
     @property
@@ -443,14 +415,6 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
         domain_type=resolve_domain_type(h.domain_type or vm.domain_type, h.uri, host))
         for n, h in sorted(c.hypervisors.items())) or (HypervisorSettings(
             None, vm.libvirt_uri, bridge, vm.pool_path, resolve_domain_type(vm.domain_type, vm.libvirt_uri, host)),)
-    v = c.vrrp
-    vrrp = VrrpSettings(
-        virtual_router_id=v.virtual_router_id, advert_int=v.advert_int if v.version == 3 else int(v.advert_int),
-        version=v.version, auth_type=None if v.version == 3 else v.auth_type, transport=v.transport,
-        interface=v.interface, nopreempt=v.nopreempt, preempt_delay=v.preempt_delay,
-        garp_master_refresh=v.garp_master_refresh, health_check=v.health_check, check_fall=v.check_fall,
-        check_rise=v.check_rise, profile=v.profile, check_interval=v.check_interval,
-        check_timeout=v.check_timeout, check_slow_fall=v.check_slow_fall)
     ng, px, r = c.nginx, c.nginx.proxy, c.nginx.routing
     if r is None:
         pools, rules, default_pool = (Pool("web", tuple(w.name for w in web_nodes)),), (), "web"
@@ -477,14 +441,13 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
                      operator_user=vm.operator_user,
                      autostart=vm.autostart if vm.autostart is not None else c.lab_netns == "",
                      disk_gib=vm.disk_gib)
-    verify = VerifySettings(c.verify.enabled, c.verify.failover_drill, c.verify.timeout, c.verify.load_drills)
     fw = c.firewall
     ssh_from = fw.ssh_from if fw.ssh_from is not None else ([f"{gw}/32"] if network.mode == "nat" else [str(net)])
     firewall = FirewallSettings(enabled=fw.enabled,
                                 ssh_from=tuple(str(ipaddress.IPv4Network(x, strict=False)) for x in ssh_from),
                                 web_http_from=tuple(str(ipaddress.IPv4Network(x, strict=False)) for x in fw.web_http_from))
     return Settings(stack=stack, vip=c.vip, network=network, balancers=(balancers[0], balancers[1]),
-                    web_nodes=web_nodes, vrrp=vrrp, nginx=nginx, vm=vms, verify=verify, firewall=firewall,
+                    web_nodes=web_nodes, vrrp=c.vrrp, nginx=nginx, vm=vms, verify=c.verify, firewall=firewall,
                     lab_netns=c.lab_netns or None, ssh_authorized_keys=tuple(c.ssh_authorized_keys),
                     hypervisors=hypervisors, rollout=c.rollout,
                     vrrp_auth_pass=c.vrrp_auth_pass)
