@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import grammar as g
-from .config import PROBLEMS, PROFILES, RolloutConfig, StackConfig, VerifyConfig, VrrpConfig  # noqa: F401 (PROFILES: part of this module's API)
+from .config import PROBLEMS, PROFILES, RolloutConfig, StackConfig, UpstreamActiveCheck, VerifyConfig, VrrpConfig  # noqa: F401 (PROFILES: part of this module's API)
 from .images import virtual_size
 
 
@@ -73,15 +73,6 @@ class RouteRule:
 
 
 @dataclass(frozen=True)
-class ActiveCheck:
-    enabled: bool
-    interval: float
-    timeout: float
-    fall: int
-    rise: int
-
-
-@dataclass(frozen=True)
 class NginxSettings:
     server_name: str
     client_max_body_size: str
@@ -97,7 +88,7 @@ class NginxSettings:
     pools: tuple[Pool, ...]  # always at least the default pool
     rules: tuple[RouteRule, ...]
     default_pool: str
-    active_check: ActiveCheck = ActiveCheck(True, 0.5, 1.0, 2, 2)
+    active_check: UpstreamActiveCheck  # the model itself
 
 
 @dataclass(frozen=True)
@@ -421,13 +412,12 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
     else:
         pools = tuple(Pool(p, tuple(m)) for p, m in r.pools.items())
         rules, default_pool = tuple(RouteRule(x.match, x.pool) for x in r.rules), r.default
-    ac = up.active_check
     nginx = NginxSettings(
         server_name=ng.server_name, client_max_body_size=ng.client_max_body_size, max_fails=up.max_fails,
         fail_timeout=up.fail_timeout, connect_timeout=px.connect_timeout, send_timeout=px.send_timeout,
         read_timeout=px.read_timeout, buffering=px.buffering, buffer_size=px.buffer_size, buffers=px.buffers,
         persistence=ng.persistence, pools=pools, rules=rules, default_pool=default_pool,
-        active_check=ActiveCheck(ac.enabled, ac.interval, ac.timeout, ac.fall, ac.rise))
+        active_check=up.active_check)
 
     def path(p: str | None) -> str | None:
         if not p:
