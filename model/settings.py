@@ -96,15 +96,12 @@ class VmSettings:
     image: str
     kernel: str | None
     initrd: str | None
-    domain_type: str  # resolved: "kvm" or "qemu"
-    domain_type_setting: str
     libvirt_uri: str
-    pool_path: str
     install_packages: bool
     admin_user: str
     operator_user: str
-    autostart: bool = False  # libvirt starts the domains and the NAT network with libvirtd
-    disk_gib: int | None = None  # vm.diskGiB: the nodes' default disk size; None: the image's own
+    autostart: bool  # libvirt starts the domains and the NAT network with libvirtd
+    disk_gib: int | None  # vm.diskGiB: the nodes' default disk size; None: the image's own
 
 
 @dataclass(frozen=True)
@@ -425,8 +422,7 @@ def _settings(c: StackConfig, stack: str, root: Path, host: HostFacts) -> Settin
         return p if g.URL.fullmatch(p) or os.path.isabs(p) else str((root / p).resolve())
 
     vms = VmSettings(image=path(vm.image) or "", kernel=path(vm.kernel), initrd=path(vm.initrd),
-                     domain_type=resolve_domain_type(vm.domain_type, vm.libvirt_uri, host),
-                     domain_type_setting=vm.domain_type, libvirt_uri=vm.libvirt_uri, pool_path=vm.pool_path,
+                     libvirt_uri=vm.libvirt_uri,
                      install_packages=vm.install_packages, admin_user=vm.admin_user,
                      operator_user=vm.operator_user,
                      autostart=vm.autostart if vm.autostart is not None else c.lab_netns == "",
