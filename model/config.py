@@ -254,6 +254,8 @@ class VrrpConfig(Model):
     preempt_delay: Int(0, 1000) = Field(0,
         description="seconds a starting higher-priority balancer waits before preempting (both BACKUP)")
     garp_master_refresh: Int(0, 86400) = Field(60, description="seconds between gratuitous ARP refreshes (0: off)")
+    garp_master_repeat: Int(1, 255) = Field(5, description=(
+        "gratuitous ARPs sent at once when a balancer takes the VIP (switches with stale ARP caches need more)"))
     health_check: Bool = Field(True, description=(
         "the health agent moves the VIP off a balancer whose nginx fails while its peer's serves (never empties it)"))
     check_fall: Int(1, 10) = Field(2, description="failed checks (refused, reset, error) before the VIP moves")

@@ -90,6 +90,7 @@ CASES = {
     "vrrp.nopreempt": ({}, {"vrrp": {"nopreempt": True}, "balancers": lb(0, state="BACKUP")}, "day2"),
     "vrrp.preemptDelay": ({}, {"vrrp": {"preemptDelay": 5}, "balancers": lb(0, state="BACKUP")}, "day2"),
     "vrrp.garpMasterRefresh": ({}, {"vrrp": {"garpMasterRefresh": 30}}, "day2"),
+    "vrrp.garpMasterRepeat": ({}, {"vrrp": {"garpMasterRepeat": 10}}, "day2"),
     "vrrp.healthCheck": ({}, {"vrrp": {"healthCheck": False}}, "day2"),
     "vrrp.checkFall": ({}, {"vrrp": {"checkFall": 3}}, "day2"),
     "vrrp.checkRise": ({}, {"vrrp": {"checkRise": 3}}, "day2"),
