@@ -12,12 +12,12 @@ import yaml
 
 from components.cluster import HOST_LOST_DRILL, LOAD_DRILLS
 from verifier.actions import lab_run_dir
+from verifier.drills import BENCH_KINDS, SEVERAL_HOSTS_KINDS
 
 DEV_PREFIX = "192.168.81."
 # One subnet per bench profile: neither dev (81) nor e2e (91).
 SUBNETS = {"reference": "192.168.101", "fast": "192.168.102"}
-KINDS = ("keepalived", "nginx_kill", "hard", "poweroff", "switchover",
-         "web_freeze", "web_poweroff", "lb_starve", "vrrp_cut")
+KINDS = BENCH_KINDS
 # A powered-off master boots again (~40 s under TCG) before it takes the VIP back: steps may take this long.
 STEP_TIMEOUT = 240
 
@@ -32,7 +32,7 @@ DEV2_PREFIX = "192.168.85."
 TWO_HOSTS_HOSTS = {"vip": 150, "lb01": 151, "lb02": 152, "web01": 153, "web02": 154}
 TWO_HOSTS_VRID = 62  # dev2: 52
 # What the two-host profile may drill (every one-host kind works there too); by default the host lost.
-TWO_HOSTS_KINDS = (*KINDS, "host_lost")
+TWO_HOSTS_KINDS = (*KINDS, *SEVERAL_HOSTS_KINDS)
 TWO_HOSTS_DEFAULT_KINDS = ("host_lost",)
 LAB_HOSTS_MARKER = "hosts/hv1"  # written by make lab HOSTS=2 under the lab's run directory
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from verifier.drills import LOAD_KINDS
+
 from .stats import TARGET_BY_KEY, TARGETS, Verdict, fmt, summary, verdict
 
 KIND_TITLES = {"keepalived": "keepalived stopped (graceful)", "nginx": "nginx stopped",
@@ -36,7 +38,7 @@ HOST_TARGETS = {("two-hosts", "host_lost"): {"two_hosts_host_lost_gap": "no_hold
                 ("two-hosts-fast", "host_lost"): {"two_hosts_fast_host_lost_gap": "no_holder_s",
                                                   "two_hosts_fast_host_lost_failed": "failed_requests"}}
 LOAD_PROFILES = ("reference", "fast", "two-hosts", "two-hosts-fast")
-LOAD_KIND_ORDER = ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut", "host_lost")
+LOAD_KIND_ORDER = LOAD_KINDS
 PROFILE_TARGETS = {("fast", "hard"): "fast_hard", ("fast", "poweroff"): "fast_poweroff",
                    ("fast", "keepalived"): "fast_keepalived", ("reference", "nginx_kill"): "reference_nginx_kill",
                    ("fast", "nginx_kill"): "fast_nginx_kill", ("reference", "switchover"): "reference_switchover",

@@ -11,6 +11,7 @@ import pulumi
 from model import render, rollout
 from model.images import image_set
 from model.settings import FirewallSettings, HypervisorSettings, Settings
+from verifier.drills import QUICK_KINDS, quick_form
 
 from .check import FailoverCheck, FailoverCheckArgs
 from .hypervisor import Hypervisor, HypervisorArgs, host_objects
@@ -82,13 +83,9 @@ def _hosts_spec(s: Settings, load_drills: bool) -> dict:
 
 # verify.loadDrills on a lab stack: the drills under client load in their quick form (the bench runs them
 # at full length). Powered-off VMs boot again within the step timeout.
-LOAD_DRILLS = {
-    "drillKinds": ["keepalived", "nginx", "nginx_kill", "hard", "poweroff",
-                   "web_freeze", "web_poweroff", "lb_starve", "vrrp_cut"],
-    "webFreezeSeconds": 8, "starveSeconds": 20, "cutSeconds": 8, "stepTimeout": 240, "rejoinTimeout": 300,
-}
+LOAD_DRILLS = {"drillKinds": QUICK_KINDS, **quick_form(QUICK_KINDS), "stepTimeout": 240, "rejoinTimeout": 300}
 # ... and across two or more lab hypervisors: the MASTER's host lost (issue 14), in its quick form too.
-HOST_LOST_DRILL = {"hostFreezeSeconds": 5, "hostDownSeconds": 5}
+HOST_LOST_DRILL = quick_form(["host_lost"])
 
 
 class HaCluster(pulumi.ComponentResource):

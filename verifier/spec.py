@@ -64,17 +64,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import drills
+from .drills import BREAK_KINDS, FULL_SECONDS
+
 
 class SpecError(ValueError):
     pass
 
 
-DRILL_KINDS = ("keepalived", "nginx", "nginx_kill", "hard", "poweroff", "switchover")
-# Drills under client load (verifier.scenarios): a web node frozen / powered off, both balancers
-# CPU-starved, VRRP cut between the balancers and healed.
-# host_lost: the MASTER's whole hypervisor (with a web node) frozen, killed and brought back.
-LOAD_KINDS = ("web_freeze", "web_poweroff", "lb_starve", "vrrp_cut", "host_lost")
-SSH_ONLY_KINDS = ("poweroff", "lb_starve", "host_lost")
+# The drill kinds (verifier/drills.py): break/repair pairs, and those under client load (verifier.scenarios).
+DRILL_KINDS, LOAD_KINDS, SSH_ONLY_KINDS = BREAK_KINDS, drills.LOAD_KINDS, drills.SSH_ONLY_KINDS
 
 
 @dataclass(frozen=True)
@@ -145,13 +144,13 @@ class Spec:
     stack: str = ""
     load_rate: float = 10.0
     load_timeout: float = 10.0
-    web_freeze_seconds: float = 20.0
-    starve_seconds: float = 60.0
+    web_freeze_seconds: float = FULL_SECONDS["webFreezeSeconds"]
+    starve_seconds: float = FULL_SECONDS["starveSeconds"]
     starve_quota: int = 10000
-    cut_seconds: float = 15.0
+    cut_seconds: float = FULL_SECONDS["cutSeconds"]
     rejoin_timeout: float = 300.0
-    host_freeze_seconds: float = 10.0
-    host_down_seconds: float = 10.0
+    host_freeze_seconds: float = FULL_SECONDS["hostFreezeSeconds"]
+    host_down_seconds: float = FULL_SECONDS["hostDownSeconds"]
     firewall: Firewall = Firewall()
 
     @property
@@ -269,12 +268,13 @@ def from_dict(raw: dict[str, Any]) -> Spec:
               "probe_interval": num("probeInterval", 0.1, 0.02, 5),
               "probe_timeout": num("probeTimeout", 1.0, 0.1, 30),
               "load_rate": num("loadRate", 10, 0.5, 100), "load_timeout": num("loadTimeout", 10, 0.5, 120),
-              "web_freeze_seconds": num("webFreezeSeconds", 20, 1, 600),
-              "starve_seconds": num("starveSeconds", 60, 1, 600),
+              "web_freeze_seconds": num("webFreezeSeconds", FULL_SECONDS["webFreezeSeconds"], 1, 600),
+              "starve_seconds": num("starveSeconds", FULL_SECONDS["starveSeconds"], 1, 600),
               "starve_quota": int(num("starveQuota", 10000, 1000, 100000)),
-              "cut_seconds": num("cutSeconds", 15, 1, 600), "rejoin_timeout": num("rejoinTimeout", 300, 5, 1800),
-              "host_freeze_seconds": num("hostFreezeSeconds", 10, 1, 600),
-              "host_down_seconds": num("hostDownSeconds", 10, 1, 600)}
+              "cut_seconds": num("cutSeconds", FULL_SECONDS["cutSeconds"], 1, 600),
+              "rejoin_timeout": num("rejoinTimeout", 300, 5, 1800),
+              "host_freeze_seconds": num("hostFreezeSeconds", FULL_SECONDS["hostFreezeSeconds"], 1, 600),
+              "host_down_seconds": num("hostDownSeconds", FULL_SECONDS["hostDownSeconds"], 1, 600)}
     if problems:
         raise SpecError("invalid verifier spec: " + "; ".join(problems))
     return Spec(

@@ -36,6 +36,27 @@ def test_every_kind_has_break_and_repair_steps():
     assert run.KINDS["nginx"].break_step == "nginx_stop" and run.KINDS["hard"].restore_step == "hard_resume"
 
 
+def test_one_registry_gives_every_list_of_kinds():
+    """verifier/drills.py: every kind once; the verifier, the stack's quick form and the bench read it."""
+    from bench import config as bench_config, report
+    from components.cluster import HOST_LOST_DRILL, LOAD_DRILLS
+    from verifier import drills
+    from verifier.scenarios import LoadDrills
+    names = [d.name for d in drills.DRILLS]
+    assert len(names) == len(set(names))
+    assert set(run.KINDS) == {d.name for d in drills.DRILLS if not d.under_load}
+    assert all(hasattr(LoadDrills, run.LOAD_RUNS.get(k, "web")) for k in drills.LOAD_KINDS)
+    assert report.LOAD_KIND_ORDER == drills.LOAD_KINDS and bench_config.KINDS == drills.BENCH_KINDS
+    assert "host_lost" not in LOAD_DRILLS["drillKinds"] and "host_lost" in bench_config.TWO_HOSTS_KINDS
+    # The quick form reaches the spec, and without it the spec has the registry's full lengths.
+    quick = from_dict({**SPEC, **LOAD_DRILLS, **HOST_LOST_DRILL, "drillKinds": ["web_freeze", "vrrp_cut"]})
+    full = from_dict({**SPEC, "drillKinds": ["web_freeze", "vrrp_cut"]})
+    for d in drills.DRILLS:
+        for key, (short, long) in d.seconds.items():
+            field = "".join("_" + c.lower() if c.isupper() else c for c in key)
+            assert (getattr(quick, field), getattr(full, field)) == (short, long), key
+
+
 @pytest.mark.parametrize(("kinds", "words"), [
     (["reboot"], "drillKinds = ['reboot']"),
     ([], "drillKinds = []"),
