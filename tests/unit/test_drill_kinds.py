@@ -38,7 +38,8 @@ def test_every_kind_has_break_and_repair_steps():
 
 def test_one_registry_gives_every_list_of_kinds():
     """verifier/drills.py: every kind once; the verifier, the stack's quick form and the bench read it."""
-    from bench import config as bench_config, report
+    from bench import config as bench_config
+    from bench import report
     from components.cluster import HOST_LOST_DRILL, LOAD_DRILLS
     from verifier import drills
     from verifier.scenarios import LoadDrills
