@@ -64,16 +64,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import drills
-from .drills import BREAK_KINDS, FULL_SECONDS
+# The drill kinds (verifier/drills.py): break/repair pairs, and those under client load (verifier.scenarios).
+from .drills import DRILL_KINDS, FULL_SECONDS, LOAD_KINDS, SSH_ONLY_KINDS
 
 
 class SpecError(ValueError):
     pass
-
-
-# The drill kinds (verifier/drills.py): break/repair pairs, and those under client load (verifier.scenarios).
-DRILL_KINDS, LOAD_KINDS, SSH_ONLY_KINDS = BREAK_KINDS, drills.LOAD_KINDS, drills.SSH_ONLY_KINDS
 
 
 @dataclass(frozen=True)

@@ -562,11 +562,8 @@ def stack_secrets(outputs, tmp: Path) -> dict[str, str]:
 def b64_forms(secret: str) -> list[str]:
     """The base64 text that `secret` becomes inside any base64-encoded file, at each of the three byte
     offsets it may sit at: the characters that depend on its bytes alone (not on its neighbours')."""
-    forms = []
-    for k in range(3):
-        enc = base64.b64encode(b"\0" * k + secret.encode()).decode()
-        forms.append(enc[-(-8 * k // 6):8 * (k + len(secret.encode())) // 6])
-    return forms
+    raw = secret.encode()
+    return [base64.b64encode(b"\0" * k + raw).decode()[-(-8 * k // 6):8 * (k + len(raw)) // 6] for k in range(3)]
 
 
 def world_readable(root: Path, skip: tuple[str, ...] = ()) -> Iterator[Path]:
